@@ -1,0 +1,120 @@
+"""Typed model configurations shared by the CLI, training and checkpoints.
+
+A checkpoint stores the full ModelConfig, so the networks can be rebuilt exactly; presets are only
+named starting points.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from .errors import AnimateError
+
+FORMAT_VERSION = 1
+GENERATORS = ("fsth", "warp")
+
+
+def _drawing_version() -> int:
+    """The landmark-drawing version the networks were trained with (a checkpoint depends on it)."""
+    try:
+        from .face.draw import DRAWING_VERSION
+    except ImportError:  # draw.py not there yet: version 1 is the first and only drawing
+        return 1
+    return int(DRAWING_VERSION)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of E, G and D. Channel width at level i is min(base * 2**i, max)."""
+
+    generator: str = "warp"  # "fsth" (paper: G(y, ê)) | "warp" (G(y ⊕ warped reference, ê) + blend mask)
+    preset: str = "custom"
+    resolution: int = 256
+    base_channels: int = 64
+    max_channels: int = 512
+    embed_dim: int = 512  # ê size = E's and D's last channel count
+    g_down: int = 4  # generator down blocks (= up blocks): bottleneck at resolution / 2**g_down
+    g_res_blocks: int = 5  # AdaIN residual blocks at the bottleneck
+    attention: bool = True
+    attn_embed_res: int = 32  # self-attention resolution in E and D
+    attn_down_res: int = 32  # in G's down path
+    attn_up_res: int = 64  # in G's up path
+    drawing_version: int = field(default_factory=_drawing_version)
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.generator not in GENERATORS:
+            raise AnimateError(f"unknown generator {self.generator!r} (choose from {', '.join(GENERATORS)})")
+        r = self.resolution
+        if r < 16 or r & (r - 1):
+            raise AnimateError(f"model resolution must be a power of two >= 16, got {r}")
+        if min(self.base_channels, self.max_channels, self.embed_dim) < 1:
+            raise AnimateError("channel counts must be positive")
+        if not 1 <= self.g_down <= int(math.log2(r)) - 2:
+            raise AnimateError(f"g_down={self.g_down} does not fit resolution {r}")
+        if self.g_res_blocks < 0:
+            raise AnimateError("g_res_blocks must be >= 0")
+        if self.format_version != FORMAT_VERSION:
+            raise AnimateError(
+                f"model format version {self.format_version} is not supported by this animate-cli "
+                f"(supports {FORMAT_VERSION}); upgrade animate-cli or use a matching checkpoint")
+
+    # --- derived sizes ---------------------------------------------------------------------------
+    @property
+    def n_embed_down(self) -> int:
+        """Down blocks of E/D: from resolution to 4x4."""
+        return int(math.log2(self.resolution)) - 2
+
+    def channels(self, level: int) -> int:
+        return min(self.base_channels * 2 ** level, self.max_channels)
+
+    def embed_channels(self) -> list[int]:
+        """Output channels of E's (and D's) down blocks; the last one is embed_dim."""
+        n = self.n_embed_down
+        return [self.channels(i) for i in range(n - 1)] + [self.embed_dim]
+
+    # --- serialisation ---------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        """Rebuild from to_dict() output; unknown keys or wrong types are errors, missing keys take defaults."""
+        if not isinstance(data, dict):
+            raise AnimateError("model config must be a JSON object")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise AnimateError(f"unknown model config key(s): {', '.join(unknown)}")
+        for name, value in data.items():
+            want = {"str": str, "int": int, "bool": bool}[str(fields[name].type)]
+            if type(value) is not want:
+                raise AnimateError(f"model config key {name!r} must be {want.__name__}, got {value!r}")
+        return cls(**data)
+
+    def replace(self, **changes) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # The paper's sizes: E ~15M, G ~38M, D ~20M parameters at 256².
+    "paper": ModelConfig(preset="paper", resolution=256, base_channels=64, max_channels=512, embed_dim=512,
+                         g_down=4, g_res_blocks=5, attention=True,
+                         attn_embed_res=32, attn_down_res=32, attn_up_res=64),
+    # Narrow and shallow so that meta-learning and fine-tuning run on a 2-core CPU.
+    "small": ModelConfig(preset="small", resolution=256, base_channels=16, max_channels=128, embed_dim=128,
+                         g_down=4, g_res_blocks=2, attention=True,
+                         attn_embed_res=32, attn_down_res=32, attn_up_res=64),
+    # For tests only.
+    "tiny": ModelConfig(preset="tiny", resolution=64, base_channels=8, max_channels=32, embed_dim=32,
+                        g_down=3, g_res_blocks=1, attention=True,
+                        attn_embed_res=8, attn_down_res=8, attn_up_res=16),
+}
+
+
+def preset(name: str, generator: str = "warp") -> ModelConfig:
+    """A named preset with the chosen generator kind."""
+    if name not in PRESETS:
+        raise AnimateError(f"unknown model preset {name!r} (choose from {', '.join(PRESETS)})")
+    return PRESETS[name].replace(generator=generator)
