@@ -7,7 +7,6 @@ from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
@@ -15,6 +14,11 @@ from rich.table import Table
 
 from . import __version__
 from .errors import AnimateError
+
+try:  # typer >= 0.20 vendors click; older releases use click itself
+    from typer.exceptions import TyperException as UsageProblem
+except ImportError:  # pragma: no cover
+    from click import ClickException as UsageProblem
 
 err = Console(stderr=True)
 
@@ -186,17 +190,19 @@ def run_batch(folder: Path, driver: Path, out_dir: Path, opts, quiet: bool) -> N
 def main(argv: Optional[list] = None) -> int:
     """Entry point: every failure becomes one line on stderr and a non-zero exit code."""
     try:
-        app(args=argv, standalone_mode=False, prog_name="animate")
-        return 0
+        code = app(args=argv, standalone_mode=False, prog_name="animate")
+        if code == 130:  # typer turns Ctrl-C into Exit(130)
+            err.print("interrupted: no output was written for the unfinished video")
+        return code if isinstance(code, int) else 0
     except AnimateError as e:
         err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         return 1
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except click.ClickException as e:
+    except UsageProblem as e:
         err.print(f"error: {e.format_message()} (see animate --help)", highlight=False, soft_wrap=True)
         return 2
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         err.print("interrupted: no output was written for the unfinished video")
         return 130
     except Exception as e:  # a bug, not bad input: still one line, the traceback on request

@@ -54,9 +54,10 @@ def procrustes(src, dst, points=STABLE_POINTS) -> tuple[float, np.ndarray, np.nd
 
 
 def apply_similarity(pts, s, R, t) -> np.ndarray:
-    """s·R·p + t for points (..., 2)."""
-    pts = np.asarray(pts, dtype=np.float64)
-    return s * pts @ np.asarray(R).T + np.asarray(t)
+    """s·R·p + t for points (..., 2); float32 in gives float32 out (the landmark convention)."""
+    pts = np.asarray(pts)
+    out = s * pts.astype(np.float64) @ np.asarray(R, dtype=np.float64).T + np.asarray(t, dtype=np.float64)
+    return out.astype(np.float32) if pts.dtype == np.float32 else out
 
 
 def _invert(s, R, t):

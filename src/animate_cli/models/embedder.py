@@ -17,7 +17,8 @@ class DownTrunk(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList()
         self.attn_index = -1
-        res, ch = cfg.resolution, in_ch
+        self.shuffle = cfg.shuffle_stem
+        res, ch = cfg.trunk_resolution, in_ch * 4 if cfg.shuffle_stem else in_ch
         for i, out in enumerate(cfg.embed_channels()):
             self.blocks.append(ResBlockDown(ch, out, norm=False, first=i == 0))
             ch, res = out, res // 2
@@ -27,6 +28,8 @@ class DownTrunk(nn.Module):
         self.out_ch = ch
 
     def forward(self, h: torch.Tensor) -> list[torch.Tensor]:
+        if self.shuffle:
+            h = F.pixel_unshuffle(h, 2)
         feats = []
         for i, block in enumerate(self.blocks):
             h = block(h)

@@ -104,16 +104,16 @@ class PerceptualNet(nn.Module):
                 if k.startswith("net.slice"):  # net.slice<n>.<i>.weight -> slices.<n-1>.<i>.weight
                     n, rest = k[len("net.slice"):].split(".", 1)
                     trunk[f"slices.{int(n) - 1}.{rest}"] = v
-            trunk["shift"], trunk["scale"] = state["scaling_layer.shift"], state["scaling_layer.scale"]
             try:
+                trunk["shift"], trunk["scale"] = state["scaling_layer.shift"], state["scaling_layer.scale"]
                 self.load_state_dict(trunk, strict=True)
-            except RuntimeError:
+            except (KeyError, RuntimeError):
                 raise AnimateError(f"perceptual weights do not match the VGG16 trunk; reinstall with "
                                    f"`{STLPIPS_HINT}`") from None
         _freeze(self)
 
     def forward(self, x):
-        """x: (B,3,H,W) in [-1,1] -> list of ReLU activations, one per selected slice."""
+        """x: (B,3,H,W) in [-1,1], H, W >= 32 -> list of ReLU activations, one per selected slice."""
         h, out = (x - self.shift) / self.scale, []
         for i, s in enumerate(self.slices[: self.layers[-1] + 1]):
             h = s(h)
@@ -144,21 +144,19 @@ class PaperVGG(nn.Module):
                 cin = v
         self.features = nn.Sequential(*layers[: max(self.taps) + 1])
         state = _load_state(Path(path), kind)
-        ws = [v for k, v in state.items() if v.ndim == 4 and v.shape[-2:] == (3, 3)]
-        bs = [state.get(k[: -len("weight")] + "bias") for k, v in state.items()
-              if v.ndim == 4 and v.shape[-2:] == (3, 3) and k.endswith("weight")]
+        keys = [k for k, v in state.items() if k.endswith("weight") and v.ndim == 4 and v.shape[-2:] == (3, 3)]
         convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
         try:
-            for conv, w, b in zip(convs, ws, bs):
-                conv.weight.data.copy_(w)
-                conv.bias.data.copy_(b)
+            if len(keys) < len(convs):
+                raise ValueError
+            for conv, k in zip(convs, keys):
+                conv.weight.data.copy_(state[k])
+                conv.bias.data.copy_(state[k[: -len("weight")] + "bias"])
         except Exception:
             raise AnimateError(f"{path} is not a {kind} state dict") from None
-        if len(ws) < len(convs):
-            raise AnimateError(f"{path} is not a {kind} state dict")
         if kind == "vgg19":
             mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
-        else:  # BGR 0..255 minus mean; expressed on RGB [0,1] input: (x*255 - mean_rgb) / 1
+        else:  # Caffe: x*255 minus the (RGB-listed) mean, then channels flipped to BGR in forward
             mean, std = torch.tensor([129.186, 104.762, 93.594]) / 255.0, torch.full((3,), 1 / 255.0)
         self.register_buffer("mean", mean.view(1, 3, 1, 1))
         self.register_buffer("std", std.view(1, 3, 1, 1))

@@ -216,7 +216,7 @@ def preprocess_dataset(src, dst, resolution: int = 256, frames_per_clip: int = 3
             for job in jobs:
                 handle(_work(job))
         else:
-            with get_context("fork").Pool(workers, _init_worker, (detector,)) as pool:
+            with get_context("spawn").Pool(workers, _init_worker, (detector,)) as pool:
                 for result in pool.imap_unordered(_work, jobs, chunksize=1):
                     handle(result)
     seconds = time.time() - t0

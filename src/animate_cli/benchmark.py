@@ -1,0 +1,89 @@
+"""`animate-bench`: measured speed of the pipeline and of the networks, for README.md.
+
+pipeline: end to end (decode -> landmarks -> model -> paste-back -> encode) with the per-stage split.
+models:   parameters, GFLOPs per frame, generator frames/s at batch 1 and 8, fine-tuning seconds per step.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import AnimateError
+
+console = Console()
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="Measure the speed of animate-cli on this machine.")
+
+
+def machine() -> str:
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {gpu}, torch {torch.__version__}"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+@app.command()
+def pipeline(portrait: Path = typer.Argument(..., help="Portrait image."),
+             driver: Path = typer.Argument(..., help="Driving video."),
+             model: str = typer.Option("warp", help="Model to time (warp, default, or a weights folder)."),
+             finetune_steps: Optional[int] = typer.Option(None, help="Fine-tuning steps for neural models."),
+             device: str = typer.Option("auto"),
+             landmarks: str = typer.Option("dlib"),
+             repeat: int = typer.Option(2, help="Runs; the fastest is reported (the first warms caches)."),
+             json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the figures here.")):
+    """End-to-end frames per second and where the time goes."""
+    from .animate import AnimateOptions, animate
+
+    best = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeat):
+            opts = AnimateOptions(model=model, landmarks=landmarks, device=device, overwrite=True,
+                                  finetune_steps=finetune_steps)
+            t0 = time.perf_counter()
+            report = animate(portrait, driver, Path(tmp) / "bench.mp4", opts)
+            wall = time.perf_counter() - t0
+            if best is None or wall < best[0]:
+                best = (wall, report)
+    wall, report = best
+    per_frame = {k: 1000 * v / report.frames for k, v in report.seconds.items()}
+    frame_stages = {k: v for k, v in per_frame.items() if k not in ("portrait", "prepare")}
+    table = Table(title=f"pipeline, model {report.model}, {report.frames} frames, {machine()}")
+    table.add_column("stage")
+    table.add_column("ms / frame", justify="right")
+    for k, v in per_frame.items():
+        table.add_row(k, f"{v:.2f}")
+    streaming_fps = 1000.0 / max(sum(frame_stages.values()), 1e-9)
+    table.add_row("[bold]per-frame stages[/bold]", f"{sum(frame_stages.values()):.2f}  ({streaming_fps:.1f} fps)")
+    table.add_row("[bold]wall, whole run[/bold]", f"{wall:.2f} s  ({report.frames / wall:.1f} fps)")
+    console.print(table)
+    result = dict(model=report.model, frames=report.frames, wall_s=wall, fps_end_to_end=report.frames / wall,
+                  fps_per_frame_stages=streaming_fps, ms_per_frame=per_frame, setup_s={
+                      k: report.seconds.get(k, 0.0) for k in ("portrait", "prepare")},
+                  detector=report.detector, machine=machine(), peak_rss_mb=peak_rss_mb())
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        app(args=argv, standalone_mode=False, prog_name="animate-bench")
+        return 0
+    except AnimateError as e:
+        Console(stderr=True).print(f"error: {e}", highlight=False)
+        return 1
+
+
+def entry() -> None:
+    raise SystemExit(main())

@@ -1,0 +1,169 @@
+"""Landmarks for every frame of a driving video: detect once, then track.
+
+Full-frame detection costs 100-300 ms on CPU; refitting landmarks in a box derived from the previous
+frame's landmarks costs a few ms. So we detect on the first frame and when the face is lost, check
+the track cheaply every frame (box jump, appearance change), re-detect lightly in a small region every
+`redetect_every` frames to stop drift, and smooth with a One-Euro filter (still face -> still points,
+fast mouth -> follows).
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Iterator
+
+import cv2
+import numpy as np
+
+from ..errors import AnimateError
+from .landmarks import _iou
+
+PATCH = 32  # side of the grey patch compared between frames to notice a lost/changed face
+
+
+class OneEuroFilter:
+    """One-Euro filter (Casiez et al. 2012), per coordinate, time measured in frames.
+
+    Low cutoff when a point is slow (kills jitter), cutoff rising with speed (no lag on fast motion).
+    Cutoffs are in cycles per frame."""
+
+    def __init__(self, min_cutoff: float = 0.02, beta: float = 4.0, d_cutoff: float = 0.2):
+        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
+        self.x: np.ndarray | None = None
+        self.dx: np.ndarray | None = None
+
+    @staticmethod
+    def _alpha(cutoff):
+        tau = 1.0 / (2 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        if self.x is None:
+            self.x, self.dx = x.copy(), np.zeros_like(x)
+            return x.copy()
+        a_d = self._alpha(self.d_cutoff)
+        self.dx = self.dx + a_d * ((x - self.x) - self.dx)
+        a = self._alpha(self.min_cutoff + self.beta * np.abs(self.dx))
+        self.x = self.x + a * (x - self.x)
+        return self.x.copy()
+
+
+def _face_width(pts: np.ndarray) -> float:
+    return float(max(np.ptp(pts[:, 0]), np.ptp(pts[:, 1]), 1.0))
+
+
+def _patch(frame: np.ndarray, pts: np.ndarray) -> np.ndarray | None:
+    """Normalised grey patch over the inner face (brows..chin); None when it is featureless (blank)."""
+    lo, hi = np.floor(pts[17:].min(0)).astype(int), np.ceil(pts[17:].max(0)).astype(int)
+    h, w = frame.shape[:2]
+    x0, y0 = max(lo[0], 0), max(lo[1], 0)
+    x1, y1 = min(hi[0], w), min(hi[1], h)
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return None
+    p = cv2.resize(np.ascontiguousarray(frame[y0:y1, x0:x1]), (PATCH, PATCH), interpolation=cv2.INTER_AREA)
+    p = cv2.cvtColor(p, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    std = p.std()
+    if std < 4.0:
+        return None
+    return (p - p.mean()) / std
+
+
+def _plausible(pts: np.ndarray, prev: np.ndarray, patch, prev_patch) -> bool:
+    """Does this refit still look like the same face as the previous frame?"""
+    if patch is None or not np.isfinite(pts).all():
+        return False
+    w, w0 = _face_width(pts), _face_width(prev)
+    if not 0.75 < w / w0 < 1.33:
+        return False
+    if np.linalg.norm(pts.mean(0) - prev.mean(0)) > 0.35 * w0:
+        return False
+    if prev_patch is not None and float((patch * prev_patch).mean()) < 0.5:
+        return False  # appearance changed a lot: scene cut or the tracker slid off the face
+    return True
+
+
+def _region_detect(detector, frame: np.ndarray, box: np.ndarray, work: int = 256) -> np.ndarray | None:
+    """Cheap re-detection in a square region around `box`; the matching box in frame px, or None."""
+    side = 2.4 * max(box[2] - box[0], box[3] - box[1])
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    a = work / side
+    M = np.array([[a, 0, work / 2 - a * cx], [0, a, work / 2 - a * cy]])
+    region = cv2.warpAffine(frame, M, (work, work), flags=cv2.INTER_AREA if a < 1 else cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT)
+    boxes = detector.detect(region, work_size=work)
+    best, best_iou = None, 0.3
+    for b in boxes:
+        fb = np.array([(b[0] - M[0, 2]) / a, (b[1] - M[1, 2]) / a, (b[2] - M[0, 2]) / a, (b[3] - M[1, 2]) / a],
+                      np.float32)
+        iou = _iou(fb, box)
+        if iou > best_iou:
+            best, best_iou = fb, iou
+    return best
+
+
+def _nearest(boxes: list[np.ndarray], pts: np.ndarray) -> np.ndarray:
+    c = pts.mean(0)
+    return min(boxes, key=lambda b: float(np.hypot((b[0] + b[2]) / 2 - c[0], (b[1] + b[3]) / 2 - c[1])))
+
+
+def track_landmarks(frames: Iterable[np.ndarray], detector, face_index: int = 0, smooth: bool = True,
+                    redetect_every: int = 15, min_cutoff: float = 0.02,
+                    beta: float = 4.0) -> Iterator[np.ndarray | None]:
+    """One (68,2) float32 per frame, or None where no face is found (see fill_missing)."""
+    prev = prev_patch = None      # raw landmarks/patch of the last frame where the face was tracked
+    last_good = None              # last landmarks ever found: picks the same face after a loss
+    filt = scale = None
+    since_check = misses = 0
+    started = False
+    for frame in frames:
+        frame = np.ascontiguousarray(frame)
+        pts = patch = None
+        if prev is not None:
+            box = detector.box_from_landmarks(prev)
+            since_check += 1
+            if since_check >= redetect_every:
+                since_check = 0
+                found = _region_detect(detector, frame, box)
+                if found is not None:
+                    box = found
+            pts = detector.landmarks(frame, box)
+            patch = _patch(frame, pts)
+            if not _plausible(pts, prev, patch, prev_patch):
+                pts = None
+        if pts is None:
+            # Long stretches without a face (cutaways, a faceless video): search only every 5th
+            # frame after the first 10 misses; a full detection costs 100-300 ms.
+            misses += 1
+            searching = misses <= 10 or misses % 5 == 0
+            boxes = detector.detect(frame) if searching else []
+            if boxes:
+                misses = 0
+                if not started and face_index >= len(boxes):
+                    raise AnimateError(f"--face-index {face_index} is out of range: {len(boxes)} face(s) "
+                                       "in the driver's first frame with a face")
+                box = boxes[face_index] if not started else _nearest(boxes, last_good)
+                pts = detector.landmarks(frame, box)
+                patch = _patch(frame, pts)
+                started, since_check = True, 0
+                filt, scale = OneEuroFilter(min_cutoff, beta), _face_width(pts)  # restart: no slide
+        prev, prev_patch = pts, patch
+        if pts is None:
+            yield None
+            continue
+        last_good = pts
+        out = filt(pts / scale) * scale if smooth else pts
+        yield np.asarray(out, np.float32)
+
+
+def fill_missing(seq: list, source_name: str) -> np.ndarray:
+    """(N,68,2): frames without a face hold the last good landmarks (leading gaps take the first good)."""
+    good = [i for i, p in enumerate(seq) if p is not None]
+    if not good:
+        raise AnimateError(f"no face found in any frame of {source_name}")
+    out = np.empty((len(seq), 68, 2), np.float32)
+    last = seq[good[0]]
+    for i, p in enumerate(seq):
+        if p is not None:
+            last = p
+        out[i] = last
+    return out

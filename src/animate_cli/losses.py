@@ -1,0 +1,73 @@
+"""Training objectives of Zakharov et al. 2019 (meta-learning and fine-tuning), plus an optional pixel L1.
+
+All functions are pure (scores, features and images in, scalar tensors out), so meta-learning and
+fine-tuning decide themselves when D is run and what is detached.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .models.perceptual import content_loss
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Multipliers of each generator term. `content` scales L_CNT, which already carries the paper's
+    per-network weights (1.5e-1 VGG19 / stand-in, 2.5e-2 VGGFace). `pixel` (plain L1 on the image) is not
+    in the paper; a little of it steadies the warp generator's colours early on."""
+    content: float = 1.0
+    adv: float = 1.0
+    fm: float = 10.0
+    mch: float = 10.0
+    pixel: float = 0.1
+
+
+def d_hinge_loss(real_score, fake_score):
+    """D's hinge loss: mean relu(1 - D(x)) + mean relu(1 + D(x̂)); D has no sigmoid."""
+    return F.relu(1.0 - real_score).mean() + F.relu(1.0 + fake_score).mean()
+
+
+def g_adv_loss(fake_score):
+    """Generator's adversarial term: -D(x̂), averaged over the batch."""
+    return -fake_score.mean()
+
+
+def feature_matching(fake_feats: Sequence[torch.Tensor], real_feats: Sequence[torch.Tensor]):
+    """L_FM: sum over D's blocks of the mean L1 between activations on x̂ and on x (x side detached,
+    so the term only moves G)."""
+    total = fake_feats[0].new_zeros(())
+    for f, r in zip(fake_feats, real_feats):
+        total = total + F.l1_loss(f.float(), r.detach().float())
+    return total
+
+
+def match_loss(w_i, e_hat):
+    """‖W_i − ê_i‖₁ averaged over dimensions and batch (not summed: a sum over 512 dims would dwarf the
+    other terms; the mean keeps the paper's weight of 10 meaningful). Both sides get gradients, as in the
+    paper: it pulls E's embedding and D's identity column together."""
+    return F.l1_loss(e_hat.float(), w_i.float())
+
+
+def generator_losses(fake_score, fake_feats, real_feats, x_hat, x, *, e_hat=None, w_i=None,
+                     weights: LossWeights = LossWeights(), content_size: Optional[int] = None,
+                     vgg19=None, vggface=None) -> dict:
+    """All of E/G's terms by name plus "total": L_CNT + L_ADV (= -D(x̂) + fm·L_FM) [+ mch·L_MCH when
+    e_hat and w_i are given, i.e. meta-learning] [+ pixel·L1 when weights.pixel > 0]."""
+    out = {
+        "cnt": content_loss(x_hat, x, input_size=content_size, vgg19=vgg19, vggface=vggface),
+        "adv": g_adv_loss(fake_score),
+        "fm": feature_matching(fake_feats, real_feats),
+    }
+    total = weights.content * out["cnt"] + weights.adv * out["adv"] + weights.fm * out["fm"]
+    if e_hat is not None and w_i is not None:
+        out["mch"] = match_loss(w_i, e_hat)
+        total = total + weights.mch * out["mch"]
+    if weights.pixel > 0:
+        out["pix"] = F.l1_loss(x_hat.float(), x.float())
+        total = total + weights.pixel * out["pix"]
+    out["total"] = total
+    return out

@@ -1,0 +1,154 @@
+"""Meta-learning episodes over the preprocessing cache (paper §3.2).
+
+An episode is one training *video* i (one `<identity>/<youtube-id>` folder = one column W_i of D):
+K shots and one target frame drawn from that video's clips, the target never among the shots.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import AnimateError
+from .preprocess import INDEX, decode_frame, load_clip
+
+
+def video_split(videos: list[str], val_per_identity: int) -> tuple[list[str], list[str]]:
+    """Deterministic hold-out: per identity, the `val_per_identity` videos with the smallest name hash.
+
+    Hashing (not sorting) keeps the choice stable when videos are added and spreads it over the alphabet.
+    Identities with too few videos keep at least one for training.
+    """
+    by_id: dict[str, list[str]] = {}
+    for v in videos:
+        by_id.setdefault(v.split("/")[0], []).append(v)
+    val = set()
+    for vs in by_id.values():
+        n = min(val_per_identity, len(vs) - 1)
+        if n > 0:
+            val.update(sorted(vs, key=lambda v: hashlib.sha1(v.encode()).hexdigest())[:n])
+    return [v for v in videos if v not in val], [v for v in videos if v in val]
+
+
+def to_model_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N,H,W,3) -> float32 (N,3,H,W) in [-1,1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+class EpisodeDataset(Dataset):
+    """Item idx -> an episode of video `idx % n_videos`, its frames drawn with an RNG seeded by
+    (seed, epoch, idx), so a resumed run sees exactly the episodes it would have seen.
+
+    Returns a dict: x_shots (K,3,R,R) and y_shots (landmark images) in [-1,1], x_t, y_t (3,R,R),
+    lm_shots (K,68,2), lm_t (68,2) in pixels at R, video (index of the video = D's W column).
+    """
+
+    def __init__(self, cache_dir, k_shots: int = 8, resolution: int | None = None, split: str = "all",
+                 val_per_identity: int = 0, episodes_per_epoch: int | None = None, seed: int = 0):
+        self.root = Path(cache_dir)
+        index_path = self.root / INDEX
+        if not index_path.exists():
+            raise AnimateError(f"no {INDEX} in {self.root}: run `python -m animate_cli.train.preprocess` first")
+        entries = json.loads(index_path.read_text())
+        clips: dict[str, list[tuple[str, int]]] = {}
+        for e in entries:
+            if e["frames"] > 0:
+                clips.setdefault(f"{e['identity']}/{e['video']}", []).append((e["clip"], e["frames"]))
+        # a video must hold K+1 distinct frames to make an episode
+        videos = sorted(v for v, cs in clips.items() if sum(n for _, n in cs) >= k_shots + 1)
+        train, val = video_split(videos, val_per_identity)
+        chosen = {"all": videos, "train": train, "val": val}.get(split)
+        if chosen is None:
+            raise AnimateError(f"unknown split {split!r} (all, train, val)")
+        if not chosen:
+            raise AnimateError(f"no video in {self.root} ({split} split) has {k_shots + 1} frames")
+        self.videos = chosen
+        self.clips = [clips[v] for v in chosen]
+        self.k = k_shots
+        self.seed = seed
+        self.epoch = 0
+        self.episodes_per_epoch = episodes_per_epoch or len(chosen)
+        first = load_clip(self.root / self.clips[0][0][0])
+        self.cache_resolution = int(first["resolution"])
+        self.resolution = resolution or self.cache_resolution
+
+    @property
+    def n_videos(self) -> int:
+        return len(self.videos)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.episodes_per_epoch
+
+    def _frames(self, clip: str, which: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        z = load_clip(self.root / clip)
+        imgs = np.stack([decode_frame(z["jpeg"], z["offsets"], i) for i in which])
+        lms = z["landmarks"][which].astype(np.float32)
+        if self.resolution != imgs.shape[1]:
+            s = self.resolution / imgs.shape[1]
+            interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+            imgs = np.stack([cv2.resize(im, (self.resolution, self.resolution), interpolation=interp) for im in imgs])
+            # pixel centres: x_new + 0.5 = s * (x_old + 0.5)
+            lms = (lms + 0.5) * s - 0.5
+        return imgs, lms
+
+    def sample_indices(self, idx: int) -> tuple[int, list[tuple[int, int]]]:
+        """(video, [(clip, frame)] * (K+1)) with the target last; all K+1 distinct by construction."""
+        v = idx % self.n_videos
+        rng = np.random.default_rng((self.seed, self.epoch, idx))
+        counts = np.array([n for _, n in self.clips[v]])
+        flat = rng.choice(int(counts.sum()), size=self.k + 1, replace=False)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        pairs = []
+        for f in flat:
+            c = int(np.searchsorted(starts, f, side="right") - 1)
+            pairs.append((c, int(f - starts[c])))
+        return v, pairs
+
+    def __getitem__(self, idx: int) -> dict:
+        from ..face.draw import landmark_tensor
+
+        v, pairs = self.sample_indices(idx)
+        imgs = [None] * len(pairs)
+        lms = [None] * len(pairs)
+        by_clip: dict[int, list[int]] = {}
+        for j, (c, _) in enumerate(pairs):
+            by_clip.setdefault(c, []).append(j)
+        for c, js in by_clip.items():  # each clip file opened once
+            im, lm = self._frames(self.clips[v][c][0], [pairs[j][1] for j in js])
+            for j, a, b in zip(js, im, lm):
+                imgs[j], lms[j] = a, b
+        x = to_model_tensor(np.stack(imgs))
+        lm = torch.from_numpy(np.stack(lms))
+        y = landmark_tensor(lm.numpy(), self.resolution)
+        k = self.k
+        return {"x_shots": x[:k], "y_shots": y[:k], "x_t": x[k], "y_t": y[k],
+                "lm_shots": lm[:k], "lm_t": lm[k], "video": torch.tensor(v, dtype=torch.long)}
+
+
+def nearest_shot(lm_shots: torch.Tensor, lm_t: torch.Tensor) -> torch.Tensor:
+    """(B,K,68,2), (B,68,2) -> (B,) index of the shot whose position/scale-normalised landmarks are
+    closest to the target's: the reference the warp has to move least."""
+    def norm(p):
+        c = p - p.mean(dim=-2, keepdim=True)
+        return c / (c.pow(2).sum(dim=(-2, -1), keepdim=True).div(p.shape[-2]).sqrt() + 1e-8)
+
+    d = (norm(lm_shots) - norm(lm_t).unsqueeze(1)).pow(2).sum(dim=(-2, -1))
+    return d.argmin(dim=1)
+
+
+def reference_warp(x_shots: torch.Tensor, lm_shots: torch.Tensor, lm_t: torch.Tensor) -> torch.Tensor:
+    """The nearest shot warped (thin-plate spline) into the target pose: (B,3,R,R), batched on the
+    batch's device, for the warp-guided generator."""
+    from ..warp import warp_image
+
+    idx = nearest_shot(lm_shots, lm_t)
+    ar = torch.arange(len(idx), device=x_shots.device)
+    return warp_image(x_shots[ar, idx], lm_shots[ar, idx], lm_t)

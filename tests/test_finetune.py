@@ -1,0 +1,132 @@
+"""Few-shot fine-tuning (paper §3.3) on the tiny preset, CPU."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from animate_cli.config import preset
+from animate_cli.errors import AnimateError
+from animate_cli.finetune import PersonModel, finetune, person_init, reference_for, warped_references
+from animate_cli.models.discriminator import Discriminator
+from animate_cli.models.embedder import Embedder
+from animate_cli.models.generator import build_generator
+from animate_cli.models.perceptual import content_loss, stlpips_weights_path
+
+pytestmark = pytest.mark.skipif(stlpips_weights_path() is None, reason="stlpips weights not installed")
+
+
+def _nets(generator="warp"):
+    torch.manual_seed(0)
+    cfg = preset("tiny", generator=generator)
+    return cfg, Embedder(cfg), build_generator(cfg), Discriminator(cfg, n_videos=3)
+
+
+def _shots(cfg, t=1, seed=1):
+    """Smooth synthetic faces-ish images, a landmark-like image and landmarks inside the crop."""
+    g = torch.Generator().manual_seed(seed)
+    r = cfg.resolution
+    x = torch.rand(t, 3, r // 8, r // 8, generator=g) * 2 - 1
+    x = torch.nn.functional.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)
+    y = -torch.ones(t, 3, r, r)
+    y[:, :, r // 4:3 * r // 4, r // 2] = 1.0
+    lms = (np.random.default_rng(seed).random((t, 68, 2)) * r * 0.5 + r * 0.25).astype(np.float32)
+    return x, y, lms
+
+
+def _psnr(a, b):
+    return (10 * torch.log10(4.0 / ((a - b) ** 2).mean())).item()
+
+
+def test_feed_forward_starts_at_paper_initialisation():
+    cfg, E, G, D = _nets()
+    x, y, lms = _shots(cfg, t=2)
+    E.train(), G.train()
+    e_hat, psi, w = person_init(E, G, D, x, y)
+    assert E.training and G.training  # modes restored
+    E.eval(), G.eval()
+    with torch.no_grad():
+        e_ref = E(x, y).mean(0, keepdim=True)
+        assert torch.allclose(e_hat, e_ref)
+        assert torch.allclose(psi, G.project(e_ref))  # ψ' = P·ê_new
+        assert torch.allclose(w, D.w0 + e_ref[0])  # w' = w0 + ê_new
+    person = finetune(cfg, E, G, D, x, y, lms, steps=0)
+    assert isinstance(person, PersonModel) and person.generator is not G
+    assert torch.allclose(person.psi, psi) and not person.generator.training
+    warped = warped_references(x, lms)
+    with torch.no_grad():
+        assert torch.allclose(person.render(y, warped=warped), G(y, e_hat=e_ref, warped=warped), atol=1e-6)
+    with pytest.raises(AnimateError):
+        person.render(y)  # the warp generator cannot render without its reference
+
+
+def test_finetuning_fits_the_shot_better_than_feed_forward():
+    cfg, E, G, D = _nets()
+    x, y, lms = _shots(cfg, t=1)
+    ff = finetune(cfg, E, G, D, x, y, lms, steps=0)
+    ft = finetune(cfg, E, G, D, x, y, lms, steps=4)
+    with torch.no_grad():
+        out_ff, out_ft = ff.render(y, warped=x), ft.render(y, warped=x)  # T=1: reference = the shot itself
+        assert content_loss(out_ft, x) < content_loss(out_ff, x)
+    assert _psnr(out_ft, x) > _psnr(out_ff, x) + 0.3
+    assert ft.losses[-1]["cnt"] < ft.losses[0]["cnt"]
+
+
+def test_networks_untouched_and_seeded_runs_identical():
+    cfg, E, G, D = _nets()
+    E.train()  # even in train mode E must not move (no spectral-norm power iteration either)
+    x, y, lms = _shots(cfg, t=2)
+    before = [copy.deepcopy(m.state_dict()) for m in (E, G, D)]
+    calls = []
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        runs.append(finetune(cfg, E, G, D, x, y, lms, steps=2, max_shift=2,
+                             progress=lambda s, n, losses: calls.append((s, n, sorted(losses)))))
+    for m, state in zip((E, G, D), before):
+        for k, v in m.state_dict().items():
+            assert torch.equal(v, state[k]), k
+    assert calls[:2] == [(1, 2, ["adv", "cnt", "d", "fm", "pix", "total"]), (2, 2, calls[0][2])]
+    assert torch.equal(runs[0].psi, runs[1].psi)
+    warped = warped_references(x, lms)
+    assert torch.equal(runs[0].render(y, warped), runs[1].render(y, warped))
+    assert not torch.equal(runs[0].psi, person_init(E, G, D, x, y)[1])  # ψ' did train
+
+
+def test_reference_rule():
+    lms = np.zeros((3, 68, 2), np.float32)
+    base = np.random.default_rng(0).random((68, 2)).astype(np.float32) * 50
+    lms[0], lms[1], lms[2] = base, base * 2 + 5, base + np.float32(3.0) * np.random.default_rng(1).random((68, 2))
+    assert reference_for(0, lms[:1], 1) == 0  # one shot: itself (identity warp)
+    assert reference_for(0, lms, 3) == 1  # shot 1 is shot 0 up to scale/shift: nearest
+    assert reference_for(1, lms, 3) == 0
+    assert all(reference_for(i, lms, 3) != i for i in range(3))
+    assert reference_for(2, None, 3) == 0
+    x = torch.rand(1, 3, 16, 16)
+    assert torch.equal(warped_references(x, lms[:1]), x)
+
+
+def test_fsth_without_discriminator_and_bad_input():
+    cfg, E, G, _ = _nets("fsth")
+    x, y, _ = _shots(cfg, t=1)
+    person = finetune(cfg, E, G, None, x, y, steps=1)
+    assert set(person.losses[0]) == {"cnt", "pix", "total"}
+    assert person.render(y).shape == x.shape
+    with pytest.raises(AnimateError, match="0 or more"):
+        finetune(cfg, E, G, None, x, y, steps=-1)
+    with pytest.raises(AnimateError, match="shots"):
+        finetune(cfg, E, G, None, x, y[:, :, :8], steps=0)
+    wcfg, E, G, D = _nets("warp")
+    with pytest.raises(AnimateError, match="landmarks"):
+        finetune(wcfg, E, G, D, x, y, None, steps=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_mixed_precision():
+    cfg, E, G, D = _nets()
+    x, y, lms = _shots(cfg, t=2)
+    E, G, D = E.cuda(), G.cuda(), D.cuda()
+    person = finetune(cfg, E, G, D, x, y, lms, steps=3, device="cuda")
+    assert all(np.isfinite(v) for v in person.losses[-1].values())
+    out = person.render(y.cuda(), warped_references(x.cuda(), lms))
+    assert out.is_cuda and out.dtype == torch.float32 and torch.isfinite(out).all()

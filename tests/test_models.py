@@ -1,0 +1,188 @@
+"""Config presets and the networks E, G (both kinds), D at the tiny preset."""
+import pytest
+import torch
+
+from animate_cli.config import PRESETS, ModelConfig, preset
+from animate_cli.errors import AnimateError
+from animate_cli.models.blocks import SelfAttention, adain
+from animate_cli.models.discriminator import Discriminator
+from animate_cli.models.embedder import Embedder
+from animate_cli.models.generator import FSTHGenerator, WarpGenerator, build_generator
+from animate_cli.models.stats import count_params_and_gflops
+
+TINY = preset("tiny")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks run faster on one thread than on two contended ones (a shared 2-core box)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+# the space-to-depth stem used by the "small" preset, at test size
+TINY_STEM = TINY.replace(shuffle_stem=True, g_down=2, attn_embed_res=8, attn_down_res=8, attn_up_res=16)
+
+
+def _inputs(cfg, b=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = cfg.resolution
+    return [torch.rand(b, 3, r, r, generator=g) * 2 - 1 for _ in range(3)]
+
+
+def test_config_round_trip_and_validation():
+    for name in PRESETS:
+        cfg = preset(name, "fsth")
+        assert cfg.generator == "fsth" and cfg.preset == name
+        assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(AnimateError, match="unknown model config key"):
+        ModelConfig.from_dict({**TINY.to_dict(), "bogus": 1})
+    with pytest.raises(AnimateError, match="must be int"):
+        ModelConfig.from_dict({**TINY.to_dict(), "resolution": "64"})
+    with pytest.raises(AnimateError, match="unknown generator"):
+        TINY.replace(generator="gan")
+    with pytest.raises(AnimateError, match="power of two"):
+        TINY.replace(resolution=100)
+    with pytest.raises(AnimateError, match="unknown model preset"):
+        preset("huge")
+    with pytest.raises(AnimateError, match="format version"):
+        TINY.replace(format_version=99)
+
+
+def test_adain_sets_per_sample_channel_statistics():
+    x = torch.randn(2, 4, 8, 8) * 5 + 3
+    scale, bias = torch.randn(2, 4), torch.randn(2, 4)
+    out = adain(x, scale, bias)
+    assert torch.allclose(out.mean(dim=(2, 3)), bias, atol=1e-4)
+    assert torch.allclose(out.std(dim=(2, 3), unbiased=False), (1 + scale).abs(), atol=1e-3)
+
+
+def test_self_attention_starts_as_identity_and_then_mixes():
+    attn = SelfAttention(16)
+    x = torch.randn(1, 16, 8, 8)
+    assert torch.equal(attn(x), x)
+    with torch.no_grad():
+        attn.gamma.fill_(1.0)
+    assert not torch.allclose(attn(x), x)
+
+
+@pytest.mark.parametrize("cfg", [TINY, TINY_STEM], ids=["plain", "stem"])
+@pytest.mark.parametrize("kind", ["fsth", "warp"])
+def test_shapes(cfg, kind):
+    cfg = cfg.replace(generator=kind)
+    x, y, w = _inputs(cfg)
+    # eval: in train mode spectral norm's power iteration moves u on every call
+    E, G, D = Embedder(cfg).eval(), build_generator(cfg).eval(), Discriminator(cfg, n_videos=5).eval()
+    assert isinstance(G, FSTHGenerator if kind == "fsth" else WarpGenerator)
+    e = E(x, y)
+    assert e.shape == (2, cfg.embed_dim) and (e >= 0).all()  # ReLU + sum pooling
+    shots = E.embed_shots(torch.stack([x, w], 1), torch.stack([y, y], 1))
+    assert shots.shape == (2, cfg.embed_dim)
+    assert torch.allclose(shots[0], (E(x[:1], y[:1]) + E(w[:1], y[:1]))[0] / 2, atol=1e-5)
+    psi = G.project(e)
+    assert psi.shape == (2, G.n_adain)
+    out = G(y, e_hat=e, warped=w)
+    assert out.shape == (2, 3, cfg.resolution, cfg.resolution)
+    assert out.min() >= -1 and out.max() <= 1
+    score, feats = D(out, y, video_idx=torch.tensor([0, 4]))
+    assert score.shape == (2,)
+    assert len(feats) == cfg.n_embed_down + 1
+    assert feats[-1].shape == (2, cfg.embed_dim, 4, 4)
+
+
+def test_warp_generator_requires_warped():
+    G = build_generator(TINY)
+    _, y, _ = _inputs(TINY)
+    with pytest.raises(ValueError, match="warped"):
+        G(y, e_hat=torch.zeros(2, TINY.embed_dim))
+
+
+@pytest.mark.parametrize("kind", ["fsth", "warp"])
+def test_gradients_reach_every_parameter(kind):
+    torch.manual_seed(0)
+    cfg = TINY.replace(generator=kind)
+    E, G, D = Embedder(cfg), build_generator(cfg), Discriminator(cfg, n_videos=3)
+    for m in list(E.modules()) + list(G.modules()) + list(D.modules()):
+        if isinstance(m, SelfAttention):  # gamma = 0 would block the gradient to q, k, v
+            with torch.no_grad():
+                m.gamma.fill_(0.5)
+    x, y, w = _inputs(cfg)
+    e = E(x, y)
+    out = G(y, e_hat=e, warped=w)
+    score, feats = D(out, y, video_idx=torch.tensor([1, 1]))
+    (score.sum() + sum(f.mean() for f in feats)).backward()
+    for net_name, net in [("E", E), ("G", G), ("D", D)]:
+        for name, p in net.named_parameters():
+            if name == "W":
+                assert p.grad[1].abs().sum() > 0 and p.grad[[0, 2]].abs().sum() == 0
+                continue
+            assert p.grad is not None and p.grad.abs().sum() > 0, f"{net_name}.{name} gets no gradient"
+
+
+@pytest.mark.parametrize("kind", ["fsth", "warp"])
+def test_embedding_drives_the_output_through_adain(kind):
+    torch.manual_seed(0)
+    cfg = TINY.replace(generator=kind)
+    G = build_generator(cfg).eval()
+    x, y, w = _inputs(cfg, b=1)
+    e1, e2 = torch.rand(1, cfg.embed_dim) * 4, torch.rand(1, cfg.embed_dim) * 4
+    with torch.no_grad():
+        o1, o2 = G(y, e_hat=e1, warped=w), G(y, e_hat=e2, warped=w)
+        assert (o1 - o2).abs().max() > 1e-3
+        # psi given (fine-tuned person) is the same path as psi = P·ê
+        assert torch.equal(G(y, psi=G.project(e1), warped=w), o1)
+        # one psi vector broadcasts over a batch of frames
+        yb, wb = y.expand(3, -1, -1, -1), w.expand(3, -1, -1, -1)
+        ob = G(yb, psi=G.project(e1)[0], warped=wb)
+        assert torch.allclose(ob[2:], o1, atol=1e-5)
+
+
+def test_untrained_warp_generator_returns_about_the_warped_reference():
+    torch.manual_seed(0)
+    G = build_generator(TINY).eval()
+    x, y, w = _inputs(TINY)
+    with torch.no_grad():
+        out, rgb, mask = G.forward_parts(y, e_hat=torch.rand(2, TINY.embed_dim), warped=w)
+    assert mask.shape == (2, 1, 64, 64) and mask.mean() > 0.9
+    assert torch.allclose(out, mask * w + (1 - mask) * rgb, atol=1e-6)
+    assert (out - w).abs().mean() < 0.06
+    assert (rgb - w).abs().mean() > 0.3  # the RGB branch alone is not the reference
+
+
+def test_discriminator_projection():
+    torch.manual_seed(0)
+    D = Discriminator(TINY, n_videos=4).eval()
+    x, y, _ = _inputs(TINY, b=1)
+    with torch.no_grad():
+        s0, _ = D(x, y, video_idx=torch.tensor([0]))
+        s1, _ = D(x, y, video_idx=torch.tensor([1]))
+        assert not torch.allclose(s0, s1)
+        # w replaces the whole (W[i] + w0): r = V·w + b
+        sw, _ = D(x, y, w=D.W[1] + D.w0)
+        assert torch.allclose(sw, s1, atol=1e-5)
+        D.b.fill_(2.0)
+        sb, _ = D(x, y, video_idx=torch.tensor([1]))
+        assert torch.allclose(sb, s1 + 2.0, atol=1e-5)
+    e_new = torch.rand(1, TINY.embed_dim)
+    assert torch.allclose(D.new_person_w(e_new), D.w0 + e_new[0])
+    assert D.count_params(with_video_columns=False) == D.count_params() - 4 * TINY.embed_dim
+
+
+def test_paper_preset_parameter_counts():
+    cfg = preset("paper", "fsth")
+    E, G, D = Embedder(cfg), build_generator(cfg), Discriminator(cfg, n_videos=0)
+    n_e = sum(p.numel() for p in E.parameters())
+    n_g = sum(p.numel() for p in G.parameters())
+    n_d = D.count_params(with_video_columns=False)
+    for n, target in [(n_e, 15e6), (n_g, 38e6), (n_d, 20e6)]:
+        assert 0.8 * target <= n <= 1.2 * target, (n, target)
+
+
+def test_count_params_and_gflops():
+    stats = count_params_and_gflops(TINY)
+    G = build_generator(TINY)
+    assert stats["generator_params"] == sum(p.numel() for p in G.parameters())
+    assert stats["n_adain"] == G.n_adain
+    # the first down block's first conv alone: 6->8 channels, 3x3, at 64x64
+    assert stats["generator_gflops"] > 2 * 64 * 64 * 8 * 6 * 9 / 1e9
+    assert stats["generator_gflops"] < 1.0
