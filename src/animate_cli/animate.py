@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .errors import AnimateError
-from .face.crop import face_crop_transform, paste_back, transform_points, warp_to_crop
+from .face.crop import PasteBack, face_crop_transform, transform_points, warp_to_crop
 from .face.landmarks import image_landmarks, make_detector
 from .face.track import fill_missing, track_landmarks
 from .motion import find_best_frame, transfer_absolute, transfer_relative
@@ -435,6 +435,7 @@ def animate(portrait_path: Path, driver_path: Path, output: Path, opts: AnimateO
     n = len(targets)
     progress.start("rendering", n)
     drivers = read_frames(driver_path) if opts.preview else None
+    paste = PasteBack(portrait, M, animator.resolution)
     writer_ctx = VideoWriter(output, info.fps, audio_from=audio, overwrite=opts.overwrite)
     preview_ctx = (VideoWriter(preview_path(output), info.fps, audio_from=audio, overwrite=opts.overwrite)
                    if opts.preview else nullcontext())
@@ -445,7 +446,7 @@ def animate(portrait_path: Path, driver_path: Path, output: Path, opts: AnimateO
             crops = animator.render(batch)
             t = watch.add("render", t)
             for crop in crops:
-                frame = crop if opts.crop_only else paste_back(portrait, crop, M)
+                frame = crop if opts.crop_only else paste(crop)
                 t = watch.add("paste", t)
                 writer.write(frame)
                 if pwriter is not None:

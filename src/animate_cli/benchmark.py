@@ -34,6 +34,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+@app.callback()
+def commands() -> None:
+    """Measure the speed of animate-cli on this machine."""
+
+
 @app.command()
 def pipeline(portrait: Path = typer.Argument(..., help="Portrait image."),
              driver: Path = typer.Argument(..., help="Driving video."),

@@ -334,7 +334,7 @@ class VideoWriter:
         self._size = (height, width)
         self._pad = (height % 2, width % 2)  # yuv420p needs even sizes
         size = (width + self._pad[1], height + self._pad[0])
-        output = ["-f", "mp4"] + ([] if self.audio else ["-movflags", "+faststart"])
+        output = ["-f", "mp4", "-preset", "faster"] + ([] if self.audio else ["-movflags", "+faststart"])
         self._gen = imageio_ffmpeg.write_frames(
             str(self._tmp), size, fps=self.fps, quality=self.quality, codec="libx264",
             pix_fmt_out="yuv420p", macro_block_size=1, ffmpeg_log_level="error", output_params=output)

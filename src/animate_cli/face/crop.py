@@ -69,19 +69,46 @@ def soft_mask(size: int, feather: float = DEFAULT_FEATHER) -> np.ndarray:
 def paste_back(frame: np.ndarray, crop: np.ndarray, M: np.ndarray, mask: np.ndarray | None = None,
                feather: float = DEFAULT_FEATHER) -> np.ndarray:
     """`frame` with `crop` put back where M took it from, blended through a feathered mask."""
-    h, w = frame.shape[:2]
-    size = crop.shape[0]
-    if mask is None:
-        mask = soft_mask(size, feather)
-    mask = np.asarray(mask, np.float32)
-    if mask.max() > 1.0:
-        mask = mask / 255.0
-    Minv = invert_affine(M)
-    back = cv2.warpAffine(crop, Minv, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    alpha = cv2.warpAffine(mask, Minv, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                           borderValue=0)[..., None]
-    out = frame.astype(np.float32) * (1 - alpha) + back.astype(np.float32) * alpha
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return PasteBack(frame, M, crop.shape[0], mask, feather)(crop)
+
+
+class PasteBack:
+    """paste_back for a stream of crops going to the same place of the same frame (a portrait).
+
+    The mask, the frame region the crop covers and the frame's share of the blend are computed once;
+    per frame only that region is warped and blended."""
+
+    def __init__(self, frame: np.ndarray, M: np.ndarray, size: int, mask: np.ndarray | None = None,
+                 feather: float = DEFAULT_FEATHER):
+        h, w = frame.shape[:2]
+        mask = soft_mask(size, feather) if mask is None else np.asarray(mask, np.float32)
+        if mask.max() > 1.0:
+            mask = mask / 255.0
+        Minv = invert_affine(M)
+        corners = transform_points(np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float32), Minv)
+        x0, y0 = np.clip(np.floor(corners.min(axis=0)).astype(int), 0, [w, h])
+        x1, y1 = np.clip(np.ceil(corners.max(axis=0)).astype(int) + 1, 0, [w, h])
+        self.frame = frame
+        self.region = (slice(y0, y1), slice(x0, x1))
+        self.region_size = (int(x1 - x0), int(y1 - y0))
+        self.M_region = Minv.astype(np.float64).copy()
+        self.M_region[:, 2] -= [x0, y0]
+        if x1 <= x0 or y1 <= y0:  # the crop lies wholly outside the frame
+            self.alpha = None
+            return
+        self.alpha = cv2.warpAffine(mask, self.M_region, self.region_size, flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)[..., None]
+        self.base = frame[self.region].astype(np.float32) * (1 - self.alpha)
+
+    def __call__(self, crop: np.ndarray) -> np.ndarray:
+        out = self.frame.copy()
+        if self.alpha is None:
+            return out
+        back = cv2.warpAffine(crop, self.M_region, self.region_size, flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+        blended = self.base + back.astype(np.float32) * self.alpha
+        out[self.region] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+        return out
 
 
 class CropSmoother:
