@@ -400,8 +400,12 @@ def animate(portrait_path: Path, driver_path: Path, output: Path, opts: AnimateO
                                  progress=lambda step, total, losses: progress.advance("fine-tuning", 1, **losses),
                                  half=opts.half, person=opts.person, resolution=opts.resolution)
     progress.note(f"model: {animator.name}, {len(shots)} shot(s)")
-    if opts.finetune_steps and isinstance(animator, NeuralAnimator) and opts.person is None:
-        progress.start("fine-tuning", opts.finetune_steps)
+    if isinstance(animator, NeuralAnimator) and opts.person is None:
+        from .finetune import DEFAULT_STEPS
+
+        steps = DEFAULT_STEPS if opts.finetune_steps is None else opts.finetune_steps
+        if steps:
+            progress.start("fine-tuning", steps)
     animator.prepare([s.crop for s in shots], [s.landmarks for s in shots])
     progress.finish("fine-tuning")
     if opts.save_person is not None:

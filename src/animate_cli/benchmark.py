@@ -81,6 +81,79 @@ def pipeline(portrait: Path = typer.Argument(..., help="Portrait image."),
         json_out.write_text(json.dumps(result, indent=2))
 
 
+def time_call(fn, repeat: int) -> float:
+    """Median seconds of fn() over `repeat` runs after one warm-up."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+@app.command()
+def models(presets: List[str] = typer.Option(["small", "paper"], "--preset", help="Presets to measure (repeatable)."),
+           generator: str = typer.Option("warp", help="fsth or warp."),
+           device: str = typer.Option("auto"),
+           repeat: int = typer.Option(3, help="Timed runs per figure (median)."),
+           finetune_steps: int = typer.Option(2, help="Fine-tuning steps timed per figure."),
+           json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the figures here.")):
+    """Size, GFLOPs, generator frames/s (batch 1 and 8) and fine-tuning seconds per step, random weights."""
+    from .animate import resolve_device
+    from .config import preset as make_preset
+    from .finetune import DEFAULT_STEPS, finetune
+    from .models.discriminator import Discriminator
+    from .models.embedder import Embedder
+    from .models.generator import build_generator
+    from .models.stats import count_params_and_gflops
+
+    dev = resolve_device(device)
+    rows = []
+    for name in presets:
+        cfg = make_preset(name, generator=generator)
+        stats = count_params_and_gflops(cfg)
+        E, G, D = Embedder(cfg).to(dev).eval(), build_generator(cfg).to(dev).eval(), Discriminator(cfg, 1).to(dev)
+        R = cfg.resolution
+        row = dict(preset=name, generator=generator, resolution=R, **stats)
+        with torch.no_grad():
+            for b in (1, 8):
+                y = torch.randn(b, 3, R, R, device=dev)
+                warped = torch.randn(b, 3, R, R, device=dev) if generator == "warp" else None
+                psi = G.project(torch.randn(1, cfg.embed_dim, device=dev))
+                sec = time_call(lambda: G(y, psi=psi, warped=warped), repeat)
+                row[f"generator_fps_batch{b}"] = b / sec
+        for shots in (1, 8):
+            x = torch.rand(shots, 3, R, R, device=dev) * 2 - 1
+            y = torch.rand(shots, 3, R, R, device=dev) * 2 - 1
+            warped = x.clone() if generator == "warp" else None
+            sec = time_call(lambda: finetune(cfg, E, G, D, x, y, steps=finetune_steps, device=dev, warped=warped),
+                            max(1, repeat - 1))
+            ff = time_call(lambda: finetune(cfg, E, G, D, x, y, steps=0, device=dev, warped=warped), 1)
+            per_step = max(sec - ff, 0.0) / finetune_steps
+            row[f"finetune_s_per_step_{shots}shot"] = per_step
+            row[f"finetune_default_s_{shots}shot"] = ff + per_step * DEFAULT_STEPS
+        row["peak_rss_mb"] = peak_rss_mb()
+        if dev.type == "cuda":
+            row["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        rows.append(row)
+    table = Table(title=f"networks ({generator} generator), {machine()}")
+    table.add_column("figure")
+    for r in rows:
+        table.add_column(r["preset"], justify="right")
+    for key in rows[0]:
+        if key in ("preset",):
+            continue
+        vals = [r.get(key) for r in rows]
+        fmt = (lambda v: f"{v:,.0f}" if isinstance(v, int) else f"{v:.3g}" if isinstance(v, float) else str(v))
+        table.add_row(key, *[fmt(v) for v in vals])
+    console.print(table)
+    if json_out:
+        json_out.write_text(json.dumps(dict(machine=machine(), rows=rows), indent=2))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     try:
         app(args=argv, standalone_mode=False, prog_name="animate-bench")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
@@ -21,36 +20,16 @@ from torch import nn
 from .config import ModelConfig
 from .errors import AnimateError
 from .losses import LossWeights, d_hinge_loss, generator_losses
+from .models.checkpoint import PersonModel  # one class for fine-tuned and loaded persons
 from .models.perceptual import content_loss
 from .warp import warp_image
 
 DEFAULT_STEPS = 40  # one step = one pass over all T shots, so ≈ the paper's "about 40 epochs"
 LR_G = 5e-5
 LR_D = 2e-4
-
-
-@dataclass
-class PersonModel:
-    """A fine-tuned talking-head model of one person: everything needed to render new poses."""
-    cfg: ModelConfig
-    generator: nn.Module  # fine-tuned copy, eval mode
-    psi: torch.Tensor  # (1, n_adain) person-specific AdaIN parameters ψ'
-    e_hat: torch.Tensor  # (1, embed_dim) ê_new (kept for inspection / re-fine-tuning)
-    shots: torch.Tensor  # (T,3,R,R) in [-1,1]: the references the warp generator moves
-    shots_y: torch.Tensor  # (T,3,R,R) landmark images of the shots
-    shot_landmarks: Optional[np.ndarray] = None  # (T,68,2) crop pixels
-    steps: int = 0
-    losses: list = field(default_factory=list)  # per-step loss dicts (floats)
-
-    @torch.no_grad()
-    def render(self, y: torch.Tensor, warped: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Landmark images y (B,3,R,R) [+ warped references (B,3,R,R)] -> frames (B,3,R,R) in [-1,1]."""
-        dev = self.psi.device
-        y = y.to(dev)
-        warped = warped.to(dev) if warped is not None else None
-        if self.cfg.generator == "warp" and warped is None:
-            raise AnimateError("the warp generator needs the warped reference to render")
-        return self.generator(y, psi=self.psi, warped=warped).float()
+# L_CNT input size: as meta-learning (train/meta.py) uses; on CPU, 8 shots at 256² step ~4x faster than at
+# full resolution (the VGG trunk dominates a step). None = full resolution.
+CONTENT_SIZE = 128
 
 
 def _normalised(lms: np.ndarray) -> np.ndarray:
@@ -128,7 +107,7 @@ def finetune(cfg: ModelConfig, E: nn.Module, G: nn.Module, D: Optional[nn.Module
              shots_x: torch.Tensor, shots_y: torch.Tensor, shot_landmarks: Optional[np.ndarray] = None,
              steps: Optional[int] = None, device="cpu", progress: Optional[Callable] = None,
              warped: Optional[torch.Tensor] = None, lr_g: float = LR_G, lr_d: float = LR_D,
-             weights: LossWeights = LossWeights(), content_size: Optional[int] = None,
+             weights: LossWeights = LossWeights(), content_size: Optional[int] = CONTENT_SIZE,
              max_shift: int = 0, amp: bool = True) -> PersonModel:
     """Fine-tune copies of G and D on the T shots; returns the person model (deterministic given
     torch.manual_seed). `warped` (T,3,R,R) overrides the references computed from `shot_landmarks`.
@@ -143,7 +122,7 @@ def finetune(cfg: ModelConfig, E: nn.Module, G: nn.Module, D: Optional[nn.Module
     if x.dim() != 4 or x.shape != y.shape or x.shape[0] < 1:
         raise AnimateError(f"shots must be (T,3,R,R) images with matching landmark images, got "
                            f"{tuple(x.shape)} and {tuple(y.shape)}")
-    if cfg.generator == "warp":
+    if cfg.generator == "warp" and steps > 0:  # the feed-forward model needs no references yet
         if warped is None:
             if shot_landmarks is None:
                 raise AnimateError("the warp generator needs the shots' landmarks to fine-tune")
@@ -155,8 +134,9 @@ def finetune(cfg: ModelConfig, E: nn.Module, G: nn.Module, D: Optional[nn.Module
     e_hat, psi0, w0 = person_init(E, G, D, x, y)
     e_hat, psi0 = e_hat.to(device), psi0.to(device)
     g = copy.deepcopy(G).to(device).eval()
-    model = PersonModel(cfg, g, psi0, e_hat, x, y,
-                        None if shot_landmarks is None else np.asarray(shot_landmarks, np.float32), steps)
+    lms = None if shot_landmarks is None else np.asarray(shot_landmarks, np.float32)
+    model = PersonModel(cfg=cfg, generator=g, psi=psi0, e_hat=e_hat, shots=x, shots_y=y,
+                        shot_landmarks=lms, steps=steps)
     if steps == 0:
         return model
 
@@ -185,7 +165,7 @@ def finetune(cfg: ModelConfig, E: nn.Module, G: nn.Module, D: Optional[nn.Module
             with autocast():
                 scores, feats = d(torch.cat([x_hat, xb]), torch.cat([yb, yb]), w=w)
             n = len(xb)
-            losses = generator_losses(scores[:n], [f[:n] for f in feats], [f[n:] for f in feats],
+            losses = generator_losses(scores[:n].float(), [f[:n] for f in feats], [f[n:] for f in feats],
                                       x_hat, xb, weights=weights, content_size=content_size)
             _set_grad(d_params, True)
         else:

@@ -76,8 +76,7 @@ class PerceptualNet(nn.Module):
     state dict loads strictly. `layers` picks which slice outputs to return (the trunk stops at the last).
     """
 
-    def __init__(self, layers: Sequence[int] = (0, 1, 2, 3, 4), weights: Optional[Path] = None,
-                 load: bool = True):
+    def __init__(self, layers: Sequence[int] = (0, 1, 2, 3, 4), weights=None):
         super().__init__()
         self.layers = tuple(sorted(layers))
         self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
@@ -97,19 +96,19 @@ class PerceptualNet(nn.Module):
                 mods[str(idx + 1)] = nn.ReLU()
                 cin, idx = v, idx + 2
         self.slices = nn.ModuleList(slices)
-        if load:
-            state = _load_state(weights or stlpips_weights_path(), "stlpips")
-            trunk = {}
-            for k, v in state.items():
-                if k.startswith("net.slice"):  # net.slice<n>.<i>.weight -> slices.<n-1>.<i>.weight
-                    n, rest = k[len("net.slice"):].split(".", 1)
-                    trunk[f"slices.{int(n) - 1}.{rest}"] = v
-            try:
-                trunk["shift"], trunk["scale"] = state["scaling_layer.shift"], state["scaling_layer.scale"]
-                self.load_state_dict(trunk, strict=True)
-            except (KeyError, RuntimeError):
-                raise AnimateError(f"perceptual weights do not match the VGG16 trunk; reinstall with "
-                                   f"`{STLPIPS_HINT}`") from None
+        # `weights`: a path, an already-read state dict, or None = the installed stlpips file
+        state = weights if isinstance(weights, dict) else _load_state(weights or stlpips_weights_path(), "stlpips")
+        trunk = {}
+        for k, v in state.items():
+            if k.startswith("net.slice"):  # net.slice<n>.<i>.weight -> slices.<n-1>.<i>.weight
+                n, rest = k[len("net.slice"):].split(".", 1)
+                trunk[f"slices.{int(n) - 1}.{rest}"] = v
+        try:
+            trunk["shift"], trunk["scale"] = state["scaling_layer.shift"], state["scaling_layer.scale"]
+            self.load_state_dict(trunk, strict=True)
+        except (KeyError, RuntimeError):
+            raise AnimateError(f"perceptual weights do not match the VGG16 trunk; reinstall with "
+                               f"`{STLPIPS_HINT}`") from None
         _freeze(self)
 
     def forward(self, x):
@@ -225,9 +224,8 @@ class LPIPS(nn.Module):
 
     def __init__(self, weights: Optional[Path] = None):
         super().__init__()
-        path = weights or stlpips_weights_path()
-        self.net = PerceptualNet(weights=path)
-        state = _load_state(path, "stlpips")
+        state = _load_state(weights or stlpips_weights_path(), "stlpips")
+        self.net = PerceptualNet(weights=state)
         self.lins = nn.ParameterList([nn.Parameter(state[f"lin{i}.model.1.weight"].clone())
                                       for i in range(5)])
         _freeze(self)

@@ -1,8 +1,8 @@
 """Meta-learning of E, G and D on episodes (paper §3.2), single process or under torchrun (DDP).
 
-    python -m animate_cli.train.meta --cache /work/cache/vox256 --run runs/small --preset small
-    torchrun --nproc_per_node 2 -m animate_cli.train.meta --cache ... --run ...
-    python -m animate_cli.train.meta --run runs/small --export weights/mymodel
+    python -m animate_cli.train.meta --cache /work/cache/vox256 --run-dir runs/small --preset small
+    torchrun --nproc_per_node 2 -m animate_cli.train.meta --cache ... --run-dir ...
+    python -m animate_cli.train.meta --run-dir runs/small --export weights/mymodel
 
 A run folder holds `checkpoint/` (E, G, D as safetensors via models.checkpoint + `train_state.pt`:
 optimiser state, step and RNG states — our own file, loaded with weights_only=True), `losses.csv`,
@@ -63,6 +63,7 @@ class TrainOptions:
     device: str = "auto"
     amp: bool = True  # CUDA only (bf16 autocast)
     init: str | None = None  # start from a weights folder (e.g. an earlier export)
+    threads: int | None = None  # CPU threads per process (None: torch's default; torchrun sets 1)
     nan_patience: int = 3  # consecutive bad steps before restoring the last checkpoint and halving lr
     progress: bool = True
 
@@ -163,6 +164,8 @@ class Trainer:
         self.device = setup_distributed(opts.device)
         self.rank, self.world = rank(), world()
         self.run = Path(opts.run)
+        if opts.threads:
+            torch.set_num_threads(opts.threads)
         torch.manual_seed(opts.seed)
         np.random.seed(opts.seed)
         random.seed(opts.seed)
@@ -244,11 +247,11 @@ class Trainer:
             return False
         cfg, e, g, d = load_checkpoint(folder, device="cpu", with_discriminator=True)
         if cfg.to_dict() != self.cfg.to_dict():
-            raise AnimateError(f"{folder} was trained with another model config; use another --run folder")
+            raise AnimateError(f"{folder} was trained with another model config; use another --run-dir folder")
         state = torch.load(folder / STATE, map_location="cpu", weights_only=True)
         if state["n_videos"] != self.data.n_videos:
             raise AnimateError(f"{folder} was trained on {state['n_videos']} videos, the cache now has "
-                               f"{self.data.n_videos}; use another --run folder")
+                               f"{self.data.n_videos}; use another --run-dir folder")
         _unwrap(self.E).load_state_dict(e.state_dict())
         _unwrap(self.G).load_state_dict(g.state_dict())
         _unwrap(self.D).load_state_dict(d.state_dict())
@@ -398,6 +401,7 @@ class Trainer:
     def train(self) -> dict:
         o = self.opts
         resumed = self.load()
+        barrier()  # every process has looked for a checkpoint before rank 0 may write the first one
         if not resumed and self.rank == 0:
             self.run.mkdir(parents=True, exist_ok=True)
             (self.run / "options.json").write_text(json.dumps(dataclasses.asdict(o), indent=1))
@@ -521,7 +525,8 @@ def main(argv=None) -> int:
     d = TrainOptions()
     ap = argparse.ArgumentParser(prog="python -m animate_cli.train.meta", description=__doc__.split("\n")[0])
     ap.add_argument("--cache", help="preprocessed cache folder (index.json)")
-    ap.add_argument("--run", default=d.run, help="run folder: checkpoint, losses.csv, samples")
+    # not "--run": under torchrun that would abbreviate torchrun's own --run-path
+    ap.add_argument("--run-dir", default=d.run, help="run folder: checkpoint, losses.csv, samples")
     ap.add_argument("--preset", default=d.preset, choices=["paper", "small", "tiny"])
     ap.add_argument("--generator", default=d.generator, choices=["fsth", "warp"])
     ap.add_argument("--resolution", type=int, default=None)
@@ -542,23 +547,24 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--device", default=d.device)
     ap.add_argument("--no-amp", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads per process")
     ap.add_argument("--init", default=None, help="start from this weights folder")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--export", default=None, metavar="DIR", help="write the run's inference weights to DIR and exit")
     a = ap.parse_args(argv)
     try:
         if a.export:
-            print(export(a.run, a.export))
+            print(export(a.run_dir, a.export))
             return 0
         if not a.cache:
             ap.error("--cache is required for training")
-        opts = TrainOptions(cache=a.cache, run=a.run, preset=a.preset, generator=a.generator,
+        opts = TrainOptions(cache=a.cache, run=a.run_dir, preset=a.preset, generator=a.generator,
                             resolution=a.resolution, k_shots=a.k_shots, batch_size=a.batch_size, lr_g=a.lr_g,
                             lr_d=a.lr_d, d_steps=a.d_steps, perceptual_size=a.perceptual_size or None,
                             max_steps=a.max_steps, max_minutes=a.max_minutes, checkpoint_every=a.checkpoint_every,
                             log_every=a.log_every, sample_every=a.sample_every,
                             val_per_identity=a.val_per_identity, episodes_per_epoch=a.episodes_per_epoch,
-                            workers=a.workers, seed=a.seed, device=a.device, amp=not a.no_amp, init=a.init,
+                            workers=a.workers, seed=a.seed, device=a.device, amp=not a.no_amp, init=a.init, threads=a.threads,
                             progress=not a.no_progress)
         summary = train(opts)
     except AnimateError as e:
