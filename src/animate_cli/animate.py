@@ -391,14 +391,15 @@ def animate(portrait_path: Path, driver_path: Path, output: Path, opts: AnimateO
     detector = detector or make_detector(opts.landmarks, device=str(resolve_device(opts.device)))
     progress.note(f"landmarks: {detector.name}")
     portrait_lms = image_landmarks(detector, portrait, opts.face_index, warn=progress.note, name=portrait_path.name)
-    shots = load_shots(portrait, portrait_lms, opts.refs, opts.shots, detector, opts.face_index,
-                       opts.resolution, warn=progress.note)
-    t = watch.add("portrait", t)
-
     if animator is None:
         animator = make_animator(opts.model, opts.device, opts.finetune_steps, opts.seed,
                                  progress=lambda step, total, losses: progress.advance("fine-tuning", 1, **losses),
                                  half=opts.half, person=opts.person, resolution=opts.resolution)
+    if opts.save_person is not None and not isinstance(animator, NeuralAnimator):
+        raise AnimateError("--save-person needs a neural model (not --model warp)")
+    shots = load_shots(portrait, portrait_lms, opts.refs, opts.shots, detector, opts.face_index,
+                       animator.resolution, warn=progress.note)
+    t = watch.add("portrait", t)
     progress.note(f"model: {animator.name}, {len(shots)} shot(s)")
     if isinstance(animator, NeuralAnimator) and opts.person is None:
         from .finetune import DEFAULT_STEPS
@@ -409,8 +410,6 @@ def animate(portrait_path: Path, driver_path: Path, output: Path, opts: AnimateO
     animator.prepare([s.crop for s in shots], [s.landmarks for s in shots])
     progress.finish("fine-tuning")
     if opts.save_person is not None:
-        if not isinstance(animator, NeuralAnimator):
-            raise AnimateError("--save-person needs a neural model (not --model warp)")
         animator.save_person(opts.save_person)
     t = watch.add("prepare", t)
 
