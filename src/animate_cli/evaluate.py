@@ -309,16 +309,21 @@ def evaluate(clips_dir, models: Sequence[str], shots: Sequence[int] = (1, 8), n_
             say(f"{len(ok)} clips cropped at {resolution}px" + (f", skipped: {skipped}" if skipped else ""))
         return clip_cache[resolution]
 
+    def prepared(model, shots_, landmarks_):
+        """A fresh animator per person: a neural one keeps its first person's fine-tuned model."""
+        a = make_animator(model, device=device, finetune_steps=finetune_steps, seed=seed)
+        a.prepare(list(shots_), list(landmarks_))
+        return a
+
     results = {}
     for model in models:
-        animator = make_animator(model, device=device, finetune_steps=finetune_steps, seed=seed)
-        clips, skipped = clips_at(animator.resolution)
+        resolution = make_animator(model, device=device, finetune_steps=finetune_steps, seed=seed).resolution
+        clips, skipped = clips_at(resolution)
         per = {}
         for k in shots:
             s = _Scores()
             for c in clips:
-                animator.prepare(list(c.shots[:k]), list(c.shot_landmarks[:k]))
-                out = _render(animator, c.target_landmarks)
+                out = _render(prepared(model, c.shots[:k], c.shot_landmarks[:k]), c.target_landmarks)
                 got, found = _redetect(det, out, c.target_landmarks)
                 ids = np.array([ident.compare(o, g, t, tl) for o, g, t, tl in
                                 zip(out, got, c.targets, c.target_landmarks)])
@@ -329,15 +334,14 @@ def evaluate(clips_dir, models: Sequence[str], shots: Sequence[int] = (1, 8), n_
                 s.fake.append(out)
             per[f"K={k}"] = _summary(s, inception)
             say(f"{model} self-reenactment K={k}: {per[f'K={k}']}")
-        entry = {"self": per, "resolution": animator.resolution, "skipped_clips": skipped}
+        entry = {"self": per, "resolution": resolution, "skipped_clips": skipped}
         if cross and len(clips) >= 2:
             s = _Scores()
             for i, c in enumerate(clips):
                 d = clips[(i + 1) % len(clips)]
                 drive = np.concatenate([d.shot_landmarks[:1], d.target_landmarks])
                 wanted = transfer_relative(c.shot_landmarks[0], drive, ref_index=0)[1:].astype(np.float32)
-                animator.prepare([c.shots[0]], [c.shot_landmarks[0]])
-                out = _render(animator, wanted)
+                out = _render(prepared(model, c.shots[:1], c.shot_landmarks[:1]), wanted)
                 got, found = _redetect(det, out, wanted)
                 ids = np.array([ident.compare(o, g, c.shots[0], c.shot_landmarks[0]) for o, g in zip(out, got)])
                 s.add(csim=ids[:, 0], id_dist=ids[:, 1], landmark_error=landmark_error(got, wanted),

@@ -63,6 +63,26 @@ def warped_references(shots_x: torch.Tensor, shot_landmarks: np.ndarray) -> torc
         return warp_image(shots_x[ref], lms[ref], lms)
 
 
+def round_trip_reference(shot: torch.Tensor, landmarks: np.ndarray, strength: float = 0.04) -> torch.Tensor:
+    """A single shot's stand-in for "another picture warped to this pose": the shot warped to randomly
+    perturbed landmarks (head turn, scale, expression jitter) and back. It carries the blur, smear and
+    stretch of a real warp, so fine-tuning on one picture still teaches G to correct warps instead of
+    copying its input. Uses torch's global RNG: deterministic under torch.manual_seed."""
+    lms = torch.as_tensor(np.asarray(landmarks, np.float32), device=shot.device).reshape(-1, 68, 2)
+    centre = lms.mean(dim=1, keepdim=True)
+    size = (lms.amax(dim=1) - lms.amin(dim=1)).amax(dim=-1).reshape(-1, 1, 1)
+    angle = (torch.rand(len(lms), device=shot.device) * 2 - 1) * 3 * strength  # ~7 degrees at 0.04
+    scale = 1 + (torch.rand(len(lms), 1, 1, device=shot.device) * 2 - 1) * strength
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+    moved = (lms - centre) @ rot.transpose(-1, -2) * scale + centre
+    moved = moved + (torch.rand(len(lms), 1, 2, device=shot.device) * 2 - 1) * strength * size
+    moved = moved + torch.randn_like(lms) * 0.25 * strength * size
+    with torch.no_grad():
+        away = warp_image(shot, lms, moved)
+        return warp_image(away, moved, lms)
+
+
 def _set_grad(params, flag: bool):
     for p in params:
         p.requires_grad_(flag)
@@ -155,7 +175,10 @@ def finetune(cfg: ModelConfig, E: nn.Module, G: nn.Module, D: Optional[nn.Module
     autocast = (lambda: torch.autocast("cuda", dtype=dtype)) if use_amp else nullcontext
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and dtype == torch.float16)
 
+    single = warped is not None and len(x) == 1 and lms is not None
     for step in range(steps):
+        if single:  # one picture: a fresh synthetic warp of it every step
+            warped = round_trip_reference(x, lms)
         xb, yb, wb = _shift([x, y, warped], max_shift)
         # Generator step: L_CNT + L_ADV (-D(x̂) + 10·L_FM); D's weights frozen for this backward.
         with autocast():

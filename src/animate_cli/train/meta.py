@@ -276,14 +276,14 @@ class Trainer:
         out = {}
 
         # E and G
+        warped = None
+        if self.cfg.generator == "warp":  # in float32, outside autocast: the spline solve needs it
+            with torch.no_grad():
+                warped = reference_warp(b["x_shots"], b["lm_shots"], b["lm_t"])
         D_raw.requires_grad_(False)
         with autocast:
             e = self.E(b["x_shots"].flatten(0, 1), b["y_shots"].flatten(0, 1)).view(B, K, -1)
             e_hat = e.mean(dim=1)
-            warped = None
-            if self.cfg.generator == "warp":
-                with torch.no_grad():
-                    warped = reference_warp(b["x_shots"], b["lm_shots"], b["lm_t"])
             x_hat = self.G(b["y_t"], e_hat, warped=warped)
             score, feats = D_raw(torch.cat([x_hat, b["x_t"]]), torch.cat([b["y_t"], b["y_t"]]),
                                  torch.cat([b["video"], b["video"]]))
@@ -485,7 +485,7 @@ class Trainer:
                 if k not in ("time", "lr_g"):
                     t.add_column(k, justify="right", min_width=8)
             t.add_row(*[str(v) for k, v in row.items() if k not in ("time", "lr_g")])
-            Console(stderr=True).print(t)
+            Console(stderr=True, width=160).print(t)
 
 
 def train(opts: TrainOptions | None = None, **kwargs) -> dict:
