@@ -147,6 +147,7 @@ class NeuralAnimator(Animator):
         self.progress = progress
         self.finetune_steps = finetune_steps
         self.person_model = None
+        self.loaded_person = person is not None
         if person is not None:
             self.person_model = load_person(person, device=self.device)
             self.cfg = self.person_model.cfg
@@ -161,7 +162,7 @@ class NeuralAnimator(Animator):
             self.shot_landmarks = self.person_model.shot_landmarks
 
     def prepare(self, shots, shot_landmarks) -> None:
-        if self.person_model is not None:
+        if self.loaded_person:
             return  # a saved person already carries its shots and fine-tuned weights
         from .face.draw import landmark_tensor
         from .finetune import finetune
