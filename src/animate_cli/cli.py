@@ -22,22 +22,17 @@ except ImportError:  # pragma: no cover
 
 err = Console(stderr=True)
 
-EXAMPLES = """
+EXAMPLES = """\b
 Examples:
-
-  animate portrait.jpg driver.mp4 -o out.mp4            # animate one portrait
-
-  animate portrait.jpg driver.mp4 -o out.mp4 --ref me2.jpg --ref me3.jpg   # more shots, better likeness
-
-  animate portrait.jpg driver.mp4 -o out.mp4 --ref clip_of_me.mp4 --shots 8
-
-  animate portraits/ driver.mp4 -o results/             # batch: one MP4 per portrait (a sub-folder = one person)
-
-  animate portrait.jpg driver.mp4 -o out.mp4 --model warp --preview   # model-free baseline + side-by-side
-
-  animate portrait.jpg driver.mp4 -o out.mp4 --save-person me.person  # keep the fine-tuned person ...
-
-  animate portrait.jpg other.mp4 -o out2.mp4 --person me.person       # ... and reuse it without fine-tuning
+  animate portrait.jpg driver.mp4 -o out.mp4                   one portrait
+  animate me.jpg driver.mp4 -o out.mp4 --ref me2.jpg --ref me3.jpg
+                                                               more shots, better likeness
+  animate me.jpg driver.mp4 -o out.mp4 --ref clip_of_me.mp4 --shots 8
+  animate portraits/ driver.mp4 -o results/                    batch (a sub-folder = one person)
+  animate portrait.jpg driver.mp4 -o out.mp4 --model warp --preview
+                                                               model-free baseline, side by side
+  animate me.jpg driver.mp4 -o out.mp4 --save-person me.person keep the fine-tuned person...
+  animate me.jpg other.mp4 -o out2.mp4 --person me.person      ...and reuse it without fine-tuning
 """
 
 
@@ -100,7 +95,7 @@ def animate_command(
     output: Path = typer.Option(..., "-o", "--output", help="Output .mp4 (a folder in batch mode)."),
     model: str = typer.Option("default", "--model", "-m",
                               help="'default' (bundled neural weights), 'warp' (model-free baseline), or a weights folder."),
-    ref: List[Path] = typer.Option([], "--ref", help="Extra reference picture(s) of the same person: images, or a video. Repeatable."),
+    ref: List[Path] = typer.Option([], "--ref", metavar="PATH", help="Extra reference picture(s) of the same person: images, or a video. Repeatable."),
     shots: Optional[int] = typer.Option(None, "--shots", "-n", help="How many reference frames to use in total (default: all given; 8 from a video)."),
     finetune_steps: Optional[int] = typer.Option(None, "--finetune-steps", help="Fine-tuning steps on the shots (0 = feed-forward; default from the model)."),
     person: Optional[Path] = typer.Option(None, "--person", help="Use a saved fine-tuned person instead of fine-tuning again."),
