@@ -20,6 +20,15 @@ def shared_file(rel: str) -> Path:
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny networks run faster on one thread than on two contended ones (a shared 2-core box)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def portrait_path() -> Path:
     return EXAMPLES / "portrait.png"
 

@@ -18,13 +18,7 @@ from animate_cli.models.generator import build_generator
 TINY = preset("tiny")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run faster on one thread than on two contended ones (a shared 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _nets(cfg, n_videos=3):

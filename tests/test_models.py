@@ -13,13 +13,7 @@ from animate_cli.models.stats import count_params_and_gflops
 TINY = preset("tiny")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run faster on one thread than on two contended ones (a shared 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 # the space-to-depth stem used by the "small" preset, at test size
 TINY_STEM = TINY.replace(shuffle_stem=True, g_down=2, attn_embed_res=8, attn_down_res=8, attn_up_res=16)
 
