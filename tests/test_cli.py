@@ -1,5 +1,4 @@
 """The `animate` command end to end with the model-free warp animator, and its handling of bad input."""
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -135,7 +135,6 @@ def test_cuda_mixed_precision():
 def test_round_trip_reference_is_a_degraded_copy_of_the_shot():
     from animate_cli.finetune import round_trip_reference
 
-    g = torch.Generator().manual_seed(0)
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
     shot = torch.stack([torch.sin(6 * xx), torch.cos(5 * yy), xx * yy])[None]
     lms = np.random.default_rng(0).uniform(16, 48, (1, 68, 2)).astype(np.float32)

@@ -116,7 +116,7 @@ def animate_command(
     version: bool = typer.Option(False, "--version", is_eager=True, help="Show the version and exit.",
                                  callback=lambda v: show_version(v)),
 ):
-    from .animate import AnimateOptions, animate, batch_items
+    from .animate import AnimateOptions, animate
 
     opts = AnimateOptions(model=model, landmarks=landmarks.value, face_index=face_index, refs=list(ref), shots=shots,
                           absolute=absolute, find_best_frame=find_best_frame, crop_only=crop_only, preview=preview,
