@@ -106,3 +106,13 @@ def test_save_person_with_warp_model_is_refused(tmp_path, capsys, driver):
     err = capsys.readouterr().err
     assert code == 1 and "--save-person" in err
     assert not (tmp_path / "o.mp4").exists() and not (tmp_path / "p.person").exists()
+
+
+def test_save_person_refuses_to_overwrite_before_any_work(tmp_path, capsys, tiny_weights, driver):
+    person = tmp_path / "me.person"
+    person.write_bytes(b"keep me")
+    code = main([str(EXAMPLES / "portrait.png"), str(driver), "-o", str(tmp_path / "o.mp4"), "--quiet",
+                 "--model", str(tiny_weights), "--landmarks", "dlib", "--save-person", str(person)])
+    err = capsys.readouterr().err
+    assert code == 1 and "exists" in err
+    assert person.read_bytes() == b"keep me" and not (tmp_path / "o.mp4").exists()

@@ -389,6 +389,12 @@ def animate(portrait_path: Path, driver_path: Path, output: Path, opts: AnimateO
     outputs = [output] + ([preview_path(output)] if opts.preview else [])
     for out in outputs:
         check_output(out, opts.overwrite)
+    if opts.save_person is not None:
+        person_file = Path(opts.save_person)
+        if person_file.exists() and not opts.overwrite:
+            raise AnimateError(f"{person_file} already exists (use --overwrite to replace it)")
+        if not person_file.parent.is_dir():
+            raise AnimateError(f"cannot save person: folder {person_file.parent} does not exist")
     detector = detector or make_detector(opts.landmarks, device=str(resolve_device(opts.device)))
     progress.note(f"landmarks: {detector.name}")
     portrait_lms = image_landmarks(detector, portrait, opts.face_index, warn=progress.note, name=portrait_path.name)
