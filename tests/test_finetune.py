@@ -34,10 +34,6 @@ def _shots(cfg, t=1, seed=1):
     return x, y, lms
 
 
-def _psnr(a, b):
-    return (10 * torch.log10(4.0 / ((a - b) ** 2).mean())).item()
-
-
 def test_feed_forward_starts_at_paper_initialisation():
     cfg, E, G, D = _nets()
     x, y, lms = _shots(cfg, t=2)
@@ -60,15 +56,16 @@ def test_feed_forward_starts_at_paper_initialisation():
         person.render(y)  # the warp generator cannot render without its reference
 
 
-def test_finetuning_fits_the_shot_better_than_feed_forward():
+def test_finetuning_fits_the_shots_better_than_feed_forward():
     cfg, E, G, D = _nets()
-    x, y, lms = _shots(cfg, t=1)
+    x, y, lms = _shots(cfg, t=2)
+    ref = warped_references(x, lms)  # each shot's training input: the other shot warped to its pose
     ff = finetune(cfg, E, G, D, x, y, lms, steps=0)
-    ft = finetune(cfg, E, G, D, x, y, lms, steps=4)
+    ft = finetune(cfg, E, G, D, x, y, lms, steps=8)
     with torch.no_grad():
-        out_ff, out_ft = ff.render(y, warped=x), ft.render(y, warped=x)  # T=1: reference = the shot itself
-        assert content_loss(out_ft, x) < content_loss(out_ff, x)
-    assert _psnr(out_ft, x) > _psnr(out_ff, x) + 0.3
+        out_ff, out_ft = ff.render(y, warped=ref), ft.render(y, warped=ref)
+        assert torch.equal(out_ff, ref)  # untrained: the feed-forward output is the warped reference
+        assert content_loss(out_ft, x) < 0.98 * content_loss(out_ff, x)
     assert ft.losses[-1]["cnt"] < ft.losses[0]["cnt"]
 
 

@@ -91,6 +91,13 @@ def test_warp_generator_requires_warped():
         G(y, e_hat=torch.zeros(2, TINY.embed_dim))
 
 
+def _wake_warp_head(G):
+    """A trained warp generator's correction head is not zero; give an untrained one random weights."""
+    if isinstance(G, WarpGenerator):
+        with torch.no_grad():
+            G.head.weight.normal_(0, 0.05)
+
+
 @pytest.mark.parametrize("kind", ["fsth", "warp"])
 def test_gradients_reach_every_parameter(kind):
     torch.manual_seed(0)
@@ -100,6 +107,7 @@ def test_gradients_reach_every_parameter(kind):
         if isinstance(m, SelfAttention):  # gamma = 0 would block the gradient to q, k, v
             with torch.no_grad():
                 m.gamma.fill_(0.5)
+    _wake_warp_head(G)  # likewise its zero-initialised correction head
     x, y, w = _inputs(cfg)
     e = E(x, y)
     out = G(y, e_hat=e, warped=w)
@@ -118,6 +126,7 @@ def test_embedding_drives_the_output_through_adain(kind):
     torch.manual_seed(0)
     cfg = TINY.replace(generator=kind)
     G = build_generator(cfg).eval()
+    _wake_warp_head(G)
     x, y, w = _inputs(cfg, b=1)
     e1, e2 = torch.rand(1, cfg.embed_dim) * 4, torch.rand(1, cfg.embed_dim) * 4
     with torch.no_grad():
@@ -131,16 +140,23 @@ def test_embedding_drives_the_output_through_adain(kind):
         assert torch.allclose(ob[2:], o1, atol=1e-5)
 
 
-def test_untrained_warp_generator_returns_about_the_warped_reference():
+def test_untrained_warp_generator_returns_exactly_the_warped_reference_and_learns_a_correction():
     torch.manual_seed(0)
-    G = build_generator(TINY).eval()
+    G = build_generator(TINY)
     x, y, w = _inputs(TINY)
+    e = torch.rand(2, TINY.embed_dim)
+    out, delta = G.forward_parts(y, e_hat=e, warped=w)
+    assert torch.equal(out, w) and torch.equal(delta, torch.zeros_like(w))
+    # the zero head still passes gradient: one step towards x moves the output off the plain warp
+    opt = torch.optim.Adam(G.parameters(), lr=1e-4)
+    loss = (G(y, e_hat=e, warped=w) - x).abs().mean()
+    loss.backward()
+    assert G.head.weight.grad.abs().sum() > 0
+    opt.step()
     with torch.no_grad():
-        out, rgb, mask = G.forward_parts(y, e_hat=torch.rand(2, TINY.embed_dim), warped=w)
-    assert mask.shape == (2, 1, 64, 64) and mask.mean() > 0.9
-    assert torch.allclose(out, mask * w + (1 - mask) * rgb, atol=1e-6)
-    assert (out - w).abs().mean() < 0.06
-    assert (rgb - w).abs().mean() > 0.3  # the RGB branch alone is not the reference
+        after = G(y, e_hat=e, warped=w)
+    assert (after - w).abs().mean() > 1e-4
+    assert (after - x).abs().mean() < loss
 
 
 def test_discriminator_projection():

@@ -28,7 +28,7 @@ def _drawing_version() -> int:
 class ModelConfig:
     """Architecture of E, G and D. Channel width at level i is min(base * 2**i, max)."""
 
-    generator: str = "warp"  # "fsth" (paper: G(y, ê)) | "warp" (G(y ⊕ warped reference, ê) + blend mask)
+    generator: str = "warp"  # "fsth" (paper: G(y, ê)) | "warp" (warped reference + G(y ⊕ warped reference, ê))
     preset: str = "custom"
     resolution: int = 256
     base_channels: int = 64

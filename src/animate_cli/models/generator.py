@@ -14,7 +14,6 @@ from torch import nn
 from ..config import ModelConfig
 from .blocks import AdaINParams, ResBlock, ResBlockDown, ResBlockUp, SelfAttention, sn_conv, sn_linear
 
-MASK_BIAS = 3.0  # sigmoid(3) ≈ 0.95: an untrained warp generator returns (almost) the warped reference
 
 
 class Generator(nn.Module):
@@ -95,31 +94,31 @@ class FSTHGenerator(Generator):
 class WarpGenerator(Generator):
     """Warp-guided generator: corrects the reference warped to the target pose.
 
-    Input y ⊕ warped (6 ch); output RGB (tanh) and a blend mask m (sigmoid):
-    x̂ = m·warped + (1−m)·rgb. The mask head starts at +MASK_BIAS so m ≈ 1 before training.
+    Input y ⊕ warped (6 ch); output a correction added to it: x̂ = warped + Δ. The head that makes Δ is
+    a plain zero-initialised convolution, so an untrained generator returns exactly the warped reference
+    and every gradient reaches the correction at full strength. (A first version blended a painted
+    image in through a sigmoid mask that started near 1; the mask starved the painted branch of
+    gradient and it never learnt anything useful.)
     """
     in_ch = 6
-    out_ch = 4
+    out_ch = 3
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
-        with torch.no_grad():
-            self.head.bias.zero_()
-            # after depth-to-space, output channel c comes from head channels 4c..4c+3
-            k = 4 if self.shuffle else 1
-            self.head.bias[3 * k:4 * k] = MASK_BIAS
+        k = 4 if self.shuffle else 1
+        self.head = nn.Conv2d(self.head.in_channels, self.out_ch * k, 3, padding=1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
 
     def forward_parts(self, y, e_hat=None, psi=None, warped=None):
-        """-> (x̂, rgb, mask (B,1,R,R)); the parts are for losses and debugging."""
+        """-> (x̂, Δ): the output and the correction added to the warped reference."""
         if warped is None:
             raise ValueError("the warp generator needs the warped reference (`warped=`)")
-        out = self._trunk(torch.cat([y, warped], dim=1), e_hat, psi)
-        rgb = torch.tanh(out[:, :3])
-        mask = torch.sigmoid(out[:, 3:4])
-        return mask * warped + (1 - mask) * rgb, rgb, mask
+        delta = self._trunk(torch.cat([y, warped], dim=1), e_hat, psi)
+        return warped + delta, delta
 
     def forward(self, y, e_hat=None, psi=None, warped=None) -> torch.Tensor:
-        """y, warped (B,3,R,R) -> x̂ (B,3,R,R) in [-1,1] (when warped is in [-1,1])."""
+        """y, warped (B,3,R,R) -> x̂ (B,3,R,R), about [-1,1] (when warped is in [-1,1])."""
         return self.forward_parts(y, e_hat, psi, warped)[0]
 
 
