@@ -25,7 +25,7 @@ from .face.crop import PasteBack, face_crop_transform, transform_points, warp_to
 from .face.landmarks import image_landmarks, make_detector
 from .face.track import fill_missing, track_landmarks
 from .motion import find_best_frame, transfer_absolute, transfer_relative
-from .video import VideoWriter, is_image, is_video, probe_video, read_frames, read_image
+from .video import VideoWriter, check_writable, is_image, is_video, probe_video, read_frames, read_image
 from .warp import warp_image
 
 DEFAULT_RESOLUTION = 256
@@ -390,11 +390,7 @@ def animate(portrait_path: Path, driver_path: Path, output: Path, opts: AnimateO
     for out in outputs:
         check_output(out, opts.overwrite)
     if opts.save_person is not None:
-        person_file = Path(opts.save_person)
-        if person_file.exists() and not opts.overwrite:
-            raise AnimateError(f"{person_file} already exists (use --overwrite to replace it)")
-        if not person_file.parent.is_dir():
-            raise AnimateError(f"cannot save person: folder {person_file.parent} does not exist")
+        check_writable(Path(opts.save_person), opts.overwrite)
     detector = detector or make_detector(opts.landmarks, device=str(resolve_device(opts.device)))
     progress.note(f"landmarks: {detector.name}")
     portrait_lms = image_landmarks(detector, portrait, opts.face_index, warn=progress.note, name=portrait_path.name)
@@ -473,14 +469,8 @@ def animate(portrait_path: Path, driver_path: Path, output: Path, opts: AnimateO
 
 
 def check_output(path: Path, overwrite: bool) -> None:
-    """Refuse an output we could not or must not write, before any slow work."""
-    if path.exists() and not overwrite:
-        raise AnimateError(f"{path} already exists (use --overwrite to replace it)")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise AnimateError(f"cannot write {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise AnimateError(f"cannot write {path}: folder {folder} is not writable")
+    """An output video: writable (video.check_writable) and an .mp4."""
+    check_writable(path, overwrite)
     if path.suffix.lower() != ".mp4":
         raise AnimateError(f"output {path.name} must end in .mp4")
 

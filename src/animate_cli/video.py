@@ -236,8 +236,8 @@ def read_image(path) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------- writing
 
-def _check_writable(path, overwrite: bool) -> Path:
-    """Refuse before any work is done rather than after minutes of rendering."""
+def check_writable(path, overwrite: bool) -> Path:
+    """Refuse an output file before any work is done rather than after minutes of rendering."""
     path = Path(path)
     if path.is_dir():
         raise AnimateError(f"output {path} is a folder")
@@ -300,7 +300,7 @@ class VideoWriter:
 
     def __init__(self, path, fps: float, audio_from: Path | None = None, overwrite: bool = False,
                  quality: float = 7.0):
-        self.path = _check_writable(path, overwrite)
+        self.path = check_writable(path, overwrite)
         if not fps or fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         self.fps = float(fps)

@@ -15,7 +15,6 @@ from ..config import ModelConfig
 from .blocks import AdaINParams, ResBlock, ResBlockDown, ResBlockUp, SelfAttention, sn_conv, sn_linear
 
 
-
 class Generator(nn.Module):
     """Shared trunk of both generators; build one with build_generator(cfg)."""
 
