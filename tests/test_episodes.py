@@ -123,3 +123,53 @@ def test_reference_warp_picks_nearest_shot_and_is_identity_on_same_pose():
     out = reference_warp(x, lm_shots, (base + 1).unsqueeze(0))
     assert out.shape == (1, 3, 32, 32)
     assert torch.allclose(out[0, :, 4:-4, 4:-4], x[0, 1, :, 4:-4, 4:-4], atol=0.05)
+
+
+def test_mirror_swaps_sides_and_is_its_own_inverse():
+    from animate_cli.train.episodes import MIRROR, mirror
+
+    assert sorted(MIRROR.tolist()) == list(range(68))  # a permutation
+    assert np.array_equal(MIRROR[MIRROR], np.arange(68))  # mirroring twice changes nothing
+    rng = np.random.default_rng(0)
+    lms = face_points(64, rng)[None]
+    img = rng.integers(0, 255, (1, 64, 64, 3), dtype=np.uint8)
+    m_img, m_lms = mirror(img, lms)
+    assert np.array_equal(m_img[0, :, 0], img[0, :, 63])
+    # each left/right pair (jaw ends, brows, eyes, mouth corners, nostrils) keeps its left-right order:
+    # the labels swap sides with the picture
+    for a, b in ((0, 16), (17, 26), (36, 45), (48, 54), (60, 64), (31, 35)):
+        assert np.sign(m_lms[0, a, 0] - m_lms[0, b, 0]) == np.sign(lms[0, a, 0] - lms[0, b, 0]) != 0
+    # a landmark still marks the same pixel content: the mirrored point reads what the original read
+    x, y = np.round(lms[0, 45]).astype(int)
+    mx, my = np.round(m_lms[0, MIRROR.tolist().index(45)]).astype(int)
+    assert (mx, my) == (63 - x, y) and np.array_equal(m_img[0, my, mx], img[0, y, x])
+    back_img, back_lms = mirror(m_img, m_lms)
+    assert np.array_equal(back_img, img) and np.allclose(back_lms, lms)
+
+
+def test_colour_jitter_changes_all_frames_alike():
+    from animate_cli.train.episodes import colour_jitter
+
+    imgs = np.repeat(np.random.default_rng(1).integers(30, 220, (1, 16, 16, 3), dtype=np.uint8), 3, axis=0)
+    out = colour_jitter(imgs, np.random.default_rng(5))
+    assert out.dtype == np.uint8 and out.shape == imgs.shape
+    assert not np.array_equal(out, imgs)
+    assert np.array_equal(out[0], out[1]) and np.array_equal(out[1], out[2])  # one jitter per episode
+    assert np.array_equal(colour_jitter(imgs, np.random.default_rng(5)), out)  # seeded
+
+
+def test_augmented_episodes_are_deterministic_and_some_are_mirrored(tmp_path):
+    root = make_cache(tmp_path / "cache", frames=6, size=32)
+    plain = EpisodeDataset(root, k_shots=2, episodes_per_epoch=16)
+    aug = EpisodeDataset(root, k_shots=2, episodes_per_epoch=16, augment=True)
+    mirrored = 0
+    for i in range(16):
+        p, a, again = plain[i], aug[i], aug[i]
+        assert torch.equal(a["x_t"], again["x_t"]) and torch.equal(a["lm_t"], again["lm_t"])
+        assert not torch.equal(a["x_t"], p["x_t"])  # colours always jittered
+        flipped = torch.allclose(a["lm_t"][:, 0], 31 - p["lm_t"][torch.as_tensor(
+            __import__("animate_cli.train.episodes", fromlist=["MIRROR"]).MIRROR), 0])
+        mirrored += int(flipped)
+        if not flipped:
+            assert torch.equal(a["lm_t"], p["lm_t"])
+    assert 2 <= mirrored <= 14

@@ -83,7 +83,7 @@ def test_networks_untouched_and_seeded_runs_identical():
     for m, state in zip((E, G, D), before):
         for k, v in m.state_dict().items():
             assert torch.equal(v, state[k]), k
-    assert calls[:2] == [(1, 2, ["adv", "cnt", "d", "fm", "pix", "total"]), (2, 2, calls[0][2])]
+    assert calls[:2] == [(1, 2, ["adv", "cnt", "d", "fm", "mouth", "pix", "total"]), (2, 2, calls[0][2])]
     assert torch.equal(runs[0].psi, runs[1].psi)
     warped = warped_references(x, lms)
     assert torch.equal(runs[0].render(y, warped), runs[1].render(y, warped))

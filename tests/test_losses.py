@@ -58,3 +58,47 @@ def test_generator_losses_dict_and_total():
     # fine-tuning: no e_hat/w_i -> no L_MCH; pixel weight 0 -> no pixel term
     out = generator_losses(score, fake, real, x_hat, x, weights=LossWeights(pixel=0.0))
     assert set(out) == {"cnt", "adv", "fm", "total"}
+
+
+def _lips(size=64, cx=32.0, cy=44.0, w=10.0, h=4.0):
+    """68 points with the mouth (48-67) on an ellipse at (cx, cy), the rest far away at the top."""
+    pts = torch.zeros(68, 2)
+    pts[:48] = torch.tensor([size / 2, 4.0])
+    a = torch.linspace(0, 2 * 3.14159, 21)[:20]
+    pts[48:] = torch.stack([cx + w * torch.cos(a), cy + h * torch.sin(a)], 1)
+    return pts[None]
+
+
+def test_mouth_crop_zooms_on_the_lips():
+    from animate_cli.losses import mouth_crop
+
+    img = -torch.ones(1, 3, 64, 64)
+    img[:, :, 40:49, 22:43] = 1.0  # a white mouth box around (32, 44)
+    crop = mouth_crop(img, _lips())
+    assert crop.shape == (1, 3, 64, 64)
+    assert crop[:, :, 24:40, 16:48].mean() > 0.9  # the middle of the crop is the mouth
+    assert crop.mean() > img.mean() + 0.2  # far more mouth than in the whole frame
+    moved = mouth_crop(torch.roll(img, shifts=(-20, 5), dims=(2, 3)), _lips(cx=37.0, cy=24.0))
+    assert torch.allclose(moved, crop, atol=1e-5)  # the box follows the landmarks
+
+
+@pytest.mark.skipif(stlpips_weights_path() is None, reason="stlpips weights not installed")
+def test_mouth_term_sees_only_the_mouth_and_appears_with_landmarks():
+    from animate_cli.losses import mouth_loss
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    lips = _lips()
+    other = x.clone()
+    other[:, :, :16] = -x[:, :, :16]  # change the forehead only
+    assert mouth_loss(other, x, lips).item() == pytest.approx(0.0, abs=1e-6)
+    teeth = x.clone()
+    teeth[:, :, 42:47, 26:38] = 1.0  # paint the mouth
+    assert mouth_loss(teeth, x, lips).item() > 0.01
+    score, feats = torch.zeros(1), [torch.zeros(1, 2, 4, 4)]
+    with_lm = generator_losses(score, feats, feats, teeth, x, landmarks=lips)
+    without = generator_losses(score, feats, feats, teeth, x)
+    assert "mouth" in with_lm and "mouth" not in without
+    assert with_lm["total"].item() == pytest.approx(without["total"].item() + with_lm["mouth"].item(), rel=1e-5)
+    off = generator_losses(score, feats, feats, teeth, x, landmarks=lips, weights=LossWeights(mouth=0.0))
+    assert "mouth" not in off

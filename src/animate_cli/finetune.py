@@ -19,7 +19,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .errors import AnimateError
-from .losses import LossWeights, d_hinge_loss, generator_losses
+from .losses import LossWeights, d_hinge_loss, generator_losses, mouth_loss
 from .models.checkpoint import PersonModel  # one class for fine-tuned and loaded persons
 from .models.perceptual import content_loss
 from .warp import warp_image
@@ -90,9 +90,9 @@ def _set_grad(params, flag: bool):
 
 def _shift(tensors, max_shift: int):
     """The same random translation (≤ max_shift px, edge-replicated) for all tensors: keeps x, y and
-    the warped reference consistent."""
+    the warped reference consistent. Returns (shifted tensors, (dx, dy)): content moves by (−dx, −dy)."""
     if max_shift <= 0:
-        return tensors
+        return tensors, (0, 0)
     dx, dy = (torch.randint(-max_shift, max_shift + 1, (2,))).tolist()
     out = []
     for t in tensors:
@@ -102,7 +102,7 @@ def _shift(tensors, max_shift: int):
         h, w = t.shape[-2:]
         p = F.pad(t, (max_shift,) * 4, mode="replicate")
         out.append(p[..., max_shift + dy:max_shift + dy + h, max_shift + dx:max_shift + dx + w])
-    return out
+    return out, (dx, dy)
 
 
 @torch.no_grad()
@@ -176,10 +176,12 @@ def finetune(cfg: ModelConfig, E: nn.Module, G: nn.Module, D: Optional[nn.Module
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and dtype == torch.float16)
 
     single = warped is not None and len(x) == 1 and lms is not None
+    lms_t = None if lms is None else torch.as_tensor(lms, device=device).reshape(-1, 68, 2)
     for step in range(steps):
         if single:  # one picture: a fresh synthetic warp of it every step
             warped = round_trip_reference(x, lms)
-        xb, yb, wb = _shift([x, y, warped], max_shift)
+        (xb, yb, wb), (dx, dy) = _shift([x, y, warped], max_shift)
+        lb = None if lms_t is None else lms_t - lms_t.new_tensor([dx, dy])
         # Generator step: L_CNT + L_ADV (-D(x̂) + 10·L_FM); D's weights frozen for this backward.
         with autocast():
             x_hat = g(yb, psi=psi, warped=wb)
@@ -189,12 +191,15 @@ def finetune(cfg: ModelConfig, E: nn.Module, G: nn.Module, D: Optional[nn.Module
                 scores, feats = d(torch.cat([x_hat, xb]), torch.cat([yb, yb]), w=w)
             n = len(xb)
             losses = generator_losses(scores[:n].float(), [f[:n] for f in feats], [f[n:] for f in feats],
-                                      x_hat, xb, weights=weights, content_size=content_size)
+                                      x_hat, xb, weights=weights, content_size=content_size, landmarks=lb)
             _set_grad(d_params, True)
         else:
             losses = {"cnt": content_loss(x_hat, xb, input_size=content_size)}
             losses["pix"] = F.l1_loss(x_hat.float(), xb)
             losses["total"] = weights.content * losses["cnt"] + weights.pixel * losses["pix"]
+            if lb is not None and weights.mouth > 0:
+                losses["mouth"] = mouth_loss(x_hat, xb, lb)
+                losses["total"] = losses["total"] + weights.mouth * losses["mouth"]
         opt_g.zero_grad(set_to_none=True)
         scaler.scale(losses["total"]).backward()
         scaler.step(opt_g)

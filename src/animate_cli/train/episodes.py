@@ -35,6 +35,40 @@ def video_split(videos: list[str], val_per_identity: int) -> tuple[list[str], li
     return [v for v in videos if v not in val], [v for v in videos if v in val]
 
 
+def _mirror_order() -> np.ndarray:
+    """iBUG-68 index permutation of a horizontally mirrored face: point i of the mirror image is the
+    mirror of point order[i] (the left eye becomes the right eye, the jaw runs the other way, ...)."""
+    order = list(range(16, -1, -1))  # jaw
+    order += list(range(26, 21, -1)) + list(range(21, 16, -1))  # brows swap sides
+    order += [27, 28, 29, 30] + list(range(35, 30, -1))  # nose bridge stays, nostrils reverse
+    order += [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]  # eyes swap, corners stay corners
+    order += list(range(54, 47, -1)) + list(range(59, 54, -1))  # outer lips
+    order += list(range(64, 59, -1)) + [67, 66, 65]  # inner lips
+    return np.array(order)
+
+
+MIRROR = _mirror_order()
+
+
+def mirror(images: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N,H,W,3), (N,68,2) px -> the horizontally mirrored frames and their landmarks (re-indexed)."""
+    w = images.shape[2]
+    lms = landmarks[:, MIRROR].copy()
+    lms[..., 0] = w - 1 - lms[..., 0]
+    return np.ascontiguousarray(images[:, :, ::-1]), lms
+
+
+def colour_jitter(images: np.ndarray, rng: np.random.Generator, amount: float = 1.0) -> np.ndarray:
+    """The same random brightness, contrast, saturation and per-channel gain for all frames of an episode:
+    four identities' skin tones and lighting are all the data has, so vary them."""
+    x = images.astype(np.float32)
+    grey = x.mean(axis=-1, keepdims=True)
+    x = grey + (x - grey) * (1 + amount * rng.uniform(-0.3, 0.3))  # saturation
+    x = (x - x.mean()) * (1 + amount * rng.uniform(-0.2, 0.2)) + x.mean()  # contrast
+    x = x * (1 + amount * rng.uniform(-0.08, 0.08, size=3)) + amount * rng.uniform(-20, 20)  # gain, brightness
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
 def to_model_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 (N,H,W,3) -> float32 (N,3,H,W) in [-1,1]."""
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -44,12 +78,14 @@ class EpisodeDataset(Dataset):
     """Item idx -> an episode of video `idx % n_videos`, its frames drawn with an RNG seeded by
     (seed, epoch, idx), so a resumed run sees exactly the episodes it would have seen.
 
+    `augment` mirrors half the episodes and jitters their colours (training only).
     Returns a dict: x_shots (K,3,R,R) and y_shots (landmark images) in [-1,1], x_t, y_t (3,R,R),
     lm_shots (K,68,2), lm_t (68,2) in pixels at R, video (index of the video = D's W column).
     """
 
     def __init__(self, cache_dir, k_shots: int = 8, resolution: int | None = None, split: str = "all",
-                 val_per_identity: int = 0, episodes_per_epoch: int | None = None, seed: int = 0):
+                 val_per_identity: int = 0, episodes_per_epoch: int | None = None, seed: int = 0,
+                 augment: bool = False):
         self.root = Path(cache_dir)
         index_path = self.root / INDEX
         if not index_path.exists():
@@ -71,6 +107,7 @@ class EpisodeDataset(Dataset):
         self.clips = [clips[v] for v in chosen]
         self.k = k_shots
         self.seed = seed
+        self.augment = augment
         self.epoch = 0
         self.episodes_per_epoch = episodes_per_epoch or len(chosen)
         first = load_clip(self.root / self.clips[0][0][0])
@@ -125,8 +162,14 @@ class EpisodeDataset(Dataset):
             im, lm = self._frames(self.clips[v][c][0], [pairs[j][1] for j in js])
             for j, a, b in zip(js, im, lm):
                 imgs[j], lms[j] = a, b
-        x = to_model_tensor(np.stack(imgs))
-        lm = torch.from_numpy(np.stack(lms))
+        imgs, lms = np.stack(imgs), np.stack(lms)
+        if self.augment:  # mirror half the episodes and jitter colours, all frames alike
+            rng = np.random.default_rng((self.seed, self.epoch, idx, 1))
+            if rng.random() < 0.5:
+                imgs, lms = mirror(imgs, lms)
+            imgs = colour_jitter(imgs, rng)
+        x = to_model_tensor(imgs)
+        lm = torch.from_numpy(lms)
         y = landmark_tensor(lm.numpy(), self.resolution)
         k = self.k
         return {"x_shots": x[:k], "y_shots": y[:k], "x_t": x[k], "y_t": y[k],

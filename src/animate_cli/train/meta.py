@@ -64,6 +64,7 @@ class TrainOptions:
     amp: bool = True  # CUDA only (bf16 autocast)
     init: str | None = None  # start from a weights folder (e.g. an earlier export)
     threads: int | None = None  # CPU threads per process (None: torch's default; torchrun sets 1)
+    augment: bool = True  # mirror + colour jitter of episodes (see episodes.py)
     nan_patience: int = 3  # consecutive bad steps before restoring the last checkpoint and halving lr
     progress: bool = True
 
@@ -175,7 +176,8 @@ class Trainer:
             cfg = cfg.replace(resolution=opts.resolution)
         self.data = EpisodeDataset(opts.cache, k_shots=opts.k_shots, resolution=cfg.resolution, split="train",
                                    val_per_identity=opts.val_per_identity,
-                                   episodes_per_epoch=opts.episodes_per_epoch, seed=opts.seed)
+                                   episodes_per_epoch=opts.episodes_per_epoch, seed=opts.seed,
+                                   augment=opts.augment)
         if self.data.n_videos < 1:
             raise AnimateError("no training videos")
         self.cfg = cfg
@@ -292,7 +294,7 @@ class Trainer:
             w_i = D_raw.W[b["video"]]
             parts = losses.generator_losses(score[:B].float(), fake_feats, real_feats, x_hat.float(), b["x_t"],
                                             e_hat=e_hat.float(), w_i=w_i.detach(),
-                                            content_size=o.perceptual_size)
+                                            content_size=o.perceptual_size, landmarks=b["lm_t"])
             loss_g = parts["total"]
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
@@ -465,7 +467,7 @@ class Trainer:
             return
         row = {"step": self.step_no, "epoch": epoch, "time": round(time.time(), 1), "episodes_per_s": round(eps, 3),
                "lr_g": self.opts.lr_g * self.lr_scale}
-        for k in ("loss_g", "cnt", "adv", "fm", "mch", "pix", "loss_d", "d_real", "d_fake"):
+        for k in ("loss_g", "cnt", "adv", "fm", "mch", "pix", "mouth", "loss_d", "d_real", "d_fake"):
             vals = [v for v in acc.get(k, []) if math.isfinite(v)]
             row[k] = round(sum(vals) / len(vals), 5) if vals else ""
         row["skipped"] = int(sum(acc.get("skipped", [])))
@@ -547,6 +549,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--device", default=d.device)
     ap.add_argument("--no-amp", action="store_true")
+    ap.add_argument("--no-augment", action="store_true", help="no mirroring / colour jitter of episodes")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads per process")
     ap.add_argument("--init", default=None, help="start from this weights folder")
     ap.add_argument("--no-progress", action="store_true")
@@ -564,7 +567,8 @@ def main(argv=None) -> int:
                             max_steps=a.max_steps, max_minutes=a.max_minutes, checkpoint_every=a.checkpoint_every,
                             log_every=a.log_every, sample_every=a.sample_every,
                             val_per_identity=a.val_per_identity, episodes_per_epoch=a.episodes_per_epoch,
-                            workers=a.workers, seed=a.seed, device=a.device, amp=not a.no_amp, init=a.init, threads=a.threads,
+                            workers=a.workers, seed=a.seed, device=a.device, amp=not a.no_amp,
+                            augment=not a.no_augment, init=a.init, threads=a.threads,
                             progress=not a.no_progress)
         summary = train(opts)
     except AnimateError as e:
