@@ -125,6 +125,21 @@ def test_reference_warp_picks_nearest_shot_and_is_identity_on_same_pose():
     assert torch.allclose(out[0, :, 4:-4, 4:-4], x[0, 1, :, 4:-4, 4:-4], atol=0.05)
 
 
+def test_reference_warp_sometimes_takes_a_far_shot_when_asked():
+    rng = np.random.default_rng(2)
+    base = torch.from_numpy(face_points(32, rng, 0.0))
+    far = base.clone()
+    far[60:68, 1] += 4  # an open mouth: never the nearest to the closed-mouth target
+    n = 64
+    lm_shots = torch.stack([far, base]).unsqueeze(0).expand(n, -1, -1, -1)
+    x = torch.stack([torch.full((3, 32, 32), -0.5), torch.full((3, 32, 32), 0.5)]).unsqueeze(0).expand(n, -1, -1, -1, -1)
+    target = base.unsqueeze(0).expand(n, -1, -1)
+    assert torch.allclose(reference_warp(x, lm_shots, target), torch.tensor(0.5))  # default: always the nearest
+    torch.manual_seed(0)
+    picked_far = (reference_warp(x, lm_shots, target, random_share=1.0).mean(dim=(1, 2, 3)) < 0).float().mean()
+    assert 0.3 < picked_far < 0.7  # a uniform draw over the two shots
+
+
 def test_mirror_swaps_sides_and_is_its_own_inverse():
     from animate_cli.train.episodes import MIRROR, mirror
 

@@ -125,7 +125,7 @@ class FaceIdentity:
 
     def reference(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """The descriptor of a ground-truth frame, computed once however many models are compared to it."""
-        key = (image.tobytes().__hash__(), landmarks.tobytes())
+        key = (image.shape, image.tobytes(), landmarks.tobytes())  # exact: no hash collisions
         if key not in self._refs:
             self._refs[key] = self.descriptor(image, landmarks)
         return self._refs[key]

@@ -65,6 +65,7 @@ class TrainOptions:
     init: str | None = None  # start from a weights folder (e.g. an earlier export)
     threads: int | None = None  # CPU threads per process (None: torch's default; torchrun sets 1)
     augment: bool = True  # mirror + colour jitter of episodes (see episodes.py)
+    random_reference: float = 0.5  # share of episodes whose warp reference is a random shot, not the nearest
     nan_patience: int = 3  # consecutive bad steps before restoring the last checkpoint and halving lr
     progress: bool = True
 
@@ -281,7 +282,7 @@ class Trainer:
         warped = None
         if self.cfg.generator == "warp":  # in float32, outside autocast: the spline solve needs it
             with torch.no_grad():
-                warped = reference_warp(b["x_shots"], b["lm_shots"], b["lm_t"])
+                warped = reference_warp(b["x_shots"], b["lm_shots"], b["lm_t"], o.random_reference)
         D_raw.requires_grad_(False)
         with autocast:
             e = self.E(b["x_shots"].flatten(0, 1), b["y_shots"].flatten(0, 1)).view(B, K, -1)
@@ -550,6 +551,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default=d.device)
     ap.add_argument("--no-amp", action="store_true")
     ap.add_argument("--no-augment", action="store_true", help="no mirroring / colour jitter of episodes")
+    ap.add_argument("--random-reference", type=float, default=d.random_reference,
+                    help="share of episodes warping a random shot instead of the nearest (as with one shot)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads per process")
     ap.add_argument("--init", default=None, help="start from this weights folder")
     ap.add_argument("--no-progress", action="store_true")
@@ -568,7 +571,7 @@ def main(argv=None) -> int:
                             log_every=a.log_every, sample_every=a.sample_every,
                             val_per_identity=a.val_per_identity, episodes_per_epoch=a.episodes_per_epoch,
                             workers=a.workers, seed=a.seed, device=a.device, amp=not a.no_amp,
-                            augment=not a.no_augment, init=a.init, threads=a.threads,
+                            augment=not a.no_augment, random_reference=a.random_reference, init=a.init, threads=a.threads,
                             progress=not a.no_progress)
         summary = train(opts)
     except AnimateError as e:
