@@ -65,6 +65,7 @@ class TrainOptions:
     init: str | None = None  # start from a weights folder (e.g. an earlier export)
     threads: int | None = None  # CPU threads per process (None: torch's default; torchrun sets 1)
     augment: bool = True  # mirror + colour jitter of episodes (see episodes.py)
+    mouth_weight: float = 1.0  # weight of the mouth term (losses.mouth_loss); 0 = the paper's losses only
     random_reference: float = 0.5  # share of episodes whose warp reference is a random shot, not the nearest
     nan_patience: int = 3  # consecutive bad steps before restoring the last checkpoint and halving lr
     progress: bool = True
@@ -295,7 +296,8 @@ class Trainer:
             w_i = D_raw.W[b["video"]]
             parts = losses.generator_losses(score[:B].float(), fake_feats, real_feats, x_hat.float(), b["x_t"],
                                             e_hat=e_hat.float(), w_i=w_i.detach(),
-                                            content_size=o.perceptual_size, landmarks=b["lm_t"])
+                                            content_size=o.perceptual_size, landmarks=b["lm_t"],
+                                            weights=losses.LossWeights(mouth=o.mouth_weight))
             loss_g = parts["total"]
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
@@ -551,6 +553,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default=d.device)
     ap.add_argument("--no-amp", action="store_true")
     ap.add_argument("--no-augment", action="store_true", help="no mirroring / colour jitter of episodes")
+    ap.add_argument("--mouth-weight", type=float, default=d.mouth_weight, help="weight of the mouth term (0 = off)")
     ap.add_argument("--random-reference", type=float, default=d.random_reference,
                     help="share of episodes warping a random shot instead of the nearest (as with one shot)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads per process")
@@ -571,7 +574,8 @@ def main(argv=None) -> int:
                             log_every=a.log_every, sample_every=a.sample_every,
                             val_per_identity=a.val_per_identity, episodes_per_epoch=a.episodes_per_epoch,
                             workers=a.workers, seed=a.seed, device=a.device, amp=not a.no_amp,
-                            augment=not a.no_augment, random_reference=a.random_reference, init=a.init, threads=a.threads,
+                            augment=not a.no_augment, random_reference=a.random_reference,
+                            mouth_weight=a.mouth_weight, init=a.init, threads=a.threads,
                             progress=not a.no_progress)
         summary = train(opts)
     except AnimateError as e:
