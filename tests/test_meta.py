@@ -137,3 +137,13 @@ def test_time_limit_stops_cleanly_and_export(cache, tmp_path):
     cfg, E, G, D = load_checkpoint(out, with_discriminator=True)
     assert cfg.generator == "fsth" and cfg.resolution == 32 and D is not None
     assert meta.main(["--run-dir", str(tmp_path / "t"), "--export", str(tmp_path / "w2")]) == 0
+
+
+def test_out_of_range_new_options_give_one_line_and_write_nothing(cache, tmp_path, capsys):
+    for flag, value in (("--random-reference", "1.5"), ("--random-reference", "-0.1"), ("--mouth-weight", "-1")):
+        run = tmp_path / f"bad{flag}{value}"
+        assert meta.main(["--cache", str(cache), "--run-dir", str(run), "--preset", "tiny", flag, value,
+                          "--max-steps", "1", "--no-progress"]) == 1
+        out = capsys.readouterr().out.strip().splitlines()
+        assert len(out) == 1 and out[0].startswith("error: ") and flag in out[0]
+        assert not run.exists()

@@ -188,17 +188,19 @@ def nearest_shot(lm_shots: torch.Tensor, lm_t: torch.Tensor) -> torch.Tensor:
 
 
 def reference_warp(x_shots: torch.Tensor, lm_shots: torch.Tensor, lm_t: torch.Tensor,
-                   random_share: float = 0.0) -> torch.Tensor:
+                   random_share: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """A shot warped (thin-plate spline) into the target pose: (B,3,R,R), batched on the batch's device,
     for the warp-guided generator. The nearest shot, as at inference with many shots; with probability
     `random_share` per episode a random one instead, as with one shot (a closed-mouth portrait driven to
     speak): nearest shots almost always share the target's mouth and eyes, so without far references G
-    never learns to paint an opening mouth. Random draws use torch's global RNG (resumable)."""
+    never learns to paint an opening mouth. Random draws come from `generator` (a CPU generator; the
+    trainer seeds one per step so that a resumed run draws the same), else torch's global RNG."""
     from ..warp import warp_image
 
     idx = nearest_shot(lm_shots, lm_t)
     if random_share > 0:
-        far = torch.rand(len(idx), device=idx.device) < random_share
-        idx = torch.where(far, torch.randint(0, lm_shots.shape[1], idx.shape, device=idx.device), idx)
+        far = torch.rand(len(idx), generator=generator) < random_share
+        other = torch.randint(0, lm_shots.shape[1], (len(idx),), generator=generator)
+        idx = torch.where(far.to(idx.device), other.to(idx.device), idx)
     ar = torch.arange(len(idx), device=x_shots.device)
     return warp_image(x_shots[ar, idx], lm_shots[ar, idx], lm_t)

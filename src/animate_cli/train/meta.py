@@ -163,6 +163,10 @@ class Trainer:
         from ..models.embedder import Embedder
         from ..models.generator import build_generator
 
+        if not 0.0 <= opts.random_reference <= 1.0:
+            raise AnimateError(f"--random-reference must be between 0 and 1 (got {opts.random_reference})")
+        if opts.mouth_weight < 0:
+            raise AnimateError(f"--mouth-weight must be 0 or more (got {opts.mouth_weight})")
         self.opts = opts
         self.device = setup_distributed(opts.device)
         self.rank, self.world = rank(), world()
@@ -283,7 +287,9 @@ class Trainer:
         warped = None
         if self.cfg.generator == "warp":  # in float32, outside autocast: the spline solve needs it
             with torch.no_grad():
-                warped = reference_warp(b["x_shots"], b["lm_shots"], b["lm_t"], o.random_reference)
+                # own generator per (seed, step, rank): draws independent of what else used the global RNG
+                draw = torch.Generator().manual_seed((o.seed * 1_000_003 + self.step_no) * 1_009 + self.rank)
+                warped = reference_warp(b["x_shots"], b["lm_shots"], b["lm_t"], o.random_reference, draw)
         D_raw.requires_grad_(False)
         with autocast:
             e = self.E(b["x_shots"].flatten(0, 1), b["y_shots"].flatten(0, 1)).view(B, K, -1)
