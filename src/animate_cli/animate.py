@@ -183,7 +183,7 @@ class NeuralAnimator(Animator):
         warped = self.warped_references(target_landmarks) if self.cfg.generator == "warp" else None
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.half else nullcontext()
         with autocast:
-            out = self.person_model.render(y, warped=warped)
+            out = self.person_model.render(y, warped=warped, landmarks=np.asarray(target_landmarks, np.float32))
         return to_uint8(out)
 
     def save_person(self, path: Path) -> None:

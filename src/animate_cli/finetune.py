@@ -184,7 +184,7 @@ def finetune(cfg: ModelConfig, E: nn.Module, G: nn.Module, D: Optional[nn.Module
         lb = None if lms_t is None else lms_t - lms_t.new_tensor([dx, dy])
         # Generator step: L_CNT + L_ADV (-D(x̂) + 10·L_FM); D's weights frozen for this backward.
         with autocast():
-            x_hat = g(yb, psi=psi, warped=wb)
+            x_hat = g(yb, psi=psi, warped=wb, landmarks=lb)
         if d is not None:
             _set_grad(d_params, False)
             with autocast():

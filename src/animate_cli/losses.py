@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from .models.mouth import MOUTH, MOUTH_CROP, mouth_crop  # noqa: F401  (re-exported for callers of the loss)
 from .models.perceptual import content_loss
 
 
@@ -25,31 +26,6 @@ class LossWeights:
     mch: float = 10.0
     pixel: float = 0.1
     mouth: float = 1.0
-
-
-# iBUG-68 indices of the mouth (outer and inner lips)
-MOUTH = slice(48, 68)
-MOUTH_CROP = 64  # side of the zoomed mouth crop the mouth term compares
-
-
-def mouth_crop(images: torch.Tensor, landmarks: torch.Tensor, size: int = MOUTH_CROP,
-               margin: float = 0.6) -> torch.Tensor:
-    """A square, differentiable zoom on each image's mouth: (B,C,size,size).
-
-    The box is centred on the lips and `1 + margin` times their larger extent (at least a tenth of the
-    frame), so an opening mouth and the teeth inside it fill the crop whatever the face size."""
-    b, _, h, w = images.shape
-    pts = landmarks.to(images.device, torch.float32).reshape(b, 68, 2)[:, MOUTH]
-    lo, hi = pts.amin(dim=1), pts.amax(dim=1)
-    centre = (lo + hi) / 2
-    half = ((hi - lo).amax(dim=1) * (1 + margin) / 2).clamp_min(max(h, w) / 20)
-    theta = torch.zeros(b, 2, 3, device=images.device)
-    theta[:, 0, 0] = 2 * half / w
-    theta[:, 1, 1] = 2 * half / h
-    theta[:, 0, 2] = (2 * centre[:, 0] + 1) / w - 1
-    theta[:, 1, 2] = (2 * centre[:, 1] + 1) / h - 1
-    grid = F.affine_grid(theta, (b, images.shape[1], size, size), align_corners=False)
-    return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def mouth_loss(x_hat, x, landmarks, vgg19=None, vggface=None):

@@ -224,13 +224,17 @@ class PersonModel:
     losses: list = field(default_factory=list)
 
     @torch.no_grad()
-    def render(self, y: torch.Tensor, warped: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Landmark images y (B,3,R,R) [+ warped references] -> frames (B,3,R,R) in [-1,1]."""
+    def render(self, y: torch.Tensor, warped: Optional[torch.Tensor] = None,
+               landmarks: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Landmark images y (B,3,R,R) [+ warped references, target landmarks (B,68,2) px] -> frames
+        (B,3,R,R) in [-1,1]."""
         dev = self.psi.device
         if self.cfg.generator == "warp" and warped is None:
             raise AnimateError("the warp generator needs the warped reference to render")
         warped = warped.to(dev) if warped is not None else None
-        return self.generator(y.to(dev), psi=self.psi, warped=warped).float()
+        if landmarks is not None:
+            landmarks = torch.as_tensor(landmarks, dtype=torch.float32, device=dev)
+        return self.generator(y.to(dev), psi=self.psi, warped=warped, landmarks=landmarks).float()
 
 
 def save_person(path, person, extra: Optional[dict] = None) -> Path:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from .mouth import MouthRefiner
 from .blocks import AdaINParams, ResBlock, ResBlockDown, ResBlockUp, SelfAttention, sn_conv, sn_linear
 
 
@@ -85,8 +86,8 @@ class Generator(nn.Module):
 class FSTHGenerator(Generator):
     """The paper's generator: paints the whole frame from the landmark image y and ê."""
 
-    def forward(self, y, e_hat=None, psi=None, warped=None) -> torch.Tensor:
-        """y (B,3,R,R) landmark image -> x̂ (B,3,R,R) in [-1,1]. `warped` is ignored (uniform call)."""
+    def forward(self, y, e_hat=None, psi=None, warped=None, landmarks=None) -> torch.Tensor:
+        """y (B,3,R,R) landmark image -> x̂ (B,3,R,R) in [-1,1]. `warped`, `landmarks`: ignored (uniform call)."""
         return torch.tanh(self._trunk(y, e_hat, psi))
 
 
@@ -97,7 +98,8 @@ class WarpGenerator(Generator):
     a plain zero-initialised convolution, so an untrained generator returns exactly the warped reference
     and every gradient reaches the correction at full strength. (A first version blended a painted
     image in through a sigmoid mask that started near 1; the mask starved the painted branch of
-    gradient and it never learnt anything useful.)
+    gradient and it never learnt anything useful.) With cfg.mouth_refiner > 0 a second, zoomed
+    correction repaints the mouth (models/mouth.py); it needs the target landmarks.
     """
     in_ch = 6
     out_ch = 3
@@ -108,17 +110,26 @@ class WarpGenerator(Generator):
         self.head = nn.Conv2d(self.head.in_channels, self.out_ch * k, 3, padding=1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        self.mouth = MouthRefiner(cfg.mouth_refiner) if cfg.mouth_refiner else None
 
-    def forward_parts(self, y, e_hat=None, psi=None, warped=None):
-        """-> (x̂, Δ): the output and the correction added to the warped reference."""
+    def trunk_output(self, y, e_hat=None, psi=None, warped=None) -> torch.Tensor:
+        """warped + the trunk's correction: the output before the mouth refiner (which trains on it)."""
         if warped is None:
             raise ValueError("the warp generator needs the warped reference (`warped=`)")
-        delta = self._trunk(torch.cat([y, warped], dim=1), e_hat, psi)
-        return warped + delta, delta
+        return warped + self._trunk(torch.cat([y, warped], dim=1), e_hat, psi)
 
-    def forward(self, y, e_hat=None, psi=None, warped=None) -> torch.Tensor:
-        """y, warped (B,3,R,R) -> x̂ (B,3,R,R), about [-1,1] (when warped is in [-1,1])."""
-        return self.forward_parts(y, e_hat, psi, warped)[0]
+    def forward_parts(self, y, e_hat=None, psi=None, warped=None, landmarks=None):
+        """-> (x̂, Δ): the output and the correction added to the warped reference."""
+        out = self.trunk_output(y, e_hat, psi, warped)
+        if self.mouth is not None:
+            if landmarks is None:
+                raise ValueError("this generator repaints the mouth and needs the target landmarks (`landmarks=`)")
+            out = out + self.mouth(out, y, landmarks.to(out.device).reshape(-1, 68, 2))
+        return out, out - warped
+
+    def forward(self, y, e_hat=None, psi=None, warped=None, landmarks=None) -> torch.Tensor:
+        """y, warped (B,3,R,R) [, target landmarks (B,68,2) px] -> x̂ (B,3,R,R), about [-1,1]."""
+        return self.forward_parts(y, e_hat, psi, warped, landmarks)[0]
 
 
 def build_generator(cfg: ModelConfig) -> Generator:
