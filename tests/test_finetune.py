@@ -61,7 +61,7 @@ def test_finetuning_fits_the_shots_better_than_feed_forward():
     x, y, lms = _shots(cfg, t=2)
     ref = warped_references(x, lms)  # each shot's training input: the other shot warped to its pose
     ff = finetune(cfg, E, G, D, x, y, lms, steps=0)
-    ft = finetune(cfg, E, G, D, x, y, lms, steps=8)
+    ft = finetune(cfg, E, G, D, x, y, lms, steps=8, synthetic_references=False)
     with torch.no_grad():
         out_ff, out_ft = ff.render(y, warped=ref), ft.render(y, warped=ref)
         assert torch.equal(out_ff, ref)  # untrained: the feed-forward output is the warped reference
@@ -144,3 +144,27 @@ def test_round_trip_reference_is_a_degraded_copy_of_the_shot():
     assert not torch.equal(a, c)  # a fresh perturbation each call
     err = (a - shot).abs().mean().item()
     assert 1e-3 < err < 0.3  # changed, but still the same picture
+
+
+def test_frozen_trunk_trains_only_psi_and_the_mouth_and_synthetic_references_are_optional(monkeypatch):
+    import animate_cli.finetune as ft_mod
+
+    torch.manual_seed(0)
+    cfg = preset("tiny", generator="warp").replace(mouth_refiner=8)
+    E, G, D = Embedder(cfg), build_generator(cfg), Discriminator(cfg, n_videos=3)
+    with torch.no_grad():
+        G.head.weight.normal_(0, 0.01)  # as after meta-learning: a zero head would pass no gradient to ψ'
+    x, y, lms = _shots(cfg, t=2)
+    calls = []
+    real = ft_mod.round_trip_reference
+    monkeypatch.setattr(ft_mod, "round_trip_reference", lambda *a, **k: calls.append(1) or real(*a, **k))
+    person = finetune(cfg, E, G, D, x, y, lms, steps=3, train_trunk=False, synthetic_references=True)
+    assert len(calls) == 3  # two shots, yet every step warped them synthetically
+    moved = {n for n, p in person.generator.named_parameters() if not torch.equal(p, G.state_dict()[n])}
+    assert moved and all(n.startswith("mouth.") for n in moved)  # the trunk stayed as meta-learned
+    assert not torch.equal(person.psi, finetune(cfg, E, G, D, x, y, lms, steps=0).psi)
+    calls.clear()
+    full = finetune(cfg, E, G, D, x, y, lms, steps=2, synthetic_references=False)
+    assert not calls  # asked to, several shots warp each other instead
+    assert any(not torch.equal(p, G.state_dict()[n]) for n, p in full.generator.named_parameters()
+               if not n.startswith("mouth."))  # and by default the trunk trains too

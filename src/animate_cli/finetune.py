@@ -128,11 +128,14 @@ def finetune(cfg: ModelConfig, E: nn.Module, G: nn.Module, D: Optional[nn.Module
              steps: Optional[int] = None, device="cpu", progress: Optional[Callable] = None,
              warped: Optional[torch.Tensor] = None, lr_g: float = LR_G, lr_d: float = LR_D,
              weights: LossWeights = LossWeights(), content_size: Optional[int] = CONTENT_SIZE,
-             max_shift: int = 0, amp: bool = True) -> PersonModel:
+             max_shift: int = 0, amp: bool = True, train_trunk: bool = True,
+             synthetic_references: bool = True) -> PersonModel:
     """Fine-tune copies of G and D on the T shots; returns the person model (deterministic given
     torch.manual_seed). `warped` (T,3,R,R) overrides the references computed from `shot_landmarks`.
     `progress(step, total, losses)` is called after each step. Without D only L_CNT (+ pixel) trains.
-    Mixed precision only on CUDA (`amp`); fp32 on CPU."""
+    Mixed precision only on CUDA (`amp`); fp32 on CPU. `train_trunk=False` trains only ψ' and the mouth
+    refiner (the trunk's convolutions stay as meta-learned); `synthetic_references` gives every shot a
+    fresh round-trip warp of itself each step, as a single shot always gets."""
     steps = DEFAULT_STEPS if steps is None else int(steps)
     if steps < 0:
         raise AnimateError(f"fine-tuning steps must be 0 or more (got {steps})")
@@ -162,7 +165,8 @@ def finetune(cfg: ModelConfig, E: nn.Module, G: nn.Module, D: Optional[nn.Module
 
     psi = nn.Parameter(psi0.clone())
     g.train()
-    g_params = [p for n, p in g.named_parameters() if not n.startswith("P.")] + [psi]  # P unused now
+    g_params = [p for n, p in g.named_parameters()  # P is unused now: ψ' replaces P·ê
+                if not n.startswith("P.") and (train_trunk or n.startswith("mouth."))] + [psi]
     opt_g = torch.optim.Adam(g_params, lr=lr_g, betas=(0.0, 0.999))
     d = w = opt_d = None
     if D is not None:
@@ -175,10 +179,10 @@ def finetune(cfg: ModelConfig, E: nn.Module, G: nn.Module, D: Optional[nn.Module
     autocast = (lambda: torch.autocast("cuda", dtype=dtype)) if use_amp else nullcontext
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and dtype == torch.float16)
 
-    single = warped is not None and len(x) == 1 and lms is not None
+    synthetic = warped is not None and (len(x) == 1 or synthetic_references) and lms is not None
     lms_t = None if lms is None else torch.as_tensor(lms, device=device).reshape(-1, 68, 2)
     for step in range(steps):
-        if single:  # one picture: a fresh synthetic warp of it every step
+        if synthetic:  # one picture (or asked for): a fresh synthetic warp of each shot every step
             warped = round_trip_reference(x, lms)
         (xb, yb, wb), (dx, dy) = _shift([x, y, warped], max_shift)
         lb = None if lms_t is None else lms_t - lms_t.new_tensor([dx, dy])
