@@ -7,7 +7,8 @@ import torch
 
 from animate_cli.config import preset
 from animate_cli.errors import AnimateError
-from animate_cli.finetune import PersonModel, finetune, person_init, reference_for, warped_references
+from animate_cli.finetune import PersonModel, finetune, person_init, warped_references
+from animate_cli.references import reference_slots
 from animate_cli.models.discriminator import Discriminator
 from animate_cli.models.embedder import Embedder
 from animate_cli.models.generator import build_generator
@@ -61,7 +62,7 @@ def test_finetuning_fits_the_shots_better_than_feed_forward():
     x, y, lms = _shots(cfg, t=2)
     ref = warped_references(x, lms)  # each shot's training input: the other shot warped to its pose
     ff = finetune(cfg, E, G, D, x, y, lms, steps=0)
-    ft = finetune(cfg, E, G, D, x, y, lms, steps=8, synthetic_references=False)
+    ft = finetune(cfg, E, G, D, x, y, lms, steps=8, synthetic_share=0.0)
     with torch.no_grad():
         out_ff, out_ft = ff.render(y, warped=ref), ft.render(y, warped=ref)
         assert torch.equal(out_ff, ref)  # untrained: the feed-forward output is the warped reference
@@ -90,17 +91,18 @@ def test_networks_untouched_and_seeded_runs_identical():
     assert not torch.equal(runs[0].psi, person_init(E, G, D, x, y)[1])  # ψ' did train
 
 
-def test_reference_rule():
+def test_each_shot_is_fitted_from_the_other_shots_nearest_first():
     lms = np.zeros((3, 68, 2), np.float32)
     base = np.random.default_rng(0).random((68, 2)).astype(np.float32) * 50
     lms[0], lms[1], lms[2] = base, base * 2 + 5, base + np.float32(3.0) * np.random.default_rng(1).random((68, 2))
-    assert reference_for(0, lms[:1], 1) == 0  # one shot: itself (identity warp)
-    assert reference_for(0, lms, 3) == 1  # shot 1 is shot 0 up to scale/shift: nearest
-    assert reference_for(1, lms, 3) == 0
-    assert all(reference_for(i, lms, 3) != i for i in range(3))
-    assert reference_for(2, None, 3) == 0
-    x = torch.rand(1, 3, 16, 16)
-    assert torch.equal(warped_references(x, lms[:1]), x)
+    slots = reference_slots(lms, lms, 2, exclude=torch.arange(3))
+    assert slots[0, 0] == 1 and slots[1, 0] == 0  # shot 1 is shot 0 up to scale/shift: nearest
+    assert all(i not in slots[i].tolist() for i in range(3))  # never the shot itself
+    x = torch.rand(3, 3, 16, 16)
+    ref = warped_references(x, lms / 4, n_refs=2)
+    assert ref.shape == (3, 6, 16, 16)
+    one = torch.rand(1, 3, 16, 16)
+    assert torch.equal(warped_references(one, lms[:1], n_refs=2), one.repeat(1, 2, 1, 1))  # one shot: itself
 
 
 def test_fsth_without_discriminator_and_bad_input():
@@ -158,13 +160,13 @@ def test_frozen_trunk_trains_only_psi_and_the_mouth_and_synthetic_references_are
     calls = []
     real = ft_mod.round_trip_reference
     monkeypatch.setattr(ft_mod, "round_trip_reference", lambda *a, **k: calls.append(1) or real(*a, **k))
-    person = finetune(cfg, E, G, D, x, y, lms, steps=3, train_trunk=False, synthetic_references=True)
+    person = finetune(cfg, E, G, D, x, y, lms, steps=3, train_trunk=False, synthetic_share=1.0)
     assert len(calls) == 3  # two shots, yet every step warped them synthetically
     moved = {n for n, p in person.generator.named_parameters() if not torch.equal(p, G.state_dict()[n])}
     assert moved and all(n.startswith("mouth.") for n in moved)  # the trunk stayed as meta-learned
     assert not torch.equal(person.psi, finetune(cfg, E, G, D, x, y, lms, steps=0).psi)
     calls.clear()
-    full = finetune(cfg, E, G, D, x, y, lms, steps=2, synthetic_references=False)
+    full = finetune(cfg, E, G, D, x, y, lms, steps=2, synthetic_share=0.0)
     assert not calls  # asked to, several shots warp each other instead
     assert any(not torch.equal(p, G.state_dict()[n]) for n, p in full.generator.named_parameters()
                if not n.startswith("mouth."))  # and by default the trunk trains too

@@ -26,7 +26,7 @@ from .face.landmarks import image_landmarks, make_detector
 from .face.track import fill_missing, track_landmarks
 from .motion import find_best_frame, transfer_absolute, transfer_relative
 from .video import VideoWriter, check_writable, is_image, is_video, probe_video, read_frames, read_image
-from .warp import warp_image
+from .references import references_for
 
 DEFAULT_RESOLUTION = 256
 WEIGHTS_ENV = "ANIMATE_WEIGHTS"
@@ -76,14 +76,6 @@ def normalised_shape(landmarks: np.ndarray) -> np.ndarray:
     return (centred / scale).reshape(landmarks.shape)
 
 
-def nearest_shots(shot_landmarks: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Index of the shot whose normalised landmarks are closest to each target's."""
-    s = normalised_shape(shot_landmarks).reshape(len(shot_landmarks), -1)
-    t = normalised_shape(targets).reshape(len(targets), -1)
-    d = ((t[:, None, :] - s[None, :, :]) ** 2).sum(-1)
-    return d.argmin(axis=1)
-
-
 class Animator:
     """Base: holds the shots (reference crops + their landmarks) and warps them to targets."""
 
@@ -101,13 +93,12 @@ class Animator:
         self.shots = to_tensor(shots, self.device)
         self.shot_landmarks = np.stack([np.asarray(l, np.float32) for l in shot_landmarks])
 
+    n_refs = 1  # warped references per frame (references.py); the warp model shows the nearest only
+
     def warped_references(self, targets: np.ndarray) -> torch.Tensor:
-        """The nearest shot, moved by the analytic warp into each target pose: (B,3,R,R) in [-1,1]."""
+        """The nearest shots, moved by the analytic warp into each target pose: (B,3·n_refs,R,R) in [-1,1]."""
         assert self.shots is not None and self.shot_landmarks is not None, "prepare() first"
-        idx = nearest_shots(self.shot_landmarks, targets)
-        src = torch.from_numpy(self.shot_landmarks[idx]).to(self.device)
-        dst = torch.from_numpy(np.asarray(targets, np.float32)).to(self.device)
-        return warp_image(self.shots[torch.from_numpy(idx).to(self.device)], src, dst)
+        return references_for(self.shots, self.shot_landmarks, np.asarray(targets, np.float32), self.n_refs)
 
     def render(self, target_landmarks: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -157,6 +148,7 @@ class NeuralAnimator(Animator):
         super().__init__(self.cfg.resolution, self.device)
         self.half = half and self.device.type == "cuda"
         self.name = f"neural ({self.cfg.generator}, {self.cfg.preset})"
+        self.n_refs = self.cfg.n_refs
         if self.person_model is not None:
             self.shots = self.person_model.shots.to(self.device)
             self.shot_landmarks = self.person_model.shot_landmarks

@@ -121,14 +121,14 @@ def models(presets: List[str] = typer.Option(["small", "paper"], "--preset", hel
         with torch.no_grad():
             for b in (1, 8):
                 y = torch.randn(b, 3, R, R, device=dev)
-                warped = torch.randn(b, 3, R, R, device=dev) if generator == "warp" else None
+                warped = torch.randn(b, 3 * cfg.n_refs, R, R, device=dev) if generator == "warp" else None
                 psi = G.project(torch.randn(1, cfg.embed_dim, device=dev))
                 sec = time_call(lambda: G(y, psi=psi, warped=warped), repeat)
                 row[f"generator_fps_batch{b}"] = b / sec
         for shots in (1, 8):
             x = torch.rand(shots, 3, R, R, device=dev) * 2 - 1
             y = torch.rand(shots, 3, R, R, device=dev) * 2 - 1
-            warped = x.clone() if generator == "warp" else None
+            warped = x.repeat(1, cfg.n_refs, 1, 1) if generator == "warp" else None
             sec = time_call(lambda: finetune(cfg, E, G, D, x, y, steps=finetune_steps, device=dev, warped=warped),
                             max(1, repeat - 1))
             ff = time_call(lambda: finetune(cfg, E, G, D, x, y, steps=0, device=dev, warped=warped), 1)

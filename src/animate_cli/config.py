@@ -42,6 +42,7 @@ class ModelConfig:
     attn_embed_res: int = 32  # self-attention resolution in E and D
     attn_down_res: int = 32  # in G's down path
     attn_up_res: int = 64  # in G's up path
+    n_refs: int = 1  # warped references the warp generator blends (references.py); 1 = the nearest only
     mouth_refiner: int = 0  # width of the warp generator's mouth refiner (models/mouth.py); 0 = none
     drawing_version: int = field(default_factory=_drawing_version)
     format_version: int = FORMAT_VERSION
@@ -60,6 +61,8 @@ class ModelConfig:
             raise AnimateError("g_res_blocks must be >= 0")
         if self.mouth_refiner < 0 or (self.mouth_refiner and self.generator != "warp"):
             raise AnimateError("mouth_refiner must be >= 0, and only the warp generator has one")
+        if self.n_refs < 1 or (self.n_refs > 1 and self.generator != "warp"):
+            raise AnimateError("n_refs must be >= 1, and only the warp generator blends several references")
         if self.format_version != FORMAT_VERSION:
             raise AnimateError(
                 f"model format version {self.format_version} is not supported by this animate-cli "

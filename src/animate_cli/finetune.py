@@ -22,6 +22,7 @@ from .errors import AnimateError
 from .losses import LossWeights, d_hinge_loss, generator_losses, mouth_loss
 from .models.checkpoint import PersonModel  # one class for fine-tuned and loaded persons
 from .models.perceptual import content_loss
+from .references import reference_slots, warp_references
 from .warp import warp_image
 
 DEFAULT_STEPS = 40  # one step = one pass over all T shots, so ≈ the paper's "about 40 epochs"
@@ -30,37 +31,19 @@ LR_D = 2e-4
 # L_CNT input size: as meta-learning (train/meta.py) uses; on CPU, 8 shots at 256² step ~4x faster than at
 # full resolution (the VGG trunk dominates a step). None = full resolution.
 CONTENT_SIZE = 128
+SYNTHETIC_SHARE = 1.0  # share of shot references that are round trips of the shot itself (see finetune)
 
 
-def _normalised(lms: np.ndarray) -> np.ndarray:
-    """(T,68,2) with position and scale removed, to compare poses/expressions of shots."""
-    c = lms - lms.mean(axis=1, keepdims=True)
-    return c / (np.sqrt((c ** 2).sum(axis=(1, 2), keepdims=True) / lms.shape[1]) + 1e-8)
-
-
-def reference_for(target_index: int, shot_landmarks: Optional[np.ndarray], n_shots: int) -> int:
-    """Which shot is warped to serve as the warp generator's reference when shot `target_index` is the
-    target: the closest *other* shot in landmark space (so G learns to correct a real warp, as at
-    inference), or the shot itself when T = 1 (identity warp). Ties / no landmarks: the next shot."""
-    if n_shots == 1:
-        return 0
-    if shot_landmarks is None:
-        return (target_index + 1) % n_shots
-    s = _normalised(np.asarray(shot_landmarks, np.float32)).reshape(n_shots, -1)
-    d = ((s - s[target_index]) ** 2).sum(1)
-    d[target_index] = np.inf
-    return int(d.argmin())
-
-
-def warped_references(shots_x: torch.Tensor, shot_landmarks: np.ndarray) -> torch.Tensor:
-    """Each shot's reference (see `reference_for`) warped into that shot's pose: (T,3,R,R)."""
+def warped_references(shots_x: torch.Tensor, shot_landmarks: np.ndarray, n_refs: int = 1) -> torch.Tensor:
+    """Each shot's training input: the *other* shots nearest to it, warped into its pose, nearest first
+    (so G learns to correct and blend real warps, as at inference): (T,3·n_refs,R,R). One shot: itself."""
     t = len(shots_x)
-    lms = torch.as_tensor(np.asarray(shot_landmarks, np.float32), device=shots_x.device)
-    ref = torch.tensor([reference_for(i, shot_landmarks, t) for i in range(t)], device=shots_x.device)
     if t == 1:
-        return shots_x.clone()
+        return shots_x.repeat(1, n_refs, 1, 1)
+    lms = np.asarray(shot_landmarks, np.float32)
     with torch.no_grad():
-        return warp_image(shots_x[ref], lms[ref], lms)
+        slots = reference_slots(lms, lms, n_refs, exclude=torch.arange(t))
+        return warp_references(shots_x, lms, lms, slots)
 
 
 def round_trip_reference(shot: torch.Tensor, landmarks: np.ndarray, strength: float = 0.04) -> torch.Tensor:
@@ -129,13 +112,14 @@ def finetune(cfg: ModelConfig, E: nn.Module, G: nn.Module, D: Optional[nn.Module
              warped: Optional[torch.Tensor] = None, lr_g: float = LR_G, lr_d: float = LR_D,
              weights: LossWeights = LossWeights(), content_size: Optional[int] = CONTENT_SIZE,
              max_shift: int = 0, amp: bool = True, train_trunk: bool = True,
-             synthetic_references: bool = True) -> PersonModel:
+             synthetic_share: float = SYNTHETIC_SHARE) -> PersonModel:
     """Fine-tune copies of G and D on the T shots; returns the person model (deterministic given
     torch.manual_seed). `warped` (T,3,R,R) overrides the references computed from `shot_landmarks`.
     `progress(step, total, losses)` is called after each step. Without D only L_CNT (+ pixel) trains.
     Mixed precision only on CUDA (`amp`); fp32 on CPU. `train_trunk=False` trains only ψ' and the mouth
-    refiner (the trunk's convolutions stay as meta-learned); `synthetic_references` gives every shot a
-    fresh round-trip warp of itself each step, as a single shot always gets."""
+    refiner (the trunk's convolutions stay as meta-learned). Each step, each shot's nearest reference is,
+    with probability `synthetic_share`, a fresh round-trip warp of the shot itself (as a single shot always
+    gets) instead of the nearest other shot warped to it; the other slots always hold the other shots."""
     steps = DEFAULT_STEPS if steps is None else int(steps)
     if steps < 0:
         raise AnimateError(f"fine-tuning steps must be 0 or more (got {steps})")
@@ -149,7 +133,7 @@ def finetune(cfg: ModelConfig, E: nn.Module, G: nn.Module, D: Optional[nn.Module
         if warped is None:
             if shot_landmarks is None:
                 raise AnimateError("the warp generator needs the shots' landmarks to fine-tune")
-            warped = warped_references(x, shot_landmarks)
+            warped = warped_references(x, shot_landmarks, cfg.n_refs)
         warped = warped.to(device).float()
     else:
         warped = None
@@ -179,11 +163,18 @@ def finetune(cfg: ModelConfig, E: nn.Module, G: nn.Module, D: Optional[nn.Module
     autocast = (lambda: torch.autocast("cuda", dtype=dtype)) if use_amp else nullcontext
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and dtype == torch.float16)
 
-    synthetic = warped is not None and (len(x) == 1 or synthetic_references) and lms is not None
+    share = 1.0 if len(x) == 1 else float(synthetic_share)
+    synthetic = warped is not None and share > 0 and lms is not None
+    real = warped
     lms_t = None if lms is None else torch.as_tensor(lms, device=device).reshape(-1, 68, 2)
     for step in range(steps):
-        if synthetic:  # one picture (or asked for): a fresh synthetic warp of each shot every step
-            warped = round_trip_reference(x, lms)
+        if synthetic:  # a fresh synthetic warp of each chosen shot as its nearest reference
+            fake = round_trip_reference(x, lms)
+            if len(x) == 1:
+                warped = fake.repeat(1, cfg.n_refs, 1, 1)
+            else:
+                pick = (torch.rand(len(x)) < share).to(device).view(-1, 1, 1, 1)
+                warped = torch.cat([torch.where(pick, fake, real[:, :3]), real[:, 3:]], dim=1)
         (xb, yb, wb), (dx, dy) = _shift([x, y, warped], max_shift)
         lb = None if lms_t is None else lms_t - lms_t.new_tensor([dx, dy])
         # Generator step: L_CNT + L_ADV (-D(x̂) + 10·L_FM); D's weights frozen for this backward.

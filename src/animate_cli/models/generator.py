@@ -22,9 +22,11 @@ class Generator(nn.Module):
     in_ch = 3
     out_ch = 3
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, in_ch: int | None = None, out_ch: int | None = None):
         super().__init__()
         self.cfg = cfg
+        self.in_ch = in_ch or self.in_ch
+        self.out_ch = out_ch or self.out_ch
         chans = [cfg.channels(i) for i in range(cfg.g_down)]  # output of down block i
         res = cfg.trunk_resolution
         self.shuffle = cfg.shuffle_stem
@@ -92,20 +94,21 @@ class FSTHGenerator(Generator):
 
 
 class WarpGenerator(Generator):
-    """Warp-guided generator: corrects the reference warped to the target pose.
+    """Warp-guided generator: corrects the references warped to the target pose.
 
-    Input y ⊕ warped (6 ch); output a correction added to it: x̂ = warped + Δ. The head that makes Δ is
-    a plain zero-initialised convolution, so an untrained generator returns exactly the warped reference
-    and every gradient reaches the correction at full strength. (A first version blended a painted
-    image in through a sigmoid mask that started near 1; the mask starved the painted branch of
-    gradient and it never learnt anything useful.) With cfg.mouth_refiner > 0 a second, zoomed
-    correction repaints the mouth (models/mouth.py); it needs the target landmarks.
+    Input y ⊕ the cfg.n_refs warped references (slot 0 = the nearest shot: what the `warp` model shows;
+    see references.py). Output: x̂ = ref_0 + Σ_m a_m·(ref_m − ref_0) + Δ, per-pixel blend weights a_m
+    that take from another shot what it shows better, and a painted correction Δ. The head that makes
+    them is a plain zero-initialised convolution, so an untrained generator returns exactly the nearest
+    warped reference and every gradient reaches the blend and the correction at full strength. (A first
+    version blended a painted image in through a sigmoid mask that started near 1; the mask starved the
+    painted branch of gradient and it never learnt anything useful.) With cfg.mouth_refiner > 0 a
+    second, zoomed correction repaints the mouth (models/mouth.py); it needs the target landmarks.
     """
-    in_ch = 6
-    out_ch = 3
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__(cfg)
+        n = cfg.n_refs
+        super().__init__(cfg, in_ch=3 + 3 * n, out_ch=3 + (n - 1))
         k = 4 if self.shuffle else 1
         self.head = nn.Conv2d(self.head.in_channels, self.out_ch * k, 3, padding=1)
         nn.init.zeros_(self.head.weight)
@@ -113,23 +116,46 @@ class WarpGenerator(Generator):
         self.mouth = MouthRefiner(cfg.mouth_refiner) if cfg.mouth_refiner else None
 
     def trunk_output(self, y, e_hat=None, psi=None, warped=None) -> torch.Tensor:
-        """warped + the trunk's correction: the output before the mouth refiner (which trains on it)."""
+        """The blended references + the trunk's correction: the output before the mouth refiner."""
         if warped is None:
             raise ValueError("the warp generator needs the warped reference (`warped=`)")
-        return warped + self._trunk(torch.cat([y, warped], dim=1), e_hat, psi)
+        if warped.shape[1] != 3 * self.cfg.n_refs:
+            raise ValueError(f"the warp generator takes {self.cfg.n_refs} warped reference(s) "
+                             f"({3 * self.cfg.n_refs} channels), got {warped.shape[1]} channels")
+        out = self._trunk(torch.cat([y, warped], dim=1), e_hat, psi)
+        base = warped[:, :3]
+        x = base + out[:, :3]
+        for m in range(1, self.cfg.n_refs):
+            x = x + out[:, 2 + m:3 + m] * (warped[:, 3 * m:3 * m + 3] - base)
+        return x
 
     def forward_parts(self, y, e_hat=None, psi=None, warped=None, landmarks=None):
-        """-> (x̂, Δ): the output and the correction added to the warped reference."""
+        """-> (x̂, Δ): the output and what it changes in the nearest warped reference."""
         out = self.trunk_output(y, e_hat, psi, warped)
         if self.mouth is not None:
             if landmarks is None:
                 raise ValueError("this generator repaints the mouth and needs the target landmarks (`landmarks=`)")
             out = out + self.mouth(out, y, landmarks.to(out.device).reshape(-1, 68, 2))
-        return out, out - warped
+        return out, out - warped[:, :3]
 
     def forward(self, y, e_hat=None, psi=None, warped=None, landmarks=None) -> torch.Tensor:
-        """y, warped (B,3,R,R) [, target landmarks (B,68,2) px] -> x̂ (B,3,R,R), about [-1,1]."""
+        """y (B,3,R,R), warped (B,3·n_refs,R,R) [, target landmarks (B,68,2) px] -> x̂ (B,3,R,R), about [-1,1]."""
         return self.forward_parts(y, e_hat, psi, warped, landmarks)[0]
+
+    def load_state_dict_widened(self, state: dict) -> None:
+        """Load weights trained with fewer references: every tensor that grew (the first convolution's
+        input channels, the head's outputs and their spectral-norm vectors) keeps the old values in its
+        leading entries and zeros elsewhere, so the model behaves exactly as the old one until it trains."""
+        own = self.state_dict()
+        for name, old in state.items():
+            new = own[name]
+            if old.shape != new.shape:
+                if old.dim() != new.dim() or any(o > n for o, n in zip(old.shape, new.shape)):
+                    raise ValueError(f"{name}: cannot widen {tuple(old.shape)} to {tuple(new.shape)}")
+                grown = torch.zeros_like(new)
+                grown[tuple(slice(0, o) for o in old.shape)] = old
+                state = {**state, name: grown}
+        self.load_state_dict(state)
 
 
 def build_generator(cfg: ModelConfig) -> Generator:

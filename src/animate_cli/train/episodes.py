@@ -179,28 +179,27 @@ class EpisodeDataset(Dataset):
 def nearest_shot(lm_shots: torch.Tensor, lm_t: torch.Tensor) -> torch.Tensor:
     """(B,K,68,2), (B,68,2) -> (B,) index of the shot whose position/scale-normalised landmarks are
     closest to the target's: the reference the warp has to move least."""
-    def norm(p):
-        c = p - p.mean(dim=-2, keepdim=True)
-        return c / (c.pow(2).sum(dim=(-2, -1), keepdim=True).div(p.shape[-2]).sqrt() + 1e-8)
+    from ..references import shape_distance
 
-    d = (norm(lm_shots) - norm(lm_t).unsqueeze(1)).pow(2).sum(dim=(-2, -1))
-    return d.argmin(dim=1)
+    return shape_distance(lm_shots, lm_t).argmin(dim=1)
 
 
 def reference_warp(x_shots: torch.Tensor, lm_shots: torch.Tensor, lm_t: torch.Tensor,
-                   random_share: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A shot warped (thin-plate spline) into the target pose: (B,3,R,R), batched on the batch's device,
-    for the warp-guided generator. The nearest shot, as at inference with many shots; with probability
-    `random_share` per episode a random one instead, as with one shot (a closed-mouth portrait driven to
-    speak): nearest shots almost always share the target's mouth and eyes, so without far references G
-    never learns to paint an opening mouth. Random draws come from `generator` (a CPU generator; the
+                   random_share: float = 0.0, generator: torch.Generator | None = None,
+                   n_refs: int = 1) -> torch.Tensor:
+    """The shots warped (thin-plate spline) into the target pose, nearest first: (B,3·n_refs,R,R), batched
+    on the batch's device, for the warp-guided generator (references.py), as at inference with many shots.
+    With probability `random_share` per episode slot 0 is a random shot instead, as with one shot (a
+    closed-mouth portrait driven to speak): nearest shots almost always share the target's mouth and eyes,
+    so without far references G never learns to paint an opening mouth. Half of those episodes also fill
+    the other slots with that one shot, as at inference with a single picture, so G learns both to borrow
+    from nearer shots and to do without them. Random draws come from `generator` (a CPU generator; the
     trainer seeds one per step so that a resumed run draws the same), else torch's global RNG."""
-    from ..warp import warp_image
+    from ..references import reference_slots, warp_references
 
-    idx = nearest_shot(lm_shots, lm_t)
-    if random_share > 0:
-        far = torch.rand(len(idx), generator=generator) < random_share
-        other = torch.randint(0, lm_shots.shape[1], (len(idx),), generator=generator)
-        idx = torch.where(far.to(idx.device), other.to(idx.device), idx)
-    ar = torch.arange(len(idx), device=x_shots.device)
-    return warp_image(x_shots[ar, idx], lm_shots[ar, idx], lm_t)
+    slots = reference_slots(lm_shots, lm_t, n_refs, random_share=random_share, generator=generator)
+    if n_refs > 1 and random_share > 0:
+        alone = (torch.rand(len(slots), generator=generator) < 0.5).to(slots.device)
+        far = slots[:, :1] != reference_slots(lm_shots, lm_t, 1)  # slot 0 was drawn at random
+        slots = torch.where((alone.unsqueeze(1) & far), slots[:, :1].expand_as(slots), slots)
+    return warp_references(x_shots, lm_shots, lm_t, slots)

@@ -66,6 +66,7 @@ class TrainOptions:
     threads: int | None = None  # CPU threads per process (None: torch's default; torchrun sets 1)
     augment: bool = True  # mirror + colour jitter of episodes (see episodes.py)
     mouth_weight: float = 1.0  # weight of the mouth term (losses.mouth_loss); 0 = the paper's losses only
+    n_refs: int = 1  # warped references the warp generator blends (references.py)
     random_reference: float = 0.5  # share of episodes whose warp reference is a random shot, not the nearest
     nan_patience: int = 3  # consecutive bad steps before restoring the last checkpoint and halving lr
     progress: bool = True
@@ -180,6 +181,8 @@ class Trainer:
         cfg = preset(opts.preset, opts.generator)
         if opts.resolution:
             cfg = cfg.replace(resolution=opts.resolution)
+        if opts.n_refs != 1:
+            cfg = cfg.replace(n_refs=opts.n_refs)
         self.data = EpisodeDataset(opts.cache, k_shots=opts.k_shots, resolution=cfg.resolution, split="train",
                                    val_per_identity=opts.val_per_identity,
                                    episodes_per_epoch=opts.episodes_per_epoch, seed=opts.seed,
@@ -210,7 +213,10 @@ class Trainer:
         from ..models.checkpoint import load_checkpoint
 
         cfg, e, g, d = load_checkpoint(Path(folder), device="cpu", with_discriminator=True)
-        if cfg.to_dict() != self.cfg.to_dict():
+        if cfg.n_refs < self.cfg.n_refs and cfg.replace(n_refs=self.cfg.n_refs) == self.cfg:
+            G.load_state_dict_widened(g.state_dict())  # more references: new inputs and outputs start at zero
+            g = G
+        elif cfg.to_dict() != self.cfg.to_dict():
             raise AnimateError(f"--init {folder} has a different model config ({cfg.preset}, {cfg.generator}, "
                                f"{cfg.resolution}px)")
         E.load_state_dict(e.state_dict())
@@ -289,7 +295,8 @@ class Trainer:
             with torch.no_grad():
                 # own generator per (seed, step, rank): draws independent of what else used the global RNG
                 draw = torch.Generator().manual_seed((o.seed * 1_000_003 + self.step_no) * 1_009 + self.rank)
-                warped = reference_warp(b["x_shots"], b["lm_shots"], b["lm_t"], o.random_reference, draw)
+                warped = reference_warp(b["x_shots"], b["lm_shots"], b["lm_t"], o.random_reference, draw,
+                                        n_refs=self.cfg.n_refs)
         D_raw.requires_grad_(False)
         with autocast:
             e = self.E(b["x_shots"].flatten(0, 1), b["y_shots"].flatten(0, 1)).view(B, K, -1)
@@ -381,7 +388,7 @@ class Trainer:
         for i in range(min(n, last["x_t"].shape[0])):
             tiles = [last["y_t"][i]] + list(last["x_shots"][i][:3])
             if last["warped"] is not None:
-                tiles.append(last["warped"][i])
+                tiles.append(last["warped"][i][:3])
             tiles += [last["x_hat"][i], last["x_t"][i]]
             rows.append(torch.cat([t.float().cpu() for t in tiles], dim=2))
         grid = torch.cat(rows, dim=1)
@@ -560,6 +567,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-amp", action="store_true")
     ap.add_argument("--no-augment", action="store_true", help="no mirroring / colour jitter of episodes")
     ap.add_argument("--mouth-weight", type=float, default=d.mouth_weight, help="weight of the mouth term (0 = off)")
+    ap.add_argument("--n-refs", type=int, default=d.n_refs,
+                    help="warped references the warp generator blends (1 = the nearest only)")
     ap.add_argument("--random-reference", type=float, default=d.random_reference,
                     help="share of episodes warping a random shot instead of the nearest (as with one shot)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads per process")
@@ -580,7 +589,7 @@ def main(argv=None) -> int:
                             log_every=a.log_every, sample_every=a.sample_every,
                             val_per_identity=a.val_per_identity, episodes_per_epoch=a.episodes_per_epoch,
                             workers=a.workers, seed=a.seed, device=a.device, amp=not a.no_amp,
-                            augment=not a.no_augment, random_reference=a.random_reference,
+                            augment=not a.no_augment, random_reference=a.random_reference, n_refs=a.n_refs,
                             mouth_weight=a.mouth_weight, init=a.init, threads=a.threads,
                             progress=not a.no_progress)
         summary = train(opts)

@@ -1,0 +1,89 @@
+"""Which reference pictures guide each generated frame, and moving them there.
+
+For every target pose the warp generator sees the `n` shots nearest to it (landmarks with position and
+scale removed), each thin-plate-spline warped into that pose, nearest first. Slot 0 alone is what the
+model-free `warp` animator shows; the other slots let the generator take, pixel by pixel, what another
+shot shows better (a mouth that is already open, an eye that is already closed, the side of the face
+the nearest shot turns away). With fewer shots than slots the nearest shot fills the rest, so the
+extra slots carry no information rather than a wrong one.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .warp import warp_image
+
+
+def _normalised(points: torch.Tensor) -> torch.Tensor:
+    """(..., 68, 2) -> the same with the centroid at 0 and unit RMS radius."""
+    c = points - points.mean(dim=-2, keepdim=True)
+    return c / (c.pow(2).sum(dim=(-2, -1), keepdim=True).div(points.shape[-2]).sqrt() + 1e-8)
+
+
+def shape_distance(shot_landmarks, targets) -> torch.Tensor:
+    """(K,68,2) or (B,K,68,2) shots, (B,68,2) targets -> (B,K) squared distances of the normalised shapes."""
+    s = torch.as_tensor(np.asarray(shot_landmarks) if not torch.is_tensor(shot_landmarks) else shot_landmarks).float()
+    t = torch.as_tensor(np.asarray(targets) if not torch.is_tensor(targets) else targets).float().reshape(-1, 68, 2)
+    t = t.to(s.device)
+    if s.dim() == 3:
+        s = s.unsqueeze(0)
+    return (_normalised(s) - _normalised(t).unsqueeze(1)).pow(2).sum(dim=(-2, -1))
+
+
+def reference_slots(shot_landmarks, targets, n_refs: int = 1, random_share: float = 0.0,
+                    generator: torch.Generator | None = None, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, n_refs) shot indices, nearest first; slots beyond the number of usable shots repeat slot 0.
+
+    `random_share`: per target, the chance that slot 0 is a random shot instead of the nearest (training:
+    as with a single far portrait). `exclude` (B,) marks a shot a row may not use (fine-tuning: the
+    target itself), unless it is the only one.
+    """
+    d = shape_distance(shot_landmarks, targets)
+    b, k = d.shape
+    if exclude is not None and k > 1:
+        d = d.scatter(1, exclude.reshape(-1, 1).to(d.device).long(), float("inf"))
+    order = d.argsort(dim=1)
+    if random_share > 0:
+        far = torch.rand(b, generator=generator) < random_share
+        pick = torch.randint(0, k, (b,), generator=generator)
+        if exclude is not None and k > 1:  # never the excluded shot: shift past it
+            ex = exclude.reshape(-1).cpu().long()
+            pick = torch.where(pick == ex, (pick + 1) % k, pick)
+        first = torch.where(far.to(order.device), pick.to(order.device), order[:, 0])
+        rest = order[order != first.unsqueeze(1)].reshape(b, k - 1)
+        order = torch.cat([first.unsqueeze(1), rest], dim=1)
+    usable = k - (1 if exclude is not None and k > 1 else 0)
+    slots = order[:, :min(n_refs, usable)]
+    if slots.shape[1] < n_refs:
+        slots = torch.cat([slots, slots[:, :1].expand(b, n_refs - slots.shape[1])], dim=1)
+    return slots
+
+
+def warp_references(shots: torch.Tensor, shot_landmarks, targets, slots: torch.Tensor) -> torch.Tensor:
+    """Warp the chosen shots into the target poses: (B, 3·n_refs, R, R), slot after slot.
+
+    shots (K,3,R,R) shared by all targets or (B,K,3,R,R) per row; landmarks alike, in pixels.
+    """
+    lms = torch.as_tensor(shot_landmarks, device=shots.device).to(shots.dtype)
+    dst = torch.as_tensor(np.asarray(targets, np.float32) if not torch.is_tensor(targets) else targets,
+                          device=shots.device).to(shots.dtype).reshape(-1, 68, 2)
+    slots = slots.to(shots.device)
+    b, n = slots.shape
+    out = []
+    for m in range(n):
+        idx = slots[:, m]
+        if shots.dim() == 4:
+            src_img, src_lm = shots[idx], lms[idx]
+        else:
+            ar = torch.arange(b, device=shots.device)
+            src_img, src_lm = shots[ar, idx], lms[ar, idx]
+        out.append(warp_image(src_img, src_lm, dst))
+    return torch.cat(out, dim=1)
+
+
+def references_for(shots: torch.Tensor, shot_landmarks, targets, n_refs: int = 1, **kwargs) -> torch.Tensor:
+    """The n nearest shots warped into each target pose: (B, 3·n_refs, R, R); slot 0 = the `warp` model."""
+    with torch.no_grad():
+        slots = reference_slots(shot_landmarks, targets, n_refs, **kwargs)
+        return warp_references(shots, shot_landmarks, targets, slots)
