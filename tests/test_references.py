@@ -1,8 +1,10 @@
 """Choosing and warping the references the warp generator blends (references.py), and the blend itself."""
 import numpy as np
+import pytest
 import torch
 
 from animate_cli.config import preset
+from animate_cli.errors import AnimateError
 from animate_cli.models.generator import build_generator
 from animate_cli.references import reference_slots, references_for, warp_references
 from animate_cli.train.episodes import reference_warp
@@ -120,3 +122,37 @@ def test_the_blend_learns_to_take_a_better_aligned_reference():
     with torch.no_grad():
         out = G._trunk(torch.cat([y, warped], 1), e, None)
     assert out[:, 3].mean() > 0.5  # the weight of slot 1 grew towards 1
+
+
+def test_skip_path_widening_changes_nothing_and_then_trains():
+    cfg, G = _multi(3)
+    r = cfg.resolution
+    with torch.no_grad():
+        G.head.weight.normal_(0, 0.05)  # a "trained" model without the skip path
+    wide = build_generator(cfg.replace(skip_width=8))
+    assert wide.skip is not None and G.skip is None
+    wide.load_state_dict_widened(G.state_dict())
+    G.eval(), wide.eval()
+    y, warped, e = torch.rand(2, 3, r, r) * 2 - 1, torch.rand(2, 9, r, r) * 2 - 1, torch.randn(2, cfg.embed_dim)
+    with torch.no_grad():
+        assert torch.allclose(wide(y, e, warped=warped), G(y, e, warped=warped), atol=1e-6)
+    wide.train()
+    (wide(y, e, warped=warped) - warped[:, 3:6]).abs().mean().backward()
+    assert wide.head.weight.grad[:, -8:].abs().sum() > 0  # the head already learns from the skip features
+    for bad in ({"n_refs": 0}, {"skip_width": -1}):
+        with pytest.raises(AnimateError):
+            cfg.replace(**bad)
+    with pytest.raises(AnimateError):
+        preset("tiny", "fsth").replace(skip_width=4)
+
+
+def test_widening_refuses_weights_that_do_not_fit():
+    cfg, G = _multi(4)
+    small = build_generator(cfg.replace(n_refs=1))
+    state = dict(small.state_dict())
+    state["not_a_layer.weight"] = torch.zeros(1)
+    with pytest.raises(ValueError):
+        G.load_state_dict_widened(state)
+    narrow = build_generator(cfg)
+    with pytest.raises(ValueError):  # more references cannot be squeezed into fewer
+        small.load_state_dict_widened(narrow.state_dict())

@@ -43,6 +43,7 @@ class ModelConfig:
     attn_down_res: int = 32  # in G's down path
     attn_up_res: int = 64  # in G's up path
     n_refs: int = 1  # warped references the warp generator blends (references.py); 1 = the nearest only
+    skip_width: int = 0  # channels of the warp generator's stem-resolution skip path to its head; 0 = none
     mouth_refiner: int = 0  # width of the warp generator's mouth refiner (models/mouth.py); 0 = none
     drawing_version: int = field(default_factory=_drawing_version)
     format_version: int = FORMAT_VERSION
@@ -61,6 +62,8 @@ class ModelConfig:
             raise AnimateError("g_res_blocks must be >= 0")
         if self.mouth_refiner < 0 or (self.mouth_refiner and self.generator != "warp"):
             raise AnimateError("mouth_refiner must be >= 0, and only the warp generator has one")
+        if self.skip_width < 0 or (self.skip_width and self.generator != "warp"):
+            raise AnimateError("skip_width must be >= 0, and only the warp generator has a skip path")
         if self.n_refs < 1 or (self.n_refs > 1 and self.generator != "warp"):
             raise AnimateError("n_refs must be >= 1, and only the warp generator blends several references")
         if self.format_version != FORMAT_VERSION:

@@ -70,7 +70,7 @@ class Generator(nn.Module):
             raise ValueError(f"psi has {psi.shape[-1]} entries, generator expects {self.n_adain}")
         psi = psi.expand(inp.shape[0], -1)
         params = AdaINParams(psi)
-        h = F.pixel_unshuffle(inp, 2) if self.shuffle else inp
+        h = x0 = F.pixel_unshuffle(inp, 2) if self.shuffle else inp
         for i, block in enumerate(self.down):
             h = block(h)
             if i == self.down_attn_index:
@@ -81,8 +81,12 @@ class Generator(nn.Module):
             h = block(h, params)
             if j == self.up_attn_index:
                 h = self.up_attn(h)
-        out = self.head(F.relu(h))
+        out = self.head(self._head_input(h, x0))
         return F.pixel_shuffle(out, 2) if self.shuffle else out
+
+    def _head_input(self, h: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """What the output convolution sees: the trunk's last features (x0: the input after the stem)."""
+        return F.relu(h)
 
 
 class FSTHGenerator(Generator):
@@ -102,18 +106,28 @@ class WarpGenerator(Generator):
     them is a plain zero-initialised convolution, so an untrained generator returns exactly the nearest
     warped reference and every gradient reaches the blend and the correction at full strength. (A first
     version blended a painted image in through a sigmoid mask that started near 1; the mask starved the
-    painted branch of gradient and it never learnt anything useful.) With cfg.mouth_refiner > 0 a
-    second, zoomed correction repaints the mouth (models/mouth.py); it needs the target landmarks.
+    painted branch of gradient and it never learnt anything useful.) The trunk has no skip connections
+    (the paper's design): what reaches the head has passed an 8² bottleneck, too coarse to tell pixel by
+    pixel which reference is right. With cfg.skip_width > 0 a one-layer path at the stem's resolution
+    hands the head local features of the input (where the references disagree, and how) beside the
+    trunk's. With cfg.mouth_refiner > 0 a second, zoomed correction repaints the mouth
+    (models/mouth.py); it needs the target landmarks.
     """
 
     def __init__(self, cfg: ModelConfig):
         n = cfg.n_refs
         super().__init__(cfg, in_ch=3 + 3 * n, out_ch=3 + (n - 1))
         k = 4 if self.shuffle else 1
-        self.head = nn.Conv2d(self.head.in_channels, self.out_ch * k, 3, padding=1)
+        width = cfg.skip_width
+        self.skip = nn.Sequential(nn.Conv2d(self.in_ch * k, width, 3, padding=1), nn.ReLU()) if width else None
+        self.head = nn.Conv2d(self.head.in_channels + width, self.out_ch * k, 3, padding=1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         self.mouth = MouthRefiner(cfg.mouth_refiner) if cfg.mouth_refiner else None
+
+    def _head_input(self, h: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        h = F.relu(h)
+        return h if self.skip is None else torch.cat([h, self.skip(x0)], dim=1)
 
     def trunk_output(self, y, e_hat=None, psi=None, warped=None) -> torch.Tensor:
         """The blended references + the trunk's correction: the output before the mouth refiner."""
@@ -143,10 +157,15 @@ class WarpGenerator(Generator):
         return self.forward_parts(y, e_hat, psi, warped, landmarks)[0]
 
     def load_state_dict_widened(self, state: dict) -> None:
-        """Load weights trained with fewer references: every tensor that grew (the first convolution's
-        input channels, the head's outputs and their spectral-norm vectors) keeps the old values in its
-        leading entries and zeros elsewhere, so the model behaves exactly as the old one until it trains."""
+        """Load weights trained with fewer references or without the skip path: every tensor that grew
+        (the first convolution's input channels, the head's inputs and outputs, their spectral-norm
+        vectors) keeps the old values in its leading entries and zeros elsewhere, and parts the old model
+        lacked keep their initialisation, so the model behaves exactly as the old one until it trains."""
         own = self.state_dict()
+        unknown = sorted(set(state) - set(own))
+        if unknown:
+            raise ValueError(f"unexpected generator weights: {', '.join(unknown[:3])}")
+        merged = dict(own)
         for name, old in state.items():
             new = own[name]
             if old.shape != new.shape:
@@ -154,8 +173,9 @@ class WarpGenerator(Generator):
                     raise ValueError(f"{name}: cannot widen {tuple(old.shape)} to {tuple(new.shape)}")
                 grown = torch.zeros_like(new)
                 grown[tuple(slice(0, o) for o in old.shape)] = old
-                state = {**state, name: grown}
-        self.load_state_dict(state)
+                old = grown
+            merged[name] = old
+        self.load_state_dict(merged)
 
 
 def build_generator(cfg: ModelConfig) -> Generator:

@@ -67,6 +67,7 @@ class TrainOptions:
     augment: bool = True  # mirror + colour jitter of episodes (see episodes.py)
     mouth_weight: float = 1.0  # weight of the mouth term (losses.mouth_loss); 0 = the paper's losses only
     n_refs: int = 1  # warped references the warp generator blends (references.py)
+    skip_width: int = 0  # the warp generator's stem-resolution skip path (models/generator.py); 0 = none
     random_reference: float = 0.5  # share of episodes whose warp reference is a random shot, not the nearest
     nan_patience: int = 3  # consecutive bad steps before restoring the last checkpoint and halving lr
     progress: bool = True
@@ -181,8 +182,8 @@ class Trainer:
         cfg = preset(opts.preset, opts.generator)
         if opts.resolution:
             cfg = cfg.replace(resolution=opts.resolution)
-        if opts.n_refs != 1:
-            cfg = cfg.replace(n_refs=opts.n_refs)
+        if opts.n_refs != 1 or opts.skip_width:
+            cfg = cfg.replace(n_refs=opts.n_refs, skip_width=opts.skip_width)
         self.data = EpisodeDataset(opts.cache, k_shots=opts.k_shots, resolution=cfg.resolution, split="train",
                                    val_per_identity=opts.val_per_identity,
                                    episodes_per_epoch=opts.episodes_per_epoch, seed=opts.seed,
@@ -213,8 +214,9 @@ class Trainer:
         from ..models.checkpoint import load_checkpoint
 
         cfg, e, g, d = load_checkpoint(Path(folder), device="cpu", with_discriminator=True)
-        if cfg.n_refs < self.cfg.n_refs and cfg.replace(n_refs=self.cfg.n_refs) == self.cfg:
-            G.load_state_dict_widened(g.state_dict())  # more references: new inputs and outputs start at zero
+        grows = cfg.n_refs <= self.cfg.n_refs and cfg.skip_width <= self.cfg.skip_width
+        if cfg != self.cfg and grows and cfg.replace(n_refs=self.cfg.n_refs, skip_width=self.cfg.skip_width) == self.cfg:
+            G.load_state_dict_widened(g.state_dict())  # more references / a skip path: new parts start at zero
             g = G
         elif cfg.to_dict() != self.cfg.to_dict():
             raise AnimateError(f"--init {folder} has a different model config ({cfg.preset}, {cfg.generator}, "
@@ -569,6 +571,8 @@ def main(argv=None) -> int:
     ap.add_argument("--mouth-weight", type=float, default=d.mouth_weight, help="weight of the mouth term (0 = off)")
     ap.add_argument("--n-refs", type=int, default=d.n_refs,
                     help="warped references the warp generator blends (1 = the nearest only)")
+    ap.add_argument("--skip-width", type=int, default=d.skip_width,
+                    help="channels of the warp generator's full-detail skip path to its output (0 = none)")
     ap.add_argument("--random-reference", type=float, default=d.random_reference,
                     help="share of episodes warping a random shot instead of the nearest (as with one shot)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads per process")
@@ -590,6 +594,7 @@ def main(argv=None) -> int:
                             val_per_identity=a.val_per_identity, episodes_per_epoch=a.episodes_per_epoch,
                             workers=a.workers, seed=a.seed, device=a.device, amp=not a.no_amp,
                             augment=not a.no_augment, random_reference=a.random_reference, n_refs=a.n_refs,
+                            skip_width=a.skip_width,
                             mouth_weight=a.mouth_weight, init=a.init, threads=a.threads,
                             progress=not a.no_progress)
         summary = train(opts)
