@@ -170,3 +170,24 @@ def test_frozen_trunk_trains_only_psi_and_the_mouth_and_synthetic_references_are
     assert not calls  # asked to, several shots warp each other instead
     assert any(not torch.equal(p, G.state_dict()[n]) for n, p in full.generator.named_parameters()
                if not n.startswith("mouth."))  # and by default the trunk trains too
+
+
+def test_synthetic_share_mixes_round_trips_into_the_first_slot_only(monkeypatch):
+    import animate_cli.finetune as ft_mod
+
+    torch.manual_seed(0)
+    cfg = preset("tiny", generator="warp").replace(n_refs=3)
+    E, G, D = Embedder(cfg), build_generator(cfg), Discriminator(cfg, n_videos=3)
+    x, y, lms = _shots(cfg, t=3)
+    marker = torch.full_like(x, 0.123)
+    monkeypatch.setattr(ft_mod, "round_trip_reference", lambda shot, landmarks: marker)
+    seen = []
+    real_shift = ft_mod._shift
+    monkeypatch.setattr(ft_mod, "_shift", lambda tensors, m: seen.append(tensors[2].clone()) or real_shift(tensors, m))
+    finetune(cfg, E, G, None, x, y, lms, steps=12, synthetic_share=0.5)
+    first = torch.stack([w[:, :3] for w in seen])  # (steps, shots, 3, R, R)
+    is_marker = (first == 0.123).flatten(2).all(-1)
+    assert 0.2 < is_marker.float().mean() < 0.8  # about half the shots each step
+    assert not any((w[:, 3:] == 0.123).all() for w in seen)  # the other slots always hold real shots
+    real = warped_references(x, lms, n_refs=3)
+    assert torch.equal(first[~is_marker], real[:, :3].expand(12, -1, -1, -1, -1)[~is_marker])

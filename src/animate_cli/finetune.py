@@ -173,8 +173,9 @@ def finetune(cfg: ModelConfig, E: nn.Module, G: nn.Module, D: Optional[nn.Module
             if len(x) == 1:
                 warped = fake.repeat(1, cfg.n_refs, 1, 1)
             else:
-                pick = (torch.rand(len(x)) < share).to(device).view(-1, 1, 1, 1)
-                warped = torch.cat([torch.where(pick, fake, real[:, :3]), real[:, 3:]], dim=1)
+                if share < 1:  # (no draw at 1: runs stay identical to those before the share existed)
+                    fake = torch.where((torch.rand(len(x)) < share).to(device).view(-1, 1, 1, 1), fake, real[:, :3])
+                warped = torch.cat([fake, real[:, 3:]], dim=1)
         (xb, yb, wb), (dx, dy) = _shift([x, y, warped], max_shift)
         lb = None if lms_t is None else lms_t - lms_t.new_tensor([dx, dy])
         # Generator step: L_CNT + L_ADV (-D(x̂) + 10·L_FM); D's weights frozen for this backward.
