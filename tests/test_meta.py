@@ -147,3 +147,18 @@ def test_out_of_range_new_options_give_one_line_and_write_nothing(cache, tmp_pat
         out = capsys.readouterr().out.strip().splitlines()
         assert len(out) == 1 and out[0].startswith("error: ") and flag in out[0]
         assert not run.exists()
+
+
+def test_init_widens_to_more_references_and_refuses_to_shrink(cache, tmp_path):
+    from animate_cli.errors import AnimateError
+
+    one = Trainer(opts(cache, tmp_path / "one", seed=3))
+    one.save()
+    three = Trainer(opts(cache, tmp_path / "three", n_refs=3, skip_width=4, init=str(tmp_path / "one" / "checkpoint")))
+    a, b = one.G.state_dict(), three.G.state_dict()
+    assert torch.equal(b["head.weight"][:a["head.weight"].shape[0], :a["head.weight"].shape[1]], a["head.weight"])
+    assert three.G.head.weight[:, a["head.weight"].shape[1]:].abs().sum() == 0  # the skip path starts silent
+    assert all(torch.equal(v, one.E.state_dict()[k]) for k, v in three.E.state_dict().items())  # E as it was
+    three.save()
+    with pytest.raises(AnimateError):  # fewer references than the weights have: refused, not truncated
+        Trainer(opts(cache, tmp_path / "back", init=str(tmp_path / "three" / "checkpoint")))

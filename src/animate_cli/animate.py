@@ -80,6 +80,7 @@ class Animator:
     """Base: holds the shots (reference crops + their landmarks) and warps them to targets."""
 
     name = "base"
+    n_refs = 1  # warped references per frame (references.py); the warp model shows the nearest only
 
     def __init__(self, resolution: int = DEFAULT_RESOLUTION, device: str | torch.device = "cpu"):
         self.resolution = resolution
@@ -92,8 +93,6 @@ class Animator:
             raise AnimateError("at least one reference picture is needed")
         self.shots = to_tensor(shots, self.device)
         self.shot_landmarks = np.stack([np.asarray(l, np.float32) for l in shot_landmarks])
-
-    n_refs = 1  # warped references per frame (references.py); the warp model shows the nearest only
 
     def warped_references(self, targets: np.ndarray) -> torch.Tensor:
         """The nearest shots, moved by the analytic warp into each target pose: (B,3·n_refs,R,R) in [-1,1]."""

@@ -9,7 +9,6 @@ extra slots carry no information rather than a wrong one.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from .warp import warp_image
@@ -23,9 +22,8 @@ def _normalised(points: torch.Tensor) -> torch.Tensor:
 
 def shape_distance(shot_landmarks, targets) -> torch.Tensor:
     """(K,68,2) or (B,K,68,2) shots, (B,68,2) targets -> (B,K) squared distances of the normalised shapes."""
-    s = torch.as_tensor(np.asarray(shot_landmarks) if not torch.is_tensor(shot_landmarks) else shot_landmarks).float()
-    t = torch.as_tensor(np.asarray(targets) if not torch.is_tensor(targets) else targets).float().reshape(-1, 68, 2)
-    t = t.to(s.device)
+    s = torch.as_tensor(shot_landmarks).float()
+    t = torch.as_tensor(targets, device=s.device).float().reshape(-1, 68, 2)
     if s.dim() == 3:
         s = s.unsqueeze(0)
     return (_normalised(s) - _normalised(t).unsqueeze(1)).pow(2).sum(dim=(-2, -1))
@@ -66,8 +64,7 @@ def warp_references(shots: torch.Tensor, shot_landmarks, targets, slots: torch.T
     shots (K,3,R,R) shared by all targets or (B,K,3,R,R) per row; landmarks alike, in pixels.
     """
     lms = torch.as_tensor(shot_landmarks, device=shots.device).to(shots.dtype)
-    dst = torch.as_tensor(np.asarray(targets, np.float32) if not torch.is_tensor(targets) else targets,
-                          device=shots.device).to(shots.dtype).reshape(-1, 68, 2)
+    dst = torch.as_tensor(targets, device=shots.device).to(shots.dtype).reshape(-1, 68, 2)
     slots = slots.to(shots.device)
     b, n = slots.shape
     out = []

@@ -200,6 +200,6 @@ def reference_warp(x_shots: torch.Tensor, lm_shots: torch.Tensor, lm_t: torch.Te
     slots = reference_slots(lm_shots, lm_t, n_refs, random_share=random_share, generator=generator)
     if n_refs > 1 and random_share > 0:
         alone = (torch.rand(len(slots), generator=generator) < 0.5).to(slots.device)
-        far = slots[:, :1] != reference_slots(lm_shots, lm_t, 1)  # slot 0 was drawn at random
+        far = slots[:, :1] != nearest_shot(lm_shots, lm_t).unsqueeze(1)  # slot 0 was drawn at random
         slots = torch.where((alone.unsqueeze(1) & far), slots[:, :1].expand_as(slots), slots)
     return warp_references(x_shots, lm_shots, lm_t, slots)

@@ -214,15 +214,13 @@ class Trainer:
         from ..models.checkpoint import load_checkpoint
 
         cfg, e, g, d = load_checkpoint(Path(folder), device="cpu", with_discriminator=True)
-        grows = cfg.n_refs <= self.cfg.n_refs and cfg.skip_width <= self.cfg.skip_width
-        if cfg != self.cfg and grows and cfg.replace(n_refs=self.cfg.n_refs, skip_width=self.cfg.skip_width) == self.cfg:
-            G.load_state_dict_widened(g.state_dict())  # more references / a skip path: new parts start at zero
-            g = G
-        elif cfg.to_dict() != self.cfg.to_dict():
+        # the same model, or one this run widens (more references, a skip path): anything else is refused
+        widens = cfg.n_refs <= self.cfg.n_refs and cfg.skip_width <= self.cfg.skip_width
+        if not widens or cfg.replace(n_refs=self.cfg.n_refs, skip_width=self.cfg.skip_width) != self.cfg:
             raise AnimateError(f"--init {folder} has a different model config ({cfg.preset}, {cfg.generator}, "
                                f"{cfg.resolution}px)")
         E.load_state_dict(e.state_dict())
-        G.load_state_dict(g.state_dict())
+        G.load_state_dict_widened(g.state_dict())  # equal shapes: a plain load; new parts start at zero
         if d is not None:
             state = d.state_dict()
             if state["W"].shape != D.W.shape:
