@@ -162,3 +162,37 @@ def test_init_widens_to_more_references_and_refuses_to_shrink(cache, tmp_path):
     three.save()
     with pytest.raises(AnimateError):  # fewer references than the weights have: refused, not truncated
         Trainer(opts(cache, tmp_path / "back", init=str(tmp_path / "three" / "checkpoint")))
+
+
+def test_refine_trains_only_the_output_layers(cache, tmp_path):
+    """--refine: from --init with a new skip path, a few steps change G's skip path and head and nothing
+    else (E, D and the trunk bit-identical: eval mode, so spectral norm does not drift either); the loss
+    has no adversarial terms; resume and export work as in full meta-learning."""
+    base = Trainer(opts(cache, tmp_path / "base", seed=5))
+    base.save()
+    init = str(tmp_path / "base" / "checkpoint")
+    tr = Trainer(opts(cache, tmp_path / "ref", skip_width=4, init=init, refine=True, lr_g=1e-2, max_steps=3))
+    before = state_of(tr)
+    s = tr.train()
+    assert s["step"] == 3 and s["skipped_steps"] == 0
+    after = state_of(tr)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("G.skip.", "G.head.")) for k in changed), changed
+    assert "G.skip.0.weight" in changed and "G.head.weight" in changed
+    rows = (tmp_path / "ref" / "losses.csv").read_text().splitlines()
+    header, last = rows[0].split(","), rows[-1].split(",")
+    row = dict(zip(header, last))
+    assert row["cnt"] and row["pix"] and not row["adv"] and not row["loss_d"]
+    # resuming the finished run is a no-op; export gives a model with the skip path
+    again = Trainer(opts(cache, tmp_path / "ref", skip_width=4, init=init, refine=True, lr_g=1e-2, max_steps=3))
+    assert again.load() and same(state_of(again), after)
+    cfg, _, G, _ = load_checkpoint(export(tmp_path / "ref", tmp_path / "w"))
+    assert cfg.skip_width == 4 and G.skip is not None
+
+
+def test_refine_needs_the_warp_generator(cache, tmp_path, capsys):
+    run = tmp_path / "fsth"
+    assert meta.main(["--cache", str(cache), "--run-dir", str(run), "--preset", "tiny", "--generator", "fsth",
+                      "--refine", "--max-steps", "1", "--no-progress"]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "--refine" in out[0] and not run.exists()

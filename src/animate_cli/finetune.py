@@ -19,9 +19,8 @@ from torch import nn
 
 from .config import ModelConfig
 from .errors import AnimateError
-from .losses import LossWeights, d_hinge_loss, generator_losses, mouth_loss
+from .losses import LossWeights, d_hinge_loss, generator_losses, reconstruction_losses
 from .models.checkpoint import PersonModel  # one class for fine-tuned and loaded persons
-from .models.perceptual import content_loss
 from .references import reference_slots, warp_references
 from .warp import warp_image
 
@@ -190,12 +189,7 @@ def finetune(cfg: ModelConfig, E: nn.Module, G: nn.Module, D: Optional[nn.Module
                                       x_hat, xb, weights=weights, content_size=content_size, landmarks=lb)
             _set_grad(d_params, True)
         else:
-            losses = {"cnt": content_loss(x_hat, xb, input_size=content_size)}
-            losses["pix"] = F.l1_loss(x_hat.float(), xb)
-            losses["total"] = weights.content * losses["cnt"] + weights.pixel * losses["pix"]
-            if lb is not None and weights.mouth > 0:
-                losses["mouth"] = mouth_loss(x_hat, xb, lb)
-                losses["total"] = losses["total"] + weights.mouth * losses["mouth"]
+            losses = reconstruction_losses(x_hat, xb, weights=weights, content_size=content_size, landmarks=lb)
         opt_g.zero_grad(set_to_none=True)
         scaler.scale(losses["total"]).backward()
         scaler.step(opt_g)

@@ -62,26 +62,36 @@ def match_loss(w_i, e_hat):
     return F.l1_loss(e_hat.float(), w_i.float())
 
 
-def generator_losses(fake_score, fake_feats, real_feats, x_hat, x, *, e_hat=None, w_i=None,
-                     weights: LossWeights = LossWeights(), content_size: Optional[int] = None,
-                     vgg19=None, vggface=None, landmarks=None) -> dict:
-    """All of E/G's terms by name plus "total": L_CNT + L_ADV (= -D(x̂) + fm·L_FM) [+ mch·L_MCH when
-    e_hat and w_i are given, i.e. meta-learning] [+ pixel·L1 when weights.pixel > 0] [+ mouth·L_mouth
-    when the target `landmarks` (B,68,2 px) are given and weights.mouth > 0]."""
-    out = {
-        "cnt": content_loss(x_hat, x, input_size=content_size, vgg19=vgg19, vggface=vggface),
-        "adv": g_adv_loss(fake_score),
-        "fm": feature_matching(fake_feats, real_feats),
-    }
-    total = weights.content * out["cnt"] + weights.adv * out["adv"] + weights.fm * out["fm"]
-    if e_hat is not None and w_i is not None:
-        out["mch"] = match_loss(w_i, e_hat)
-        total = total + weights.mch * out["mch"]
+def reconstruction_losses(x_hat, x, *, weights: LossWeights = LossWeights(), content_size: Optional[int] = None,
+                          vgg19=None, vggface=None, landmarks=None) -> dict:
+    """The terms that compare x̂ with the truth only (no D): L_CNT [+ pixel·L1] [+ mouth·L_mouth when the
+    target `landmarks` are given] and their weighted "total". Fine-tuning without D and the refinement
+    stage of meta-learning (train/meta.py --refine) train on these alone."""
+    out = {"cnt": content_loss(x_hat, x, input_size=content_size, vgg19=vgg19, vggface=vggface)}
+    total = weights.content * out["cnt"]
     if weights.pixel > 0:
         out["pix"] = F.l1_loss(x_hat.float(), x.float())
         total = total + weights.pixel * out["pix"]
     if landmarks is not None and weights.mouth > 0:
         out["mouth"] = mouth_loss(x_hat, x, landmarks, vgg19=vgg19, vggface=vggface)
         total = total + weights.mouth * out["mouth"]
+    out["total"] = total
+    return out
+
+
+def generator_losses(fake_score, fake_feats, real_feats, x_hat, x, *, e_hat=None, w_i=None,
+                     weights: LossWeights = LossWeights(), content_size: Optional[int] = None,
+                     vgg19=None, vggface=None, landmarks=None) -> dict:
+    """All of E/G's terms by name plus "total": L_CNT + L_ADV (= -D(x̂) + fm·L_FM) [+ mch·L_MCH when
+    e_hat and w_i are given, i.e. meta-learning] [+ pixel·L1 when weights.pixel > 0] [+ mouth·L_mouth
+    when the target `landmarks` (B,68,2 px) are given and weights.mouth > 0]."""
+    out = reconstruction_losses(x_hat, x, weights=weights, content_size=content_size, vgg19=vgg19,
+                                vggface=vggface, landmarks=landmarks)
+    out["adv"] = g_adv_loss(fake_score)
+    out["fm"] = feature_matching(fake_feats, real_feats)
+    total = out["total"] + weights.adv * out["adv"] + weights.fm * out["fm"]
+    if e_hat is not None and w_i is not None:
+        out["mch"] = match_loss(w_i, e_hat)
+        total = total + weights.mch * out["mch"]
     out["total"] = total
     return out

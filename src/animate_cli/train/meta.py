@@ -69,6 +69,7 @@ class TrainOptions:
     n_refs: int = 1  # warped references the warp generator blends (references.py)
     skip_width: int = 0  # the warp generator's stem-resolution skip path (models/generator.py); 0 = none
     random_reference: float = 0.5  # share of episodes whose warp reference is a random shot, not the nearest
+    refine: bool = False  # train only the warp generator's output layers (skip path + head); see Trainer
     nan_patience: int = 3  # consecutive bad steps before restoring the last checkpoint and halving lr
     progress: bool = True
 
@@ -169,6 +170,8 @@ class Trainer:
             raise AnimateError(f"--random-reference must be between 0 and 1 (got {opts.random_reference})")
         if opts.mouth_weight < 0:
             raise AnimateError(f"--mouth-weight must be 0 or more (got {opts.mouth_weight})")
+        if opts.refine and opts.generator != "warp":
+            raise AnimateError("--refine trains the warp generator's output layers; it needs --generator warp")
         self.opts = opts
         self.device = setup_distributed(opts.device)
         self.rank, self.world = rank(), world()
@@ -195,18 +198,34 @@ class Trainer:
         if opts.init:
             self._load_init(opts.init, E, G, D)
         E, G, D = (m.to(self.device) for m in (E, G, D))
+        if opts.refine:
+            self._freeze_all_but_output(E, G, D)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            E, G, D = (DDP(m, device_ids=ids) for m in (E, G, D))
+            wrap = lambda m: DDP(m, device_ids=ids) if any(p.requires_grad for p in m.parameters()) else m
+            E, G, D = (wrap(m) for m in (E, G, D))
         self.E, self.G, self.D = E, G, D
         betas = (0.0, 0.999)
-        self.opt_g = torch.optim.Adam(list(E.parameters()) + list(G.parameters()), lr=opts.lr_g, betas=betas)
+        trainable = [p for m in (E, G) for p in m.parameters() if p.requires_grad]
+        self.opt_g = torch.optim.Adam(trainable, lr=opts.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(D.parameters(), lr=opts.lr_d, betas=betas)
         self.amp = opts.amp and self.device.type == "cuda"
         self.step_no = 0
         self.bad_in_a_row = 0
         self.skipped = 0
         self.lr_scale = 1.0
+
+    @staticmethod
+    def _freeze_all_but_output(E, G, D) -> None:
+        """The refinement stage (--refine): E, D and G's trunk stay exactly as loaded (eval mode, so spectral
+        norm runs no power iteration); only G's skip path and head, the layers that see the input at full
+        detail, learn. Each step then costs a forward of E and the trunk and a backward through two
+        convolutions, so many more episodes fit in an hour than in full meta-learning."""
+        for m in (E, D, G):
+            m.requires_grad_(False)
+            m.eval()
+        for name, p in G.named_parameters():
+            p.requires_grad_(name.startswith(("skip.", "head.")))
 
     # --- init / checkpoints --------------------------------------------------------------------
     def _load_init(self, folder, E, G, D) -> None:
@@ -288,6 +307,8 @@ class Trainer:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
         D_raw = _unwrap(self.D)
         out = {}
+        if o.refine:
+            return self._refine_step(b)
 
         # E and G
         warped = None
@@ -348,6 +369,39 @@ class Trainer:
             self._bad_step()
         self._last = {"x_shots": b["x_shots"], "y_t": b["y_t"], "x_t": b["x_t"], "x_hat": x_hat.detach(),
                       "warped": warped}
+        return out
+
+    def _refine_step(self, b: dict) -> dict:
+        """One step of the refinement stage: the nearest (or, for a share of episodes, a random) shot warped
+        to the target, corrected by G with only its output layers learning, on L_CNT + L1 + mouth (no D:
+        the adversarial terms need D to keep learning, and this stage is about fidelity to the frame)."""
+        from .. import losses
+
+        o = self.opts
+        B, K = b["x_shots"].shape[:2]
+        with torch.no_grad():
+            draw = torch.Generator().manual_seed((o.seed * 1_000_003 + self.step_no) * 1_009 + self.rank)
+            warped = reference_warp(b["x_shots"], b["lm_shots"], b["lm_t"], o.random_reference, draw,
+                                    n_refs=self.cfg.n_refs)
+            e_hat = self.E(b["x_shots"].flatten(0, 1), b["y_shots"].flatten(0, 1)).view(B, K, -1).mean(dim=1)
+        x_hat = self.G(b["y_t"], e_hat, warped=warped, landmarks=b["lm_t"])
+        parts = losses.reconstruction_losses(x_hat.float(), b["x_t"], content_size=o.perceptual_size,
+                                             landmarks=b["lm_t"], weights=losses.LossWeights(mouth=o.mouth_weight))
+        self.opt_g.zero_grad(set_to_none=True)
+        parts["total"].backward()
+        params = [p for g in self.opt_g.param_groups for p in g["params"]]
+        ok = self._finite(parts["total"], params)
+        if ok:
+            self.opt_g.step()
+            self.bad_in_a_row = 0
+        self.opt_g.zero_grad(set_to_none=True)
+        self.step_no += 1
+        if not ok:
+            self._bad_step()
+        self._last = {"x_shots": b["x_shots"], "y_t": b["y_t"], "x_t": b["x_t"], "x_hat": x_hat.detach(),
+                      "warped": warped}
+        out = {("loss_g" if k == "total" else k): v.item() for k, v in parts.items()}
+        out["skipped"] = not ok
         return out
 
     def _finite(self, loss, params) -> bool:
@@ -573,6 +627,9 @@ def main(argv=None) -> int:
                     help="channels of the warp generator's full-detail skip path to its output (0 = none)")
     ap.add_argument("--random-reference", type=float, default=d.random_reference,
                     help="share of episodes warping a random shot instead of the nearest (as with one shot)")
+    ap.add_argument("--refine", action="store_true",
+                    help="train only the warp generator's output layers (skip path + head) on L_CNT + L1 + mouth, "
+                         "E, the trunk and D frozen: a cheap last stage, usually from --init with a --skip-width")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads per process")
     ap.add_argument("--init", default=None, help="start from this weights folder")
     ap.add_argument("--no-progress", action="store_true")
@@ -592,7 +649,7 @@ def main(argv=None) -> int:
                             val_per_identity=a.val_per_identity, episodes_per_epoch=a.episodes_per_epoch,
                             workers=a.workers, seed=a.seed, device=a.device, amp=not a.no_amp,
                             augment=not a.no_augment, random_reference=a.random_reference, n_refs=a.n_refs,
-                            skip_width=a.skip_width,
+                            skip_width=a.skip_width, refine=a.refine,
                             mouth_weight=a.mouth_weight, init=a.init, threads=a.threads,
                             progress=not a.no_progress)
         summary = train(opts)
