@@ -303,21 +303,15 @@ class Trainer:
 
         o = self.opts
         b = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        if o.refine:
+            return self._refine_step(b)
         B, K = b["x_shots"].shape[:2]
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
         D_raw = _unwrap(self.D)
         out = {}
-        if o.refine:
-            return self._refine_step(b)
 
         # E and G
-        warped = None
-        if self.cfg.generator == "warp":  # in float32, outside autocast: the spline solve needs it
-            with torch.no_grad():
-                # own generator per (seed, step, rank): draws independent of what else used the global RNG
-                draw = torch.Generator().manual_seed((o.seed * 1_000_003 + self.step_no) * 1_009 + self.rank)
-                warped = reference_warp(b["x_shots"], b["lm_shots"], b["lm_t"], o.random_reference, draw,
-                                        n_refs=self.cfg.n_refs)
+        warped = self._episode_warp(b)
         D_raw.requires_grad_(False)
         with autocast:
             e = self.E(b["x_shots"].flatten(0, 1), b["y_shots"].flatten(0, 1)).view(B, K, -1)
@@ -360,7 +354,22 @@ class Trainer:
             out.update(loss_d=loss_d.item(), d_real=s[:B].float().mean().item(), d_fake=s[B:].float().mean().item())
         self.opt_g.zero_grad(set_to_none=True)
         self.opt_d.zero_grad(set_to_none=True)
+        return self._end_step(out, ok, b, x_hat, warped)
 
+    def _episode_warp(self, b: dict):
+        """The warp generator's references for this step's episodes (None for fsth). In float32, outside
+        autocast: the spline solve needs it. Drawn from a generator of its own per (seed, step, rank), so
+        the draws do not depend on what else used the global RNG (an exact resume redraws them)."""
+        if self.cfg.generator != "warp":
+            return None
+        o = self.opts
+        with torch.no_grad():
+            draw = torch.Generator().manual_seed((o.seed * 1_000_003 + self.step_no) * 1_009 + self.rank)
+            return reference_warp(b["x_shots"], b["lm_shots"], b["lm_t"], o.random_reference, draw,
+                                  n_refs=self.cfg.n_refs)
+
+    def _end_step(self, out: dict, ok: bool, b: dict, x_hat, warped) -> dict:
+        """Count the step, run the NaN guard when the update was skipped, keep the batch for samples."""
         self.step_no += 1
         out["skipped"] = not ok
         if ok:
@@ -379,10 +388,8 @@ class Trainer:
 
         o = self.opts
         B, K = b["x_shots"].shape[:2]
+        warped = self._episode_warp(b)
         with torch.no_grad():
-            draw = torch.Generator().manual_seed((o.seed * 1_000_003 + self.step_no) * 1_009 + self.rank)
-            warped = reference_warp(b["x_shots"], b["lm_shots"], b["lm_t"], o.random_reference, draw,
-                                    n_refs=self.cfg.n_refs)
             e_hat = self.E(b["x_shots"].flatten(0, 1), b["y_shots"].flatten(0, 1)).view(B, K, -1).mean(dim=1)
         x_hat = self.G(b["y_t"], e_hat, warped=warped, landmarks=b["lm_t"])
         parts = losses.reconstruction_losses(x_hat.float(), b["x_t"], content_size=o.perceptual_size,
@@ -393,16 +400,9 @@ class Trainer:
         ok = self._finite(parts["total"], params)
         if ok:
             self.opt_g.step()
-            self.bad_in_a_row = 0
         self.opt_g.zero_grad(set_to_none=True)
-        self.step_no += 1
-        if not ok:
-            self._bad_step()
-        self._last = {"x_shots": b["x_shots"], "y_t": b["y_t"], "x_t": b["x_t"], "x_hat": x_hat.detach(),
-                      "warped": warped}
         out = {("loss_g" if k == "total" else k): v.item() for k, v in parts.items()}
-        out["skipped"] = not ok
-        return out
+        return self._end_step(out, ok, b, x_hat, warped)
 
     def _finite(self, loss, params) -> bool:
         """Loss and (all-reduced) gradients finite on every process."""
