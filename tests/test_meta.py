@@ -140,12 +140,14 @@ def test_time_limit_stops_cleanly_and_export(cache, tmp_path):
 
 
 def test_out_of_range_new_options_give_one_line_and_write_nothing(cache, tmp_path, capsys):
-    for flag, value in (("--random-reference", "1.5"), ("--random-reference", "-0.1"), ("--mouth-weight", "-1")):
+    for flag, value in (("--random-reference", "1.5"), ("--random-reference", "-0.1"), ("--mouth-weight", "-1"),
+                        ("--skip-width", "-1"), ("--n-refs", "0")):
         run = tmp_path / f"bad{flag}{value}"
         assert meta.main(["--cache", str(cache), "--run-dir", str(run), "--preset", "tiny", flag, value,
                           "--max-steps", "1", "--no-progress"]) == 1
         out = capsys.readouterr().out.strip().splitlines()
-        assert len(out) == 1 and out[0].startswith("error: ") and flag in out[0]
+        named = (flag, flag[2:].replace("-", "_"))  # the flag, or the config field it sets
+        assert len(out) == 1 and out[0].startswith("error: ") and any(n in out[0] for n in named), out
         assert not run.exists()
 
 

@@ -306,14 +306,13 @@ class Trainer:
         if o.refine:
             return self._refine_step(b)
         B, K = b["x_shots"].shape[:2]
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
         D_raw = _unwrap(self.D)
         out = {}
 
         # E and G
         warped = self._episode_warp(b)
         D_raw.requires_grad_(False)
-        with autocast:
+        with self._autocast():
             e = self.E(b["x_shots"].flatten(0, 1), b["y_shots"].flatten(0, 1)).view(B, K, -1)
             e_hat = e.mean(dim=1)
             x_hat = self.G(b["y_t"], e_hat, warped=warped, landmarks=b["lm_t"])
@@ -339,7 +338,7 @@ class Trainer:
         # D (hinge), on the same x̂ (detached): one forward of real ⊕ fake so DDP sees one pass
         x_fake = x_hat.detach()
         for _ in range(o.d_steps if ok else 0):
-            with autocast:
+            with self._autocast():
                 s, _ = self.D(torch.cat([b["x_t"], x_fake]), torch.cat([b["y_t"], b["y_t"]]),
                               torch.cat([b["video"], b["video"]]))
                 # W_i's side of L_MCH (the paper trains both sides): taken with D's optimiser
@@ -380,6 +379,10 @@ class Trainer:
                       "warped": warped}
         return out
 
+    def _autocast(self):
+        """bf16 autocast for the forward passes on CUDA (TrainOptions.amp); a no-op context on the CPU."""
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
+
     def _refine_step(self, b: dict) -> dict:
         """One step of the refinement stage: the nearest (or, for a share of episodes, a random) shot warped
         to the target, corrected by G with only its output layers learning, on L_CNT + L1 + mouth (no D:
@@ -389,11 +392,12 @@ class Trainer:
         o = self.opts
         B, K = b["x_shots"].shape[:2]
         warped = self._episode_warp(b)
-        with torch.no_grad():
-            e_hat = self.E(b["x_shots"].flatten(0, 1), b["y_shots"].flatten(0, 1)).view(B, K, -1).mean(dim=1)
-        x_hat = self.G(b["y_t"], e_hat, warped=warped, landmarks=b["lm_t"])
-        parts = losses.reconstruction_losses(x_hat.float(), b["x_t"], content_size=o.perceptual_size,
-                                             landmarks=b["lm_t"], weights=losses.LossWeights(mouth=o.mouth_weight))
+        with self._autocast():
+            with torch.no_grad():
+                e_hat = self.E(b["x_shots"].flatten(0, 1), b["y_shots"].flatten(0, 1)).view(B, K, -1).mean(dim=1)
+            x_hat = self.G(b["y_t"], e_hat, warped=warped, landmarks=b["lm_t"])
+            parts = losses.reconstruction_losses(x_hat.float(), b["x_t"], content_size=o.perceptual_size,
+                                                 landmarks=b["lm_t"], weights=losses.LossWeights(mouth=o.mouth_weight))
         self.opt_g.zero_grad(set_to_none=True)
         parts["total"].backward()
         params = [p for g in self.opt_g.param_groups for p in g["params"]]
