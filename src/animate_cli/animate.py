@@ -81,6 +81,7 @@ class Animator:
 
     name = "base"
     n_refs = 1  # warped references per frame (references.py); the warp model shows the nearest only
+    selection: tuple = ()  # learned shot-selection weights (references.selection_cost); () = nearest shape
 
     def __init__(self, resolution: int = DEFAULT_RESOLUTION, device: str | torch.device = "cpu"):
         self.resolution = resolution
@@ -97,7 +98,8 @@ class Animator:
     def warped_references(self, targets: np.ndarray) -> torch.Tensor:
         """The nearest shots, moved by the analytic warp into each target pose: (B,3·n_refs,R,R) in [-1,1]."""
         assert self.shots is not None and self.shot_landmarks is not None, "prepare() first"
-        return references_for(self.shots, self.shot_landmarks, np.asarray(targets, np.float32), self.n_refs)
+        return references_for(self.shots, self.shot_landmarks, np.asarray(targets, np.float32), self.n_refs,
+                              selection=self.selection)
 
     def render(self, target_landmarks: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -148,6 +150,7 @@ class NeuralAnimator(Animator):
         self.half = half and self.device.type == "cuda"
         self.name = f"neural ({self.cfg.generator}, {self.cfg.preset})"
         self.n_refs = self.cfg.n_refs
+        self.selection = self.cfg.selection
         if self.person_model is not None:
             self.shots = self.person_model.shots.to(self.device)
             self.shot_landmarks = self.person_model.shot_landmarks

@@ -13,6 +13,7 @@ from .errors import AnimateError
 
 FORMAT_VERSION = 1
 GENERATORS = ("fsth", "warp")
+N_SELECTION_FEATURES = 14  # len(references.SELECTION_FEATURES)
 
 
 def _drawing_version() -> int:
@@ -45,6 +46,9 @@ class ModelConfig:
     n_refs: int = 1  # warped references the warp generator blends (references.py); 1 = the nearest only
     skip_width: int = 0  # channels of the warp generator's stem-resolution skip path to its head; 0 = none
     mouth_refiner: int = 0  # width of the warp generator's mouth refiner (models/mouth.py); 0 = none
+    # learned shot-selection weights (references.selection_cost; fitted by train/selection.py); () = the
+    # nearest normalised shape, as the `warp` model chooses
+    selection: tuple = ()
     drawing_version: int = field(default_factory=_drawing_version)
     format_version: int = FORMAT_VERSION
 
@@ -66,6 +70,11 @@ class ModelConfig:
             raise AnimateError("skip_width must be >= 0, and only the warp generator has a skip path")
         if self.n_refs < 1 or (self.n_refs > 1 and self.generator != "warp"):
             raise AnimateError("n_refs must be >= 1, and only the warp generator blends several references")
+        if not isinstance(self.selection, tuple) or not all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in self.selection):
+            raise AnimateError("selection must be a tuple of finite numbers")
+        if self.selection and len(self.selection) != N_SELECTION_FEATURES:
+            raise AnimateError(f"selection needs {N_SELECTION_FEATURES} weights, got {len(self.selection)}")
         if self.format_version != FORMAT_VERSION:
             raise AnimateError(
                 f"model format version {self.format_version} is not supported by this animate-cli "
@@ -103,8 +112,11 @@ class ModelConfig:
         unknown = sorted(set(data) - set(fields))
         if unknown:
             raise AnimateError(f"unknown model config key(s): {', '.join(unknown)}")
+        data = dict(data)
         for name, value in data.items():
-            want = {"str": str, "int": int, "bool": bool}[str(fields[name].type)]
+            want = {"str": str, "int": int, "bool": bool, "tuple": tuple}[str(fields[name].type)]
+            if want is tuple and type(value) is list:  # JSON has no tuples
+                value = data[name] = tuple(value)
             if type(value) is not want:
                 raise AnimateError(f"model config key {name!r} must be {want.__name__}, got {value!r}")
         return cls(**data)

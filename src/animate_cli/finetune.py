@@ -33,7 +33,8 @@ CONTENT_SIZE = 128
 SYNTHETIC_SHARE = 1.0  # share of shot references that are round trips of the shot itself (see finetune)
 
 
-def warped_references(shots_x: torch.Tensor, shot_landmarks: np.ndarray, n_refs: int = 1) -> torch.Tensor:
+def warped_references(shots_x: torch.Tensor, shot_landmarks: np.ndarray, n_refs: int = 1,
+                      selection=()) -> torch.Tensor:
     """Each shot's training input: the *other* shots nearest to it, warped into its pose, nearest first
     (so G learns to correct and blend real warps, as at inference): (T,3·n_refs,R,R). One shot: itself."""
     t = len(shots_x)
@@ -41,7 +42,7 @@ def warped_references(shots_x: torch.Tensor, shot_landmarks: np.ndarray, n_refs:
         return shots_x.repeat(1, n_refs, 1, 1)
     lms = np.asarray(shot_landmarks, np.float32)
     with torch.no_grad():
-        slots = reference_slots(lms, lms, n_refs, exclude=torch.arange(t))
+        slots = reference_slots(lms, lms, n_refs, exclude=torch.arange(t), selection=selection)
         return warp_references(shots_x, lms, lms, slots)
 
 
@@ -132,7 +133,7 @@ def finetune(cfg: ModelConfig, E: nn.Module, G: nn.Module, D: Optional[nn.Module
         if warped is None:
             if shot_landmarks is None:
                 raise AnimateError("the warp generator needs the shots' landmarks to fine-tune")
-            warped = warped_references(x, shot_landmarks, cfg.n_refs)
+            warped = warped_references(x, shot_landmarks, cfg.n_refs, cfg.selection)
         warped = warped.to(device).float()
     else:
         warped = None

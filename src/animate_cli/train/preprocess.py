@@ -202,7 +202,7 @@ def preprocess_dataset(src, dst, resolution: int = 256, frames_per_clip: int = 3
 
     t0 = time.time()
     n_ok = n_skip = 0
-    with open(dst / SKIPPED, "a") as skip_log, _progress(progress, len(jobs)) as advance:
+    with open(dst / SKIPPED, "a") as skip_log, progress_bar(progress, len(jobs)) as advance:
         def handle(result):
             nonlocal n_ok, n_skip
             rel, n, reason = result
@@ -229,11 +229,11 @@ def preprocess_dataset(src, dst, resolution: int = 256, frames_per_clip: int = 3
             "seconds": round(seconds, 1), "clips_per_s": round((n_ok + n_skip) / max(seconds, 1e-9), 3)}
 
 
-class _progress:
+class progress_bar:
     """A rich progress bar when wanted, a no-op otherwise (tests, logs)."""
 
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total = enabled, total
+    def __init__(self, enabled: bool, total: int, label: str = "preprocess"):
+        self.enabled, self.total, self.label = enabled, total, label
 
     def __enter__(self):
         if not self.enabled:
@@ -241,7 +241,7 @@ class _progress:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn)
 
-        self.bar = Progress(TextColumn("preprocess"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        self.bar = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             TimeRemainingColumn(), TextColumn("{task.description}"))
         self.bar.__enter__()
         task = self.bar.add_task("", total=self.total)

@@ -1,0 +1,157 @@
+"""Learn which shot to warp: a linear score of landmark distances, fitted to the warp's SSIM on real frames.
+
+With several pictures of a person, the picture whose warp looks most like the frame is not always the one
+whose expression is nearest (the `warp` model's rule): one framed and posed like the target moves the
+background and the head outline less. Only geometry enters the score (references.SELECTION_FEATURES),
+never colours, so what is learned from the few training people carries over to others. For each clip of
+a training cache, `n_shots` random frames are warped to `n_targets` others; a ridge regression of the
+SSIM on log1p(10·features), both centred per target (only the ranking among one target's shots
+matters), gives the weights, which `animate-fit-selection` writes into a weights folder's config.json.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import AnimateError
+from .preprocess import progress_bar
+
+
+def usable_clips(cache_dir, n_shots: int, max_clips: int | None = None) -> list[dict]:
+    """The cache's index entries with more frames than shots (one is the target), at most max_clips."""
+    from .preprocess import INDEX
+
+    root = Path(cache_dir)
+    if not (root / INDEX).exists():
+        raise AnimateError(f"no {INDEX} in {root}: run animate-preprocess first")
+    entries = [e for e in json.loads((root / INDEX).read_text()) if e["frames"] > n_shots][:max_clips]
+    if not entries:
+        raise AnimateError(f"no clip in {root} has more than {n_shots} frames")
+    return entries
+
+
+def selection_data(cache_dir, n_shots: int = 8, n_targets: int = 4, seed: int = 0, max_clips: int | None = None,
+                   progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """(features (P, n_shots, F), SSIM of each shot's warp (P, n_shots)), one row per target frame.
+    `progress(clip)` is called after each clip."""
+    from ..animate import to_tensor, to_uint8
+    from ..evaluate import ssim
+    from ..references import selection_features
+    from ..warp import warp_image
+    from .preprocess import decode_frame, load_clip
+
+    root = Path(cache_dir)
+    entries = usable_clips(root, n_shots, max_clips)
+    rng = np.random.default_rng(seed)
+    feats, scores = [], []
+    for entry in entries:
+        z = load_clip(root / entry["clip"])
+        lms = z["landmarks"].astype(np.float32)
+        shots = np.sort(rng.choice(len(lms), n_shots, replace=False))
+        others = np.setdiff1d(np.arange(len(lms)), shots)
+        targets = rng.choice(others, min(n_targets, len(others)), replace=False)
+        images = {i: decode_frame(z["jpeg"], z["offsets"], int(i)) for i in np.concatenate([shots, targets])}
+        x = to_tensor(np.stack([images[i] for i in shots]), "cpu")
+        with torch.no_grad():
+            for t in targets:
+                dst = torch.from_numpy(lms[t][None]).expand(n_shots, -1, -1)
+                warped = to_uint8(warp_image(x, torch.from_numpy(lms[shots]), dst))
+                scores.append(ssim(warped, np.repeat(images[t][None], n_shots, 0)))
+                feats.append(selection_features(lms[shots], lms[t][None])[0].numpy())
+        if progress is not None:
+            progress(entry["clip"])
+    return np.stack(feats), np.stack(scores)
+
+
+def fit_selection(features: np.ndarray, scores: np.ndarray, ridge: float = 1e-6) -> np.ndarray:
+    """Ridge weights w (penalty `ridge` per row): log1p(10·features) · w predicts each shot's score
+    relative to the target's other shots."""
+    a = np.log1p(10 * np.asarray(features, np.float64))
+    a = a - a.mean(axis=1, keepdims=True)
+    b = np.asarray(scores, np.float64)
+    b = b - b.mean(axis=1, keepdims=True)
+    a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1)
+    return np.linalg.solve(a.T @ a + ridge * len(b) * np.eye(a.shape[1]), a.T @ b)
+
+
+def chosen_score(features: np.ndarray, scores: np.ndarray, weights=()) -> float:
+    """Mean score of the shot each rule picks: the nearest shape (no weights) or the learned score."""
+    from ..references import learned_cost
+
+    f = torch.as_tensor(np.asarray(features, np.float32))
+    cost = f[..., 0] if not len(weights) else learned_cost(f, weights)  # feature 0 = the shape distance
+    pick = cost.argmin(dim=1).numpy()
+    return float(np.asarray(scores)[np.arange(len(pick)), pick].mean())
+
+
+def _weights_config(weights_dir) -> tuple[Path, dict]:
+    """(config.json path, its data) of a warp model's weights folder, or a clear error."""
+    from ..config import ModelConfig
+    from ..models.checkpoint import CONFIG_NAME
+
+    path = Path(weights_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise AnimateError(f"no {CONFIG_NAME} in {weights_dir}")
+    try:
+        data = json.loads(path.read_text())
+        cfg = ModelConfig.from_dict(data["config"])
+    except (ValueError, KeyError, TypeError):
+        raise AnimateError(f"{path} is not a model config") from None
+    if cfg.generator != "warp":
+        raise AnimateError("only the warp generator chooses shots to warp")
+    return path, data
+
+
+def write_selection(weights_dir, weights: np.ndarray) -> Path:
+    """Put the weights into a weights folder's config.json (atomically); the networks stay as they are."""
+    from ..config import ModelConfig
+
+    path, data = _weights_config(weights_dir)
+    cfg = ModelConfig.from_dict(data["config"])
+    data["config"] = dataclasses.replace(cfg, selection=tuple(round(float(w), 6) for w in weights)).to_dict()
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="animate-fit-selection", description=__doc__.split("\n")[0])
+    ap.add_argument("cache", help="preprocessed training cache (animate-preprocess)")
+    ap.add_argument("weights", help="weights folder whose config.json gets the selection weights")
+    ap.add_argument("--shots", type=int, default=8)
+    ap.add_argument("--targets", type=int, default=4, help="target frames per clip")
+    ap.add_argument("--max-clips", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-progress", action="store_true")
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    try:
+        if a.shots < 2:
+            raise AnimateError("--shots must be 2 or more: there is nothing to choose from one shot")
+        _weights_config(a.weights)  # refuse before the long part
+        total = len(usable_clips(a.cache, a.shots, a.max_clips))
+        with progress_bar(not a.no_progress, total, "warp each shot to other frames") as advance:
+            feats, scores = selection_data(a.cache, a.shots, a.targets, a.seed, a.max_clips, advance)
+        w = fit_selection(feats, scores)
+        path = write_selection(a.weights, w)
+    except AnimateError as e:
+        print(f"error: {e}")
+        return 1
+    report = {"rows": len(scores), "ssim_nearest_shape": round(chosen_score(feats, scores), 4),
+              "ssim_learned": round(chosen_score(feats, scores, w), 4),
+              "ssim_best_possible": round(float(np.max(scores, axis=1).mean()), 4), "config": str(path)}
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
