@@ -96,7 +96,8 @@ class Animator:
         self.shot_landmarks = np.stack([np.asarray(l, np.float32) for l in shot_landmarks])
 
     def warped_references(self, targets: np.ndarray) -> torch.Tensor:
-        """The nearest shots, moved by the analytic warp into each target pose: (B,3·n_refs,R,R) in [-1,1]."""
+        """The chosen shots (nearest, or by the model's learned selection), moved by the analytic warp into each
+        target pose: (B,3·n_refs,R,R) in [-1,1]."""
         assert self.shots is not None and self.shot_landmarks is not None, "prepare() first"
         return references_for(self.shots, self.shot_landmarks, np.asarray(targets, np.float32), self.n_refs,
                               selection=self.selection)

@@ -136,7 +136,8 @@ def warp_references(shots: torch.Tensor, shot_landmarks, targets, slots: torch.T
 
 
 def references_for(shots: torch.Tensor, shot_landmarks, targets, n_refs: int = 1, **kwargs) -> torch.Tensor:
-    """The n nearest shots warped into each target pose: (B, 3·n_refs, R, R); slot 0 = the `warp` model."""
+    """The n best shots (reference_slots: the nearest shape, or `selection=` learned weights) warped into each
+    target pose: (B, 3·n_refs, R, R); slot 0 without weights = what the `warp` model shows."""
     with torch.no_grad():
         slots = reference_slots(shot_landmarks, targets, n_refs, **kwargs)
         return warp_references(shots, shot_landmarks, targets, slots)
