@@ -58,6 +58,8 @@ def main() -> None:
     ap.add_argument("dst", type=Path)
     ap.add_argument("--mb", type=float, default=19.0, help="size of the cache subset")
     a = ap.parse_args()
+    if not (a.cache / "index.json").is_file():  # before writing anything
+        raise SystemExit(f"error: no index.json in {a.cache} (make one with animate-preprocess)")
     print(pack_weights(a.dst))
     clips = pack_cache(a.cache, a.dst, int(a.mb * 1e6))
     print(f"{len(clips)} clips of {len({(c['identity'], c['video']) for c in clips})} videos")

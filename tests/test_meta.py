@@ -166,6 +166,25 @@ def test_init_widens_to_more_references_and_refuses_to_shrink(cache, tmp_path):
         Trainer(opts(cache, tmp_path / "back", init=str(tmp_path / "three" / "checkpoint")))
 
 
+def test_init_keeps_the_learned_shot_selection(cache, tmp_path):
+    """--init from weights with a fitted selection (weights/default has one): the run accepts them, keeps the
+    selection in its checkpoints and export, and resumes."""
+    from animate_cli.references import SELECTION_FEATURES
+    from animate_cli.train.selection import write_selection
+
+    base = Trainer(opts(cache, tmp_path / "base", seed=3))
+    base.save()
+    weights = export(tmp_path / "base", tmp_path / "w")
+    chosen = tuple(float(i + 1) / 100 for i in range(len(SELECTION_FEATURES)))
+    write_selection(weights, chosen)
+    tr = Trainer(opts(cache, tmp_path / "more", init=str(weights)))
+    assert tr.cfg.selection == chosen
+    tr.save()
+    assert load_checkpoint(export(tmp_path / "more", tmp_path / "w2"))[0].selection == chosen
+    again = Trainer(opts(cache, tmp_path / "more", init=str(weights)))
+    assert again.load() and again.cfg.selection == chosen  # resuming that run: the same config
+
+
 def test_refine_trains_only_the_output_layers(cache, tmp_path):
     """--refine: from --init with a new skip path, a few steps change G's skip path and head and nothing
     else (E, D and the trunk bit-identical: eval mode, so spectral norm does not drift either); the loss

@@ -83,6 +83,8 @@ def test_config_keeps_selection_weights_and_refuses_bad_ones():
     with pytest.raises(AnimateError, match="finite"):
         preset("tiny").replace(selection=(float("nan"),) * len(SELECTION_FEATURES))
     assert preset("tiny").selection == ()  # older configs: the nearest shape, as before
+    with pytest.raises(AnimateError, match="warp generator"):
+        preset("tiny", "fsth").replace(selection=cfg.selection)
 
 
 def _tiny_weights(folder, generator="warp"):
@@ -113,9 +115,17 @@ def test_fit_selection_command_errors_are_one_line(tmp_path, capsys):
     fsth = _tiny_weights(tmp_path / "f", "fsth")
     warp = _tiny_weights(tmp_path / "w")
     config_before = (fsth / "config.json").read_text()
+    broken = make_cache(tmp_path / "broken", {"idA": {"v1": 1}}, frames=6, size=64)
+    next(broken.rglob("*.npz")).write_bytes(b"not a clip")
+    warp_config = (warp / "config.json").read_text()
+    ok = ["--no-progress", "--shots", "3", "--targets", "1"]  # valid on `cache`: each case breaks one thing
     for args in ([str(cache), str(fsth)], [str(cache), str(tmp_path / "none")], [str(tmp_path), str(warp)],
-                 [str(cache), str(warp), "--shots", "1"], [str(cache), str(warp), "--shots", "6"]):
-        assert selection.main(args + ["--no-progress", "--targets", "1"]) == 1
+                 [str(broken), str(warp)], [str(cache), str(warp), "--shots", "1"],
+                 [str(cache), str(warp), "--shots", "6"], [str(cache), str(warp), "--targets", "0"],
+                 [str(cache), str(warp), "--max-clips", "0"], [str(cache), str(warp), "--threads", "-1"]):
+        assert selection.main(args[:2] + ok + args[2:]) == 1
         out = capsys.readouterr().out.strip().splitlines()
         assert len(out) == 1 and out[0].startswith("error: "), (args, out)
     assert (fsth / "config.json").read_text() == config_before
+    assert (warp / "config.json").read_text() == warp_config and not list(warp.glob("*.tmp"))
+    assert selection.main([str(cache), str(warp)] + ok) == 0  # the same call, nothing broken, succeeds

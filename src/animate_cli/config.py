@@ -75,6 +75,8 @@ class ModelConfig:
             raise AnimateError("selection must be a tuple of finite numbers")
         if self.selection and len(self.selection) != N_SELECTION_FEATURES:
             raise AnimateError(f"selection needs {N_SELECTION_FEATURES} weights, got {len(self.selection)}")
+        if self.selection and self.generator != "warp":
+            raise AnimateError("only the warp generator chooses shots to warp (selection)")
         if self.format_version != FORMAT_VERSION:
             raise AnimateError(
                 f"model format version {self.format_version} is not supported by this animate-cli "

@@ -235,9 +235,12 @@ class Trainer:
         cfg, e, g, d = load_checkpoint(Path(folder), device="cpu", with_discriminator=True)
         # the same model, or one this run widens (more references, a skip path): anything else is refused
         widens = cfg.n_refs <= self.cfg.n_refs and cfg.skip_width <= self.cfg.skip_width
-        if not widens or cfg.replace(n_refs=self.cfg.n_refs, skip_width=self.cfg.skip_width) != self.cfg:
+        same = cfg.replace(n_refs=self.cfg.n_refs, skip_width=self.cfg.skip_width, selection=self.cfg.selection)
+        if not widens or same != self.cfg:
             raise AnimateError(f"--init {folder} has a different model config ({cfg.preset}, {cfg.generator}, "
                                f"{cfg.resolution}px)")
+        # the learned shot selection is no network weight: the run keeps it, so its export still has it
+        self.cfg = self.cfg.replace(selection=cfg.selection)
         E.load_state_dict(e.state_dict())
         G.load_state_dict_widened(g.state_dict())  # equal shapes: a plain load; new parts start at zero
         if d is not None:

@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,10 @@ def selection_data(cache_dir, n_shots: int = 8, n_targets: int = 4, seed: int = 
     rng = np.random.default_rng(seed)
     feats, scores = [], []
     for entry in entries:
-        z = load_clip(root / entry["clip"])
+        try:
+            z = load_clip(root / entry["clip"])
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise AnimateError(f"cannot read {entry['clip']} in {root}: {e.__class__.__name__}") from None
         lms = z["landmarks"].astype(np.float32)
         shots = np.sort(rng.choice(len(lms), n_shots, replace=False))
         others = np.setdiff1d(np.arange(len(lms)), shots)
@@ -90,8 +94,8 @@ def chosen_score(features: np.ndarray, scores: np.ndarray, weights=()) -> float:
     return float(np.asarray(scores)[np.arange(len(pick)), pick].mean())
 
 
-def _weights_config(weights_dir) -> tuple[Path, dict]:
-    """(config.json path, its data) of a warp model's weights folder, or a clear error."""
+def _weights_config(weights_dir) -> tuple[Path, dict, "ModelConfig"]:
+    """(config.json path, its data, the ModelConfig) of a warp model's weights folder, or a clear error."""
     from ..config import ModelConfig
     from ..models.checkpoint import CONFIG_NAME
 
@@ -105,15 +109,12 @@ def _weights_config(weights_dir) -> tuple[Path, dict]:
         raise AnimateError(f"{path} is not a model config") from None
     if cfg.generator != "warp":
         raise AnimateError("only the warp generator chooses shots to warp")
-    return path, data
+    return path, data, cfg
 
 
 def write_selection(weights_dir, weights: np.ndarray) -> Path:
     """Put the weights into a weights folder's config.json (atomically); the networks stay as they are."""
-    from ..config import ModelConfig
-
-    path, data = _weights_config(weights_dir)
-    cfg = ModelConfig.from_dict(data["config"])
+    path, data, cfg = _weights_config(weights_dir)
     data["config"] = dataclasses.replace(cfg, selection=tuple(round(float(w), 6) for w in weights)).to_dict()
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2))
@@ -132,11 +133,14 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
     try:
         if a.shots < 2:
             raise AnimateError("--shots must be 2 or more: there is nothing to choose from one shot")
+        for flag, value in (("--targets", a.targets), ("--max-clips", a.max_clips), ("--threads", a.threads)):
+            if value is not None and value < 1:
+                raise AnimateError(f"{flag} must be 1 or more (got {value})")
+        if a.threads:
+            torch.set_num_threads(a.threads)
         _weights_config(a.weights)  # refuse before the long part
         total = len(usable_clips(a.cache, a.shots, a.max_clips))
         with progress_bar(not a.no_progress, total, "warp each shot to other frames") as advance:
