@@ -217,3 +217,21 @@ def test_refine_needs_the_warp_generator(cache, tmp_path, capsys):
                       "--refine", "--max-steps", "1", "--no-progress"]) == 1
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "--refine" in out[0] and not run.exists()
+
+
+def test_bare_cuda_device_gets_an_index_before_set_device(monkeypatch):
+    """`--device cuda` crashed on the GPU: torch.cuda.set_device refuses a device without an index."""
+    chosen = []
+
+    def set_device(dev):
+        if isinstance(dev, torch.device) and dev.index is None:
+            raise ValueError("Expected a torch.device with a specified index or an integer")
+        chosen.append(dev)
+
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert meta.setup_distributed("cuda") == torch.device("cuda", 0)
+    assert meta.setup_distributed("cuda:1") == torch.device("cuda", 1)
+    assert chosen == [torch.device("cuda", 0), torch.device("cuda", 1)]
+    assert meta.setup_distributed("cpu") == torch.device("cpu") and len(chosen) == 2

@@ -165,3 +165,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def entry() -> None:
     raise SystemExit(main())
+
+
+if __name__ == "__main__":  # `python -m animate_cli.benchmark`, as on a machine without the entry points
+    entry()

@@ -99,6 +99,8 @@ def setup_distributed(device: str) -> torch.device:
         if dev.type == "cuda":
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if dev.type == "cuda":
+        if dev.index is None:  # set_device needs an index; a bare "cuda" means the current one
+            dev = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(dev)
     return dev
 
