@@ -180,7 +180,7 @@ def test_synthetic_share_mixes_round_trips_into_the_first_slot_only(monkeypatch)
     E, G, D = Embedder(cfg), build_generator(cfg), Discriminator(cfg, n_videos=3)
     x, y, lms = _shots(cfg, t=3)
     marker = torch.full_like(x, 0.123)
-    monkeypatch.setattr(ft_mod, "round_trip_reference", lambda shot, landmarks: marker)
+    monkeypatch.setattr(ft_mod, "round_trip_reference", lambda shot, landmarks, **kw: marker)
     seen = []
     real_shift = ft_mod._shift
     monkeypatch.setattr(ft_mod, "_shift", lambda tensors, m: seen.append(tensors[2].clone()) or real_shift(tensors, m))

@@ -14,6 +14,7 @@ from animate_cli.models.generator import build_generator
 from animate_cli.references import (SELECTION_FEATURES, reference_slots, selection_cost, selection_features,
                                     shape_distance)
 from animate_cli.train import selection
+from animate_cli.warp import DEFAULT_REG
 from test_episodes import face_points, make_cache
 
 F = {name: i for i, name in enumerate(SELECTION_FEATURES)}
@@ -106,8 +107,10 @@ def test_fit_selection_command_writes_the_weights_the_animator_then_uses(tmp_pat
     cfg = load_checkpoint(weights)[0]
     assert len(cfg.selection) == len(SELECTION_FEATURES) and any(cfg.selection)
     assert (weights / "embedder.safetensors").read_bytes() == before  # the networks are untouched
+    assert report["warp_reg"] == cfg.warp_reg and cfg.warp_reg in selection.WARP_REGS
+    assert cfg.warp_reg == max(selection.WARP_REGS, key=lambda r: report["ssim_by_warp_reg"][f"{r:g}"])
     animator = make_animator(str(weights), finetune_steps=0)
-    assert animator.selection == cfg.selection
+    assert animator.selection == cfg.selection and animator.warp_reg == cfg.warp_reg
 
 
 def test_fit_selection_command_errors_are_one_line(tmp_path, capsys):
@@ -122,10 +125,50 @@ def test_fit_selection_command_errors_are_one_line(tmp_path, capsys):
     for args in ([str(cache), str(fsth)], [str(cache), str(tmp_path / "none")], [str(tmp_path), str(warp)],
                  [str(broken), str(warp)], [str(cache), str(warp), "--shots", "1"],
                  [str(cache), str(warp), "--shots", "6"], [str(cache), str(warp), "--targets", "0"],
-                 [str(cache), str(warp), "--max-clips", "0"], [str(cache), str(warp), "--threads", "-1"]):
+                 [str(cache), str(warp), "--max-clips", "0"], [str(cache), str(warp), "--threads", "-1"],
+                 [str(cache), str(warp), "--warp-regs", "0.01", "0"], [str(cache), str(warp), "--warp-regs", "nan"]):
         assert selection.main(args[:2] + ok + args[2:]) == 1
         out = capsys.readouterr().out.strip().splitlines()
         assert len(out) == 1 and out[0].startswith("error: "), (args, out)
     assert (fsth / "config.json").read_text() == config_before
     assert (warp / "config.json").read_text() == warp_config and not list(warp.glob("*.tmp"))
     assert selection.main([str(cache), str(warp)] + ok) == 0  # the same call, nothing broken, succeeds
+
+
+def test_config_keeps_the_warp_regularisation_and_refuses_bad_ones():
+    cfg = preset("tiny").replace(warp_reg=0.02)
+    assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert ModelConfig.from_dict({**preset("tiny").to_dict(), "warp_reg": 1}).warp_reg == 1.0  # JSON int
+    assert preset("tiny").warp_reg == DEFAULT_REG  # older configs: the `warp` model's spline
+    for bad in (0.0, -0.01, float("nan"), 2.0, True):
+        with pytest.raises(AnimateError, match="warp_reg"):
+            preset("tiny").replace(warp_reg=bad)
+    with pytest.raises(AnimateError, match="warp_reg"):
+        ModelConfig.from_dict({**preset("tiny").to_dict(), "warp_reg": "0.01"})
+
+
+def test_the_model_warps_with_its_own_regularisation(tmp_path):
+    """An untrained warp generator returns its warped reference exactly, so the feed-forward output shows
+    which spline the model used: its config's, not the `warp` model's."""
+    from animate_cli.animate import make_animator
+    from animate_cli.warp import warp_image
+
+    weights = _tiny_weights(tmp_path / "w")
+    path = weights / "config.json"
+    data = json.loads(path.read_text())
+    data["config"]["warp_reg"] = 0.05
+    path.write_text(json.dumps(data))
+    rng = np.random.default_rng(3)
+    shot = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    src = _face()
+    dst = (src - src.mean(0)) * np.float32([1.0, 1.15]) + src.mean(0)  # an opening mouth, a longer face
+    model = make_animator(str(weights), finetune_steps=0)
+    model.prepare([shot], [src])
+    plain = make_animator("warp", resolution=64)
+    plain.prepare([shot], [src])
+    x = torch.from_numpy(shot).permute(2, 0, 1)[None].float() / 127.5 - 1
+    mine = warp_image(x, src[None], dst[None], reg=0.05)
+    out = torch.from_numpy(model.render(dst[None])).float()
+    expected = ((mine.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1)
+    assert (out - expected).abs().max() <= 1
+    assert np.abs(plain.render(dst[None]).astype(int) - model.render(dst[None]).astype(int)).mean() > 0.5

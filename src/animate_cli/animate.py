@@ -27,6 +27,7 @@ from .face.track import fill_missing, track_landmarks
 from .motion import find_best_frame, transfer_absolute, transfer_relative
 from .video import VideoWriter, check_writable, is_image, is_video, probe_video, read_frames, read_image
 from .references import references_for
+from .warp import DEFAULT_REG
 
 DEFAULT_RESOLUTION = 256
 WEIGHTS_ENV = "ANIMATE_WEIGHTS"
@@ -82,6 +83,7 @@ class Animator:
     name = "base"
     n_refs = 1  # warped references per frame (references.py); the warp model shows the nearest only
     selection: tuple = ()  # learned shot-selection weights (references.selection_cost); () = nearest shape
+    warp_reg: float = DEFAULT_REG  # the spline's regularisation (warp.tps_grid); a model may set its own
 
     def __init__(self, resolution: int = DEFAULT_RESOLUTION, device: str | torch.device = "cpu"):
         self.resolution = resolution
@@ -100,7 +102,7 @@ class Animator:
         target pose: (B,3·n_refs,R,R) in [-1,1]."""
         assert self.shots is not None and self.shot_landmarks is not None, "prepare() first"
         return references_for(self.shots, self.shot_landmarks, np.asarray(targets, np.float32), self.n_refs,
-                              selection=self.selection)
+                              selection=self.selection, reg=self.warp_reg)
 
     def render(self, target_landmarks: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -152,6 +154,7 @@ class NeuralAnimator(Animator):
         self.name = f"neural ({self.cfg.generator}, {self.cfg.preset})"
         self.n_refs = self.cfg.n_refs
         self.selection = self.cfg.selection
+        self.warp_reg = self.cfg.warp_reg
         if self.person_model is not None:
             self.shots = self.person_model.shots.to(self.device)
             self.shot_landmarks = self.person_model.shot_landmarks

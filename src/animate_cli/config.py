@@ -49,6 +49,9 @@ class ModelConfig:
     # learned shot-selection weights (references.selection_cost; fitted by train/selection.py); () = the
     # nearest normalised shape, as the `warp` model chooses
     selection: tuple = ()
+    # thin-plate-spline regularisation of the model's warps (warp.py, normalised units): larger = smoother,
+    # less swayed by landmark noise; fitted with the selection. 1e-3 = the `warp` model's
+    warp_reg: float = 1e-3
     drawing_version: int = field(default_factory=_drawing_version)
     format_version: int = FORMAT_VERSION
 
@@ -77,6 +80,9 @@ class ModelConfig:
             raise AnimateError(f"selection needs {N_SELECTION_FEATURES} weights, got {len(self.selection)}")
         if self.selection and self.generator != "warp":
             raise AnimateError("only the warp generator chooses shots to warp (selection)")
+        if not isinstance(self.warp_reg, (int, float)) or isinstance(self.warp_reg, bool) or not (
+                math.isfinite(self.warp_reg) and 0 < self.warp_reg <= 1):
+            raise AnimateError(f"warp_reg must be a number in (0, 1], got {self.warp_reg!r}")
         if self.format_version != FORMAT_VERSION:
             raise AnimateError(
                 f"model format version {self.format_version} is not supported by this animate-cli "
@@ -116,9 +122,11 @@ class ModelConfig:
             raise AnimateError(f"unknown model config key(s): {', '.join(unknown)}")
         data = dict(data)
         for name, value in data.items():
-            want = {"str": str, "int": int, "bool": bool, "tuple": tuple}[str(fields[name].type)]
+            want = {"str": str, "int": int, "bool": bool, "tuple": tuple, "float": float}[str(fields[name].type)]
             if want is tuple and type(value) is list:  # JSON has no tuples
                 value = data[name] = tuple(value)
+            if want is float and type(value) is int:  # JSON writes 1.0 as 1 in some tools
+                value = data[name] = float(value)
             if type(value) is not want:
                 raise AnimateError(f"model config key {name!r} must be {want.__name__}, got {value!r}")
         return cls(**data)

@@ -22,7 +22,7 @@ from .errors import AnimateError
 from .losses import LossWeights, d_hinge_loss, generator_losses, reconstruction_losses
 from .models.checkpoint import PersonModel  # one class for fine-tuned and loaded persons
 from .references import reference_slots, warp_references
-from .warp import warp_image
+from .warp import DEFAULT_REG, warp_image
 
 DEFAULT_STEPS = 40  # one step = one pass over all T shots, so ≈ the paper's "about 40 epochs"
 LR_G = 5e-5
@@ -34,7 +34,7 @@ SYNTHETIC_SHARE = 1.0  # share of shot references that are round trips of the sh
 
 
 def warped_references(shots_x: torch.Tensor, shot_landmarks: np.ndarray, n_refs: int = 1,
-                      selection=()) -> torch.Tensor:
+                      selection=(), reg: float = DEFAULT_REG) -> torch.Tensor:
     """Each shot's training input: the *other* shots nearest to it, warped into its pose, nearest first
     (so G learns to correct and blend real warps, as at inference): (T,3·n_refs,R,R). One shot: itself."""
     t = len(shots_x)
@@ -43,10 +43,11 @@ def warped_references(shots_x: torch.Tensor, shot_landmarks: np.ndarray, n_refs:
     lms = np.asarray(shot_landmarks, np.float32)
     with torch.no_grad():
         slots = reference_slots(lms, lms, n_refs, exclude=torch.arange(t), selection=selection)
-        return warp_references(shots_x, lms, lms, slots)
+        return warp_references(shots_x, lms, lms, slots, reg=reg)
 
 
-def round_trip_reference(shot: torch.Tensor, landmarks: np.ndarray, strength: float = 0.04) -> torch.Tensor:
+def round_trip_reference(shot: torch.Tensor, landmarks: np.ndarray, strength: float = 0.04,
+                         reg: float = DEFAULT_REG) -> torch.Tensor:
     """A single shot's stand-in for "another picture warped to this pose": the shot warped to randomly
     perturbed landmarks (head turn, scale, expression jitter) and back. It carries the blur, smear and
     stretch of a real warp, so fine-tuning on one picture still teaches G to correct warps instead of
@@ -62,8 +63,8 @@ def round_trip_reference(shot: torch.Tensor, landmarks: np.ndarray, strength: fl
     moved = moved + (torch.rand(len(lms), 1, 2, device=shot.device) * 2 - 1) * strength * size
     moved = moved + torch.randn_like(lms) * 0.25 * strength * size
     with torch.no_grad():
-        away = warp_image(shot, lms, moved)
-        return warp_image(away, moved, lms)
+        away = warp_image(shot, lms, moved, reg=reg)
+        return warp_image(away, moved, lms, reg=reg)
 
 
 def _set_grad(params, flag: bool):
@@ -133,7 +134,7 @@ def finetune(cfg: ModelConfig, E: nn.Module, G: nn.Module, D: Optional[nn.Module
         if warped is None:
             if shot_landmarks is None:
                 raise AnimateError("the warp generator needs the shots' landmarks to fine-tune")
-            warped = warped_references(x, shot_landmarks, cfg.n_refs, cfg.selection)
+            warped = warped_references(x, shot_landmarks, cfg.n_refs, cfg.selection, cfg.warp_reg)
         warped = warped.to(device).float()
     else:
         warped = None
@@ -169,7 +170,7 @@ def finetune(cfg: ModelConfig, E: nn.Module, G: nn.Module, D: Optional[nn.Module
     lms_t = None if lms is None else torch.as_tensor(lms, device=device).reshape(-1, 68, 2)
     for step in range(steps):
         if synthetic:  # a fresh synthetic warp of each chosen shot as its nearest reference
-            fake = round_trip_reference(x, lms)
+            fake = round_trip_reference(x, lms, reg=cfg.warp_reg)
             if len(x) == 1:
                 warped = fake.repeat(1, cfg.n_refs, 1, 1)
             else:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from .errors import AnimateError
-from .warp import warp_image
+from .warp import DEFAULT_REG, warp_image
 
 
 def _normalised(points: torch.Tensor) -> torch.Tensor:
@@ -114,10 +114,12 @@ def reference_slots(shot_landmarks, targets, n_refs: int = 1, random_share: floa
     return slots
 
 
-def warp_references(shots: torch.Tensor, shot_landmarks, targets, slots: torch.Tensor) -> torch.Tensor:
+def warp_references(shots: torch.Tensor, shot_landmarks, targets, slots: torch.Tensor,
+                    reg: float = DEFAULT_REG) -> torch.Tensor:
     """Warp the chosen shots into the target poses: (B, 3·n_refs, R, R), slot after slot.
 
-    shots (K,3,R,R) shared by all targets or (B,K,3,R,R) per row; landmarks alike, in pixels.
+    shots (K,3,R,R) shared by all targets or (B,K,3,R,R) per row; landmarks alike, in pixels. `reg`: the
+    spline's regularisation (warp.tps_grid).
     """
     lms = torch.as_tensor(shot_landmarks, device=shots.device).to(shots.dtype)
     dst = torch.as_tensor(targets, device=shots.device).to(shots.dtype).reshape(-1, 68, 2)
@@ -131,13 +133,15 @@ def warp_references(shots: torch.Tensor, shot_landmarks, targets, slots: torch.T
         else:
             ar = torch.arange(b, device=shots.device)
             src_img, src_lm = shots[ar, idx], lms[ar, idx]
-        out.append(warp_image(src_img, src_lm, dst))
+        out.append(warp_image(src_img, src_lm, dst, reg=reg))
     return torch.cat(out, dim=1)
 
 
-def references_for(shots: torch.Tensor, shot_landmarks, targets, n_refs: int = 1, **kwargs) -> torch.Tensor:
+def references_for(shots: torch.Tensor, shot_landmarks, targets, n_refs: int = 1, reg: float = DEFAULT_REG,
+                   **kwargs) -> torch.Tensor:
     """The n best shots (reference_slots: the nearest shape, or `selection=` learned weights) warped into each
-    target pose: (B, 3·n_refs, R, R); slot 0 without weights = what the `warp` model shows."""
+    target pose: (B, 3·n_refs, R, R); slot 0 without weights and at the default `reg` = what the `warp`
+    model shows."""
     with torch.no_grad():
         slots = reference_slots(shot_landmarks, targets, n_refs, **kwargs)
-        return warp_references(shots, shot_landmarks, targets, slots)
+        return warp_references(shots, shot_landmarks, targets, slots, reg=reg)

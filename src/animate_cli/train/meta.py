@@ -237,12 +237,14 @@ class Trainer:
         cfg, e, g, d = load_checkpoint(Path(folder), device="cpu", with_discriminator=True)
         # the same model, or one this run widens (more references, a skip path): anything else is refused
         widens = cfg.n_refs <= self.cfg.n_refs and cfg.skip_width <= self.cfg.skip_width
-        same = cfg.replace(n_refs=self.cfg.n_refs, skip_width=self.cfg.skip_width, selection=self.cfg.selection)
+        same = cfg.replace(n_refs=self.cfg.n_refs, skip_width=self.cfg.skip_width, selection=self.cfg.selection,
+                           warp_reg=self.cfg.warp_reg)
         if not widens or same != self.cfg:
             raise AnimateError(f"--init {folder} has a different model config ({cfg.preset}, {cfg.generator}, "
                                f"{cfg.resolution}px)")
-        # the learned shot selection is no network weight: the run keeps it, so its export still has it
-        self.cfg = self.cfg.replace(selection=cfg.selection)
+        # the learned shot selection and warp setting are no network weights: the run keeps them, so its
+        # export still has them
+        self.cfg = self.cfg.replace(selection=cfg.selection, warp_reg=cfg.warp_reg)
         E.load_state_dict(e.state_dict())
         G.load_state_dict_widened(g.state_dict())  # equal shapes: a plain load; new parts start at zero
         if d is not None:
@@ -370,7 +372,7 @@ class Trainer:
         with torch.no_grad():
             draw = torch.Generator().manual_seed((o.seed * 1_000_003 + self.step_no) * 1_009 + self.rank)
             return reference_warp(b["x_shots"], b["lm_shots"], b["lm_t"], o.random_reference, draw,
-                                  n_refs=self.cfg.n_refs)
+                                  n_refs=self.cfg.n_refs, reg=self.cfg.warp_reg)
 
     def _end_step(self, out: dict, ok: bool, b: dict, x_hat, warped) -> dict:
         """Count the step, run the NaN guard when the update was skipped, keep the batch for samples."""

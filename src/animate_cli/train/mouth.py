@@ -109,7 +109,7 @@ class MouthTrainer:
 
         with torch.no_grad():
             warped = reference_warp(b["x_shots"], b["lm_shots"], b["lm_t"], self.o.random_reference, draw,
-                                    n_refs=self.G.cfg.n_refs)
+                                    n_refs=self.G.cfg.n_refs, reg=self.G.cfg.warp_reg)
             bsz, k = b["x_shots"].shape[:2]
             e_hat = self.E(b["x_shots"].flatten(0, 1), b["y_shots"].flatten(0, 1)).view(bsz, k, -1).mean(1)
             image = self.G.trunk_output(b["y_t"], e_hat, warped=warped)

@@ -7,6 +7,8 @@ never colours, so what is learned from the few training people carries over to o
 a training cache, `n_shots` random frames are warped to `n_targets` others; a ridge regression of the
 SSIM on log1p(10·features), both centred per target (only the ranking among one target's shots
 matters), gives the weights, which `animate-fit-selection` writes into a weights folder's config.json.
+It also picks the spline regularisation of the model's warps (ModelConfig.warp_reg): landmarks are noisy,
+and a spline that follows each one exactly drags the picture along with the noise.
 """
 from __future__ import annotations
 
@@ -21,7 +23,11 @@ import numpy as np
 import torch
 
 from ..errors import AnimateError
+from ..warp import DEFAULT_REG
 from .preprocess import progress_bar
+
+
+WARP_REGS = (1e-3, 3e-3, 1e-2, 2e-2, 5e-2, 1e-1)  # the spline regularisations animate-fit-selection tries
 
 
 def usable_clips(cache_dir, n_shots: int, max_clips: int | None = None) -> list[dict]:
@@ -38,9 +44,9 @@ def usable_clips(cache_dir, n_shots: int, max_clips: int | None = None) -> list[
 
 
 def selection_data(cache_dir, n_shots: int = 8, n_targets: int = 4, seed: int = 0, max_clips: int | None = None,
-                   progress=None) -> tuple[np.ndarray, np.ndarray]:
-    """(features (P, n_shots, F), SSIM of each shot's warp (P, n_shots)), one row per target frame.
-    `progress(clip)` is called after each clip."""
+                   progress=None, reg: float = DEFAULT_REG) -> tuple[np.ndarray, np.ndarray]:
+    """(features (P, n_shots, F), SSIM of each shot's warp (P, n_shots), warped with spline regularisation
+    `reg`), one row per target frame. `progress(clip)` is called after each clip."""
     from ..animate import to_tensor, to_uint8
     from ..evaluate import ssim
     from ..references import selection_features
@@ -65,12 +71,46 @@ def selection_data(cache_dir, n_shots: int = 8, n_targets: int = 4, seed: int = 
         with torch.no_grad():
             for t in targets:
                 dst = torch.from_numpy(lms[t][None]).expand(n_shots, -1, -1)
-                warped = to_uint8(warp_image(x, torch.from_numpy(lms[shots]), dst))
+                warped = to_uint8(warp_image(x, torch.from_numpy(lms[shots]), dst, reg=reg))
                 scores.append(ssim(warped, np.repeat(images[t][None], n_shots, 0)))
                 feats.append(selection_features(lms[shots], lms[t][None])[0].numpy())
         if progress is not None:
             progress(entry["clip"])
     return np.stack(feats), np.stack(scores)
+
+
+def warp_reg_scores(cache_dir, regs, n_targets: int = 4, seed: int = 0, max_clips: int | None = None,
+                    progress=None) -> np.ndarray:
+    """SSIM of one random frame of each clip warped to `n_targets` others, at each spline regularisation in
+    `regs`: (pairs, len(regs)). Small values follow every landmark exactly, noise included; large ones bend
+    the picture less than the landmarks ask. `progress(clip)` is called after each clip."""
+    from ..animate import to_tensor, to_uint8
+    from ..evaluate import ssim
+    from ..warp import warp_image
+    from .preprocess import decode_frame, load_clip
+
+    root = Path(cache_dir)
+    entries = usable_clips(root, 1, max_clips)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for entry in entries:
+        try:
+            z = load_clip(root / entry["clip"])
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise AnimateError(f"cannot read {entry['clip']} in {root}: {e.__class__.__name__}") from None
+        lms = z["landmarks"].astype(np.float32)
+        shot = int(rng.integers(len(lms)))
+        targets = rng.choice(np.setdiff1d(np.arange(len(lms)), [shot]), min(n_targets, len(lms) - 1), replace=False)
+        x = to_tensor(decode_frame(z["jpeg"], z["offsets"], shot)[None], "cpu")
+        truth = np.stack([decode_frame(z["jpeg"], z["offsets"], int(t)) for t in targets])
+        src = torch.from_numpy(lms[shot][None]).expand(len(targets), -1, -1)
+        with torch.no_grad():
+            rows.append(np.stack([ssim(to_uint8(warp_image(x.expand(len(targets), -1, -1, -1), src,
+                                                           torch.from_numpy(lms[targets]), reg=r)), truth)
+                                  for r in regs], axis=1))
+        if progress is not None:
+            progress(entry["clip"])
+    return np.concatenate(rows)
 
 
 def fit_selection(features: np.ndarray, scores: np.ndarray, ridge: float = 1e-6) -> np.ndarray:
@@ -112,10 +152,14 @@ def _weights_config(weights_dir) -> tuple[Path, dict, "ModelConfig"]:
     return path, data, cfg
 
 
-def write_selection(weights_dir, weights: np.ndarray) -> Path:
-    """Put the weights into a weights folder's config.json (atomically); the networks stay as they are."""
+def write_selection(weights_dir, weights: np.ndarray, warp_reg: float | None = None) -> Path:
+    """Put the weights (and the spline regularisation, when given) into a weights folder's config.json
+    (atomically); the networks stay as they are."""
     path, data, cfg = _weights_config(weights_dir)
-    data["config"] = dataclasses.replace(cfg, selection=tuple(round(float(w), 6) for w in weights)).to_dict()
+    cfg = dataclasses.replace(cfg, selection=tuple(round(float(w), 6) for w in weights))
+    if warp_reg is not None:
+        cfg = dataclasses.replace(cfg, warp_reg=float(warp_reg))
+    data["config"] = cfg.to_dict()
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, path)
@@ -129,6 +173,8 @@ def main(argv=None) -> int:
     ap.add_argument("--shots", type=int, default=8)
     ap.add_argument("--targets", type=int, default=4, help="target frames per clip")
     ap.add_argument("--max-clips", type=int, default=None)
+    ap.add_argument("--warp-regs", type=float, nargs="+", default=list(WARP_REGS), metavar="REG",
+                    help="spline regularisations to try (warp.tps_grid); the best mean SSIM is kept")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-progress", action="store_true")
@@ -139,20 +185,27 @@ def main(argv=None) -> int:
         for flag, value in (("--targets", a.targets), ("--max-clips", a.max_clips), ("--threads", a.threads)):
             if value is not None and value < 1:
                 raise AnimateError(f"{flag} must be 1 or more (got {value})")
+        if not all(0 < r <= 1 for r in a.warp_regs):  # (NaN fails this too)
+            raise AnimateError("--warp-regs must be numbers in (0, 1]")
         if a.threads:
             torch.set_num_threads(a.threads)
         _weights_config(a.weights)  # refuse before the long part
         total = len(usable_clips(a.cache, a.shots, a.max_clips))
+        with progress_bar(not a.no_progress, total, "warp at each regularisation") as advance:
+            reg_scores = warp_reg_scores(a.cache, a.warp_regs, a.targets, a.seed, a.max_clips, advance)
+        reg = float(a.warp_regs[int(np.argmax(reg_scores.mean(axis=0)))])
         with progress_bar(not a.no_progress, total, "warp each shot to other frames") as advance:
-            feats, scores = selection_data(a.cache, a.shots, a.targets, a.seed, a.max_clips, advance)
+            feats, scores = selection_data(a.cache, a.shots, a.targets, a.seed, a.max_clips, advance, reg)
         w = fit_selection(feats, scores)
-        path = write_selection(a.weights, w)
+        path = write_selection(a.weights, w, reg)
     except AnimateError as e:
         print(f"error: {e}")
         return 1
     report = {"rows": len(scores), "ssim_nearest_shape": round(chosen_score(feats, scores), 4),
               "ssim_learned": round(chosen_score(feats, scores, w), 4),
-              "ssim_best_possible": round(float(np.max(scores, axis=1).mean()), 4), "config": str(path)}
+              "ssim_best_possible": round(float(np.max(scores, axis=1).mean()), 4), "warp_reg": reg,
+              "ssim_by_warp_reg": {f"{r:g}": round(float(v), 4) for r, v in zip(a.warp_regs, reg_scores.mean(axis=0))},
+              "config": str(path)}
     print(json.dumps(report))
     return 0
 
