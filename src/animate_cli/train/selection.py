@@ -43,6 +43,20 @@ def usable_clips(cache_dir, n_shots: int, max_clips: int | None = None) -> list[
     return entries
 
 
+def _clips(cache_dir, n_shots: int, max_clips: int | None):
+    """(index entry, the clip's arrays, its landmarks as float32) for each usable clip; an unreadable clip
+    is a one-line error."""
+    from .preprocess import load_clip
+
+    root = Path(cache_dir)
+    for entry in usable_clips(root, n_shots, max_clips):
+        try:
+            z = load_clip(root / entry["clip"])
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise AnimateError(f"cannot read {entry['clip']} in {root}: {e.__class__.__name__}") from None
+        yield entry, z, z["landmarks"].astype(np.float32)
+
+
 def selection_data(cache_dir, n_shots: int = 8, n_targets: int = 4, seed: int = 0, max_clips: int | None = None,
                    progress=None, reg: float = DEFAULT_REG) -> tuple[np.ndarray, np.ndarray]:
     """(features (P, n_shots, F), SSIM of each shot's warp (P, n_shots), warped with spline regularisation
@@ -51,18 +65,11 @@ def selection_data(cache_dir, n_shots: int = 8, n_targets: int = 4, seed: int = 
     from ..evaluate import ssim
     from ..references import selection_features
     from ..warp import warp_image
-    from .preprocess import decode_frame, load_clip
+    from .preprocess import decode_frame
 
-    root = Path(cache_dir)
-    entries = usable_clips(root, n_shots, max_clips)
     rng = np.random.default_rng(seed)
     feats, scores = [], []
-    for entry in entries:
-        try:
-            z = load_clip(root / entry["clip"])
-        except (OSError, ValueError, zipfile.BadZipFile) as e:
-            raise AnimateError(f"cannot read {entry['clip']} in {root}: {e.__class__.__name__}") from None
-        lms = z["landmarks"].astype(np.float32)
+    for entry, z, lms in _clips(cache_dir, n_shots, max_clips):
         shots = np.sort(rng.choice(len(lms), n_shots, replace=False))
         others = np.setdiff1d(np.arange(len(lms)), shots)
         targets = rng.choice(others, min(n_targets, len(others)), replace=False)
@@ -87,18 +94,11 @@ def warp_reg_scores(cache_dir, regs, n_targets: int = 4, seed: int = 0, max_clip
     from ..animate import to_tensor, to_uint8
     from ..evaluate import ssim
     from ..warp import warp_image
-    from .preprocess import decode_frame, load_clip
+    from .preprocess import decode_frame
 
-    root = Path(cache_dir)
-    entries = usable_clips(root, 1, max_clips)
     rng = np.random.default_rng(seed)
     rows = []
-    for entry in entries:
-        try:
-            z = load_clip(root / entry["clip"])
-        except (OSError, ValueError, zipfile.BadZipFile) as e:
-            raise AnimateError(f"cannot read {entry['clip']} in {root}: {e.__class__.__name__}") from None
-        lms = z["landmarks"].astype(np.float32)
+    for entry, z, lms in _clips(cache_dir, 1, max_clips):
         shot = int(rng.integers(len(lms)))
         targets = rng.choice(np.setdiff1d(np.arange(len(lms)), [shot]), min(n_targets, len(lms) - 1), replace=False)
         x = to_tensor(decode_frame(z["jpeg"], z["offsets"], shot)[None], "cpu")
