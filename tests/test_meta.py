@@ -176,11 +176,12 @@ def test_init_keeps_the_learned_shot_selection(cache, tmp_path):
     base.save()
     weights = export(tmp_path / "base", tmp_path / "w")
     chosen = tuple(float(i + 1) / 100 for i in range(len(SELECTION_FEATURES)))
-    write_selection(weights, chosen)
+    write_selection(weights, chosen, 0.02)
     tr = Trainer(opts(cache, tmp_path / "more", init=str(weights)))
-    assert tr.cfg.selection == chosen
+    assert tr.cfg.selection == chosen and tr.cfg.warp_reg == 0.02
     tr.save()
-    assert load_checkpoint(export(tmp_path / "more", tmp_path / "w2"))[0].selection == chosen
+    exported = load_checkpoint(export(tmp_path / "more", tmp_path / "w2"))[0]
+    assert exported.selection == chosen and exported.warp_reg == 0.02
     again = Trainer(opts(cache, tmp_path / "more", init=str(weights)))
     assert again.load() and again.cfg.selection == chosen  # resuming that run: the same config
 
