@@ -148,6 +148,25 @@ def test_round_trip_reference_is_a_degraded_copy_of_the_shot():
     assert 1e-3 < err < 0.3  # changed, but still the same picture
 
 
+def test_round_trip_reference_resamples_the_shot_once():
+    """The way there and back is one composed grid: the same motion as two warps, without the second blur
+    (which fine-tuning would learn to undo, and then sharpen real, once-resampled warps)."""
+    from animate_cli.finetune import _perturbed, round_trip_reference
+    from animate_cli.warp import warp_image
+
+    shot = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))  # all detail, no smooth areas
+    lms = np.random.default_rng(0).uniform(16, 48, (1, 68, 2)).astype(np.float32)
+    torch.manual_seed(5)
+    once = round_trip_reference(shot, lms, reg=0.05)
+    torch.manual_seed(5)
+    moved = _perturbed(torch.from_numpy(lms), 0.04)
+    twice = warp_image(warp_image(shot, lms, moved, reg=0.05), moved, lms, reg=0.05)
+    err_once, err_twice = (once - shot).abs().mean().item(), (twice - shot).abs().mean().item()
+    assert err_once > 1e-3  # still moved
+    assert err_once < 0.8 * err_twice
+    assert once.std().item() > 1.1 * twice.std().item()  # the noise's contrast survives better
+
+
 def test_frozen_trunk_trains_only_psi_and_the_mouth_and_synthetic_references_are_optional(monkeypatch):
     import animate_cli.finetune as ft_mod
 

@@ -22,7 +22,7 @@ from .errors import AnimateError
 from .losses import LossWeights, d_hinge_loss, generator_losses, reconstruction_losses
 from .models.checkpoint import PersonModel  # one class for fine-tuned and loaded persons
 from .references import reference_slots, warp_references
-from .warp import DEFAULT_REG, warp_image
+from .warp import DEFAULT_REG, tps_grid
 
 DEFAULT_STEPS = 40  # one step = one pass over all T shots, so ≈ the paper's "about 40 epochs"
 LR_G = 5e-5
@@ -49,22 +49,33 @@ def warped_references(shots_x: torch.Tensor, shot_landmarks: np.ndarray, n_refs:
 def round_trip_reference(shot: torch.Tensor, landmarks: np.ndarray, strength: float = 0.04,
                          reg: float = DEFAULT_REG) -> torch.Tensor:
     """A single shot's stand-in for "another picture warped to this pose": the shot warped to randomly
-    perturbed landmarks (head turn, scale, expression jitter) and back. It carries the blur, smear and
-    stretch of a real warp, so fine-tuning on one picture still teaches G to correct warps instead of
-    copying its input. Uses torch's global RNG: deterministic under torch.manual_seed."""
+    perturbed landmarks (head turn, scale, expression jitter) and back. It carries the smear and stretch
+    of a real warp, so fine-tuning on one picture still teaches G to correct warps instead of copying its
+    input. The two splines are composed into one sampling grid, so the picture is resampled once, as at
+    inference: two bilinear resamples blur it twice, and G, fine-tuned to undo that, over-sharpens the real
+    warps. Uses torch's global RNG: deterministic under torch.manual_seed."""
     lms = torch.as_tensor(np.asarray(landmarks, np.float32), device=shot.device).reshape(-1, 68, 2)
+    moved = _perturbed(lms, strength)
+    with torch.no_grad():
+        away = tps_grid(lms, moved, shot.shape[-2:], reg=reg)  # a pixel of the moved pose -> where in the shot
+        back = tps_grid(moved, lms, shot.shape[-2:], reg=reg)  # a pixel of the shot's pose -> where in the moved
+        grid = F.grid_sample(away.permute(0, 3, 1, 2), back, mode="bilinear", padding_mode="border",
+                             align_corners=False).permute(0, 2, 3, 1)
+        return F.grid_sample(shot, grid.to(shot.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _perturbed(lms: torch.Tensor, strength: float) -> torch.Tensor:
+    """(T,68,2) landmarks moved as by another picture of the person: a head turn of up to ~7 degrees
+    (at 0.04), a scale and a shift of up to `strength`, and per-point expression jitter."""
     centre = lms.mean(dim=1, keepdim=True)
     size = (lms.amax(dim=1) - lms.amin(dim=1)).amax(dim=-1).reshape(-1, 1, 1)
-    angle = (torch.rand(len(lms), device=shot.device) * 2 - 1) * 3 * strength  # ~7 degrees at 0.04
-    scale = 1 + (torch.rand(len(lms), 1, 1, device=shot.device) * 2 - 1) * strength
+    angle = (torch.rand(len(lms), device=lms.device) * 2 - 1) * 3 * strength
+    scale = 1 + (torch.rand(len(lms), 1, 1, device=lms.device) * 2 - 1) * strength
     cos, sin = torch.cos(angle), torch.sin(angle)
     rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
     moved = (lms - centre) @ rot.transpose(-1, -2) * scale + centre
-    moved = moved + (torch.rand(len(lms), 1, 2, device=shot.device) * 2 - 1) * strength * size
-    moved = moved + torch.randn_like(lms) * 0.25 * strength * size
-    with torch.no_grad():
-        away = warp_image(shot, lms, moved, reg=reg)
-        return warp_image(away, moved, lms, reg=reg)
+    moved = moved + (torch.rand(len(lms), 1, 2, device=lms.device) * 2 - 1) * strength * size
+    return moved + torch.randn_like(lms) * 0.25 * strength * size
 
 
 def _set_grad(params, flag: bool):
