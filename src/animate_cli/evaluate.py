@@ -274,7 +274,9 @@ class _Lazy:
 
 
 def _summary(s: _Scores, inception) -> dict:
-    out = {k: round(float(np.mean(v)), 4) for k, v in s.values.items()}
+    """Means over the frames, to 6 decimals: models that differ in the fourth (fine-tuned vs feed-forward) stay
+    comparable in the JSON; the table shows fewer."""
+    out = {k: round(float(np.mean(v)), 6) for k, v in s.values.items()}
     out["frames"] = len(next(iter(s.values.values()))) if s.values else 0
     if s.real and inception is not None:
         real, fake = np.concatenate(s.real), np.concatenate(s.fake)
