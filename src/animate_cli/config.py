@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 
 from .errors import AnimateError
+from .warp import DEFAULT_REG
 
 FORMAT_VERSION = 1
 GENERATORS = ("fsth", "warp")
@@ -50,8 +51,8 @@ class ModelConfig:
     # nearest normalised shape, as the `warp` model chooses
     selection: tuple = ()
     # thin-plate-spline regularisation of the model's warps (warp.py, normalised units): larger = smoother,
-    # less swayed by landmark noise; fitted with the selection. 1e-3 = the `warp` model's
-    warp_reg: float = 1e-3
+    # less swayed by landmark noise; fitted with the selection. The default is the `warp` model's
+    warp_reg: float = DEFAULT_REG
     drawing_version: int = field(default_factory=_drawing_version)
     format_version: int = FORMAT_VERSION
 

@@ -22,7 +22,7 @@ from .errors import AnimateError
 from .losses import LossWeights, d_hinge_loss, generator_losses, reconstruction_losses
 from .models.checkpoint import PersonModel  # one class for fine-tuned and loaded persons
 from .references import reference_slots, warp_references
-from .warp import DEFAULT_REG, tps_grid
+from .warp import DEFAULT_REG, resample, tps_grid
 
 DEFAULT_STEPS = 40  # one step = one pass over all T shots, so ≈ the paper's "about 40 epochs"
 LR_G = 5e-5
@@ -59,9 +59,7 @@ def round_trip_reference(shot: torch.Tensor, landmarks: np.ndarray, strength: fl
     with torch.no_grad():
         away = tps_grid(lms, moved, shot.shape[-2:], reg=reg)  # a pixel of the moved pose -> where in the shot
         back = tps_grid(moved, lms, shot.shape[-2:], reg=reg)  # a pixel of the shot's pose -> where in the moved
-        grid = F.grid_sample(away.permute(0, 3, 1, 2), back, mode="bilinear", padding_mode="border",
-                             align_corners=False).permute(0, 2, 3, 1)
-        return F.grid_sample(shot, grid.to(shot.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+        return resample(shot, resample(away.permute(0, 3, 1, 2), back).permute(0, 2, 3, 1))
 
 
 def _perturbed(lms: torch.Tensor, strength: float) -> torch.Tensor:

@@ -141,4 +141,10 @@ def warp_image(image: torch.Tensor, src, dst, anchors: bool = True, **kwargs) ->
             raise AnimateError(f"warp batch mismatch: {image.shape[0]} images, {grid.shape[0]} landmark sets")
         b = max(grid.shape[0], image.shape[0])
         image, grid = image.expand(b, -1, -1, -1), grid.expand(b, -1, -1, -1)
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return resample(image, grid)
+
+
+def resample(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """`image` (B,C,H,W) read at `grid` (B,H,W,2, as tps_grid gives): bilinear, border-padded. A grid is
+    itself an image of positions, so resample(grid_a as image, grid_b) composes two motions into one."""
+    return F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=False)
