@@ -139,3 +139,55 @@ def test_protocol_ranks_oracle_above_shuffled(tmp_path, monkeypatch):
     assert s["landmark_error"] > o["landmark_error"]
     cross = report["models"]["oracle"]["cross"]
     assert -1 <= cross["csim"] <= 1 and cross["frames"] == 6
+    # Per-frame values, labelled by clip, in the protocol's order: what --compare pairs up.
+    assert o["per_frame"]["clip"] == ["a.mp4"] * 3 + ["b.mp4"] * 3
+    assert np.mean(s["per_frame"]["ssim"]) == pytest.approx(s["ssim"], abs=1e-6)
+    # The oracle beats the shuffled animator on every frame; ranked the other way round, on none.
+    shuffled = {**report, "models": {"shuffled": report["models"]["shuffled"]}}
+    oracle = {**report, "models": {"oracle": report["models"]["oracle"]}}
+    rows = {(r["setting"], r["metric"]): r for r in ev.compare(shuffled, oracle)}
+    for metric in ("ssim", "lpips", "psnr"):
+        r = rows[("K=1", metric)]
+        assert (r["better"], r["worse"], r["clips_better"], r["clips"]) == (6, 0, 2, 2), metric
+        assert r["gain"] > 0 and r["p"] == pytest.approx(2 / 2 ** 6)
+    assert ("cross-id", "csim") in rows and ("cross-id", "ssim") not in rows
+    back = {(r["setting"], r["metric"]): r for r in ev.compare(oracle, shuffled)}
+    assert back[("K=1", "lpips")]["worse"] == 6 and back[("K=1", "lpips")]["gain"] < 0
+    # The same comparison from the command line, from the written files.
+    a, b = tmp_path / "shuffled.json", tmp_path / "oracle.json"
+    a.write_text(json.dumps(shuffled))
+    b.write_text(json.dumps(oracle))
+    assert ev.main(["--compare", str(a), str(b)]) == 0
+
+
+def test_sign_test_matches_the_binomial():
+    assert ev.sign_test(0, 0) == 1.0
+    assert ev.sign_test(5, 5) == 1.0
+    assert ev.sign_test(6, 0) == pytest.approx(2 / 64) == ev.sign_test(0, 6)
+    assert ev.sign_test(8, 2) == pytest.approx(2 * (1 + 10 + 45) / 1024)
+    assert ev.sign_test(150, 10) < 1e-20
+
+
+def _report(clips, ssim_values, per_frame=True):
+    setting = {"ssim": float(np.mean(ssim_values)), "frames": len(clips)}
+    if per_frame:
+        setting["per_frame"] = {"clip": clips, "ssim": ssim_values}
+    return {"models": {"m": {"self": {"K=1": setting}}}}
+
+
+def test_compare_refuses_reports_that_do_not_pair(tmp_path, capsys):
+    with pytest.raises(ev.AnimateError, match="different clips"):
+        ev.compare(_report(["a", "a"], [0.5, 0.6]), _report(["a", "b"], [0.5, 0.6]))
+    with pytest.raises(ev.AnimateError, match="per-frame"):
+        ev.compare(_report(["a"], [0.5], per_frame=False), _report(["a"], [0.6]))
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(_report(["a", "b"], [0.5, 0.6])))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    for argv in (["--compare", str(good), str(bad)], ["--compare", str(good), str(tmp_path / "missing.json")], []):
+        assert ev.main(argv) == 1
+        err = capsys.readouterr().out.strip()
+        assert err.startswith("error:") and "\n" not in err, err
+    # Equal frames tie: nothing better, nothing worse, p = 1.
+    (r,) = ev.compare(_report(["a", "b"], [0.5, 0.6]), _report(["a", "b"], [0.5, 0.6]))
+    assert (r["better"], r["worse"], r["ties"], r["p"]) == (0, 0, 2, 1.0)

@@ -5,6 +5,7 @@ targets, each driven by its own landmarks; metrics against the real frame: SSIM,
 (identity), landmark error (re-detected on the output vs the driving landmarks) and FID.
 Cross-identity: clip i's first frame driven by clip i+1 (relative motion transfer); metrics: CSIM to
 the portrait (does the person stay the same?) and landmark error to the transferred landmarks.
+`--compare A.json B.json` pairs two reports' frames (same clips, same targets) and counts where B is better.
 """
 from __future__ import annotations
 
@@ -231,14 +232,20 @@ def find_clips(folder: Path) -> list[Path]:
 
 @dataclass
 class _Scores:
-    """Per-frame values of one (model, setting); real/fake frames kept for FID."""
+    """Per-frame values of one (model, setting) and the clip of each frame; real/fake frames kept for FID."""
     values: dict = field(default_factory=dict)
+    clips: list = field(default_factory=list)
     real: list = field(default_factory=list)
     fake: list = field(default_factory=list)
 
-    def add(self, **kw):
+    def add(self, clip: str, **kw):
+        n = {len(self.values.setdefault(k, [])) for k in kw}
         for k, v in kw.items():
-            self.values.setdefault(k, []).extend(np.atleast_1d(np.asarray(v, np.float64)).tolist())
+            self.values[k].extend(np.atleast_1d(np.asarray(v, np.float64)).tolist())
+        added = {len(self.values[k]) for k in kw}
+        if len(n) != 1 or len(added) != 1:
+            raise ValueError("every metric needs one value per frame")
+        self.clips.extend([clip] * (added.pop() - n.pop()))
 
 
 def _redetect(detector, images: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -277,7 +284,9 @@ def _summary(s: _Scores, inception) -> dict:
     """Means over the frames, to 6 decimals: models that differ in the fourth (fine-tuned vs feed-forward) stay
     comparable in the JSON; the table shows fewer."""
     out = {k: round(float(np.mean(v)), 6) for k, v in s.values.items()}
-    out["frames"] = len(next(iter(s.values.values()))) if s.values else 0
+    out["frames"] = len(s.clips)
+    # Per-frame values (same clips and targets -> same order in every report): what `--compare` pairs up.
+    out["per_frame"] = {"clip": list(s.clips), **{k: [round(x, 6) for x in v] for k, v in s.values.items()}}
     if s.real and inception is not None:
         real, fake = np.concatenate(s.real), np.concatenate(s.fake)
         enough = min(len(real), len(fake)) >= FID_MIN_FRAMES
@@ -337,7 +346,7 @@ def evaluate(clips_dir, models: Sequence[str], shots: Sequence[int] = (1, 8), n_
                 got, found = _redetect(det, out, c.target_landmarks)
                 ids = np.array([ident.compare(o, g, t, tl) for o, g, t, tl in
                                 zip(out, got, c.targets, c.target_landmarks)])
-                s.add(ssim=ssim(out, c.targets), psnr=psnr(out, c.targets), lpips=lpips(out, c.targets, device),
+                s.add(c.name, ssim=ssim(out, c.targets), psnr=psnr(out, c.targets), lpips=lpips(out, c.targets, device),
                       csim=ids[:, 0], id_dist=ids[:, 1], landmark_error=landmark_error(got, c.target_landmarks),
                       face_detected=found)
                 s.real.append(c.targets)
@@ -354,7 +363,7 @@ def evaluate(clips_dir, models: Sequence[str], shots: Sequence[int] = (1, 8), n_
                 out = _render(prepared(model, c.shots[:1], c.shot_landmarks[:1]), wanted)
                 got, found = _redetect(det, out, wanted)
                 ids = np.array([ident.compare(o, g, c.shots[0], c.shot_landmarks[0]) for o, g in zip(out, got)])
-                s.add(csim=ids[:, 0], id_dist=ids[:, 1], landmark_error=landmark_error(got, wanted),
+                s.add(c.name, csim=ids[:, 0], id_dist=ids[:, 1], landmark_error=landmark_error(got, wanted),
                       face_detected=found)
             entry["cross"] = _summary(s, None)
             say(f"{model} cross-identity: {entry['cross']}")
@@ -371,6 +380,85 @@ def evaluate(clips_dir, models: Sequence[str], shots: Sequence[int] = (1, 8), n_
     if progress:
         print_table(report)
     return report
+
+
+# ----------------------------------------------------------------------------------------------
+# Paired comparison of two reports: is B better than A on the same frames, or only on average?
+
+HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "lpips": False, "csim": True, "id_dist": False,
+                    "landmark_error": False}
+
+
+def sign_test(better: int, worse: int) -> float:
+    """Two-sided exact sign test (ties dropped): how likely so lopsided a split is if B and A are alike."""
+    n = better + worse
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(better, worse) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def _shared_settings(a: dict, b: dict):
+    for setting in a["self"]:
+        if setting in b["self"]:
+            yield setting, a["self"][setting], b["self"][setting]
+    if "cross" in a and "cross" in b:
+        yield "cross-id", a["cross"], b["cross"]
+
+
+def compare(a: dict, b: dict) -> list[dict]:
+    """B against A frame by frame, for each pair of models and each setting both reports hold. Means differ
+    in the fifth decimal between close models; a frame-by-frame count says whether that is one clip or all.
+    Rows: model_a, model_b, setting, metric, a, b, gain (B's improvement, in the metric's better direction),
+    better/worse/ties (frames), clips_better/clips (per-clip mean gain > 0), p (sign test over frames)."""
+    rows = []
+    for model_a, entry_a in a["models"].items():
+        for model_b, entry_b in b["models"].items():
+            for setting, sa, sb in _shared_settings(entry_a, entry_b):
+                fa, fb = sa.get("per_frame"), sb.get("per_frame")
+                if not fa or not fb:
+                    raise AnimateError(f"{setting}: a report has no per-frame values (re-run animate-evaluate)")
+                if fa["clip"] != fb["clip"]:
+                    raise AnimateError(f"{setting}: the reports cover different clips or targets and cannot be paired")
+                clips = np.array(fa["clip"])
+                for metric, higher in HIGHER_IS_BETTER.items():
+                    if metric not in fa or metric not in fb:
+                        continue
+                    x, y = np.asarray(fa[metric], np.float64), np.asarray(fb[metric], np.float64)
+                    gain = y - x if higher else x - y
+                    per_clip = [gain[clips == c].mean() for c in dict.fromkeys(fa["clip"])]
+                    better, worse = int((gain > 0).sum()), int((gain < 0).sum())
+                    rows.append(dict(model_a=model_a, model_b=model_b, setting=setting, metric=metric,
+                                     a=float(x.mean()), b=float(y.mean()), gain=float(gain.mean()),
+                                     better=better, worse=worse, ties=len(gain) - better - worse,
+                                     clips_better=int(sum(g > 0 for g in per_clip)), clips=len(per_clip),
+                                     p=sign_test(better, worse)))
+    return rows
+
+
+def _read_report(path) -> dict:
+    try:
+        report = json.loads(Path(path).read_text())
+        report["models"]
+        return report
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise AnimateError(f"{path}: not an animate-evaluate report ({type(e).__name__}: {e})") from None
+
+
+def print_comparison(rows: list[dict], name_a: str, name_b: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"B = {name_b} against A = {name_a}, frame by frame (gain, +: B better)")
+    for c in ("model", "setting", "metric", "A", "B", "gain", "frames + / − / =", "clips +",
+              "sign test p"):
+        t.add_column(c, justify="left" if c in ("model", "setting", "metric") else "right", no_wrap=c == "model")
+    for r in rows:
+        same = r["model_a"] == r["model_b"]
+        t.add_row(r["model_a"] if same else f"{r['model_a']} → {r['model_b']}", r["setting"], r["metric"], f"{r['a']:.6f}", f"{r['b']:.6f}",
+                  f"{r['gain']:+.6f}", f"{r['better']} / {r['worse']} / {r['ties']}",
+                  f"{r['clips_better']} of {r['clips']}", f"{r['p']:.3g}")
+    Console(width=max(120, Console().width)).print(t)
 
 
 def _printer(enabled: bool):
@@ -404,7 +492,7 @@ def main(argv=None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m animate_cli.evaluate", description=__doc__.split("\n")[0])
-    ap.add_argument("clips", help="folder of video clips (searched recursively)")
+    ap.add_argument("clips", nargs="?", help="folder of video clips (searched recursively)")
     ap.add_argument("--model", action="append", default=None, help="warp | static | weights folder (repeatable)")
     ap.add_argument("--shots", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--targets", type=int, default=32)
@@ -415,8 +503,18 @@ def main(argv=None) -> int:
     ap.add_argument("--max-frames", type=int, default=None)
     ap.add_argument("--no-cross", action="store_true")
     ap.add_argument("--no-fid", action="store_true")
+    ap.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
+                    help="instead of evaluating: pair two reports' frames and say where B beats A")
     a = ap.parse_args(argv)
     try:
+        if a.compare:
+            rows = compare(*(_read_report(p) for p in a.compare))
+            if not rows:
+                raise AnimateError("the two reports share no setting (shots, cross-identity) to compare")
+            print_comparison(rows, *a.compare)
+            return 0
+        if a.clips is None:
+            raise AnimateError("give a folder of clips to evaluate (or --compare A.json B.json)")
         evaluate(a.clips, a.model or ["warp", "static"], a.shots, a.targets, a.finetune_steps, a.out, a.device,
                  cross=not a.no_cross, max_clips=a.max_clips, max_frames=a.max_frames, fid=not a.no_fid)
     except AnimateError as e:
