@@ -450,9 +450,9 @@ def print_comparison(rows: list[dict], name_a: str, name_b: str) -> None:
     from rich.table import Table
 
     t = Table(title=f"B = {name_b} against A = {name_a}, frame by frame (gain, +: B better)")
-    for c in ("model", "setting", "metric", "A", "B", "gain", "frames + / − / =", "clips +",
-              "sign test p"):
-        t.add_column(c, justify="left" if c in ("model", "setting", "metric") else "right", no_wrap=c == "model")
+    for c in ("model", "setting", "metric", "A", "B", "gain", "frames +/−/=", "clips +",
+              "p (sign)"):
+        t.add_column(c, justify="left" if c in ("model", "setting", "metric") else "right", no_wrap=True)
     for r in rows:
         same = r["model_a"] == r["model_b"]
         t.add_row(r["model_a"] if same else f"{r['model_a']} → {r['model_b']}", r["setting"], r["metric"], f"{r['a']:.6f}", f"{r['b']:.6f}",
