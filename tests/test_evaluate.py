@@ -107,7 +107,7 @@ class FakeAnimator:
         return np.stack(out)
 
 
-def test_protocol_ranks_oracle_above_shuffled(tmp_path, monkeypatch):
+def test_protocol_ranks_oracle_above_shuffled(tmp_path, monkeypatch, capsys):
     clips = tmp_path / "clips"
     clips.mkdir()
     shutil.copy(shared_file("fixtures/single_face.mp4"), clips / "a.mp4")
@@ -125,9 +125,10 @@ def test_protocol_ranks_oracle_above_shuffled(tmp_path, monkeypatch):
     monkeypatch.setattr(ev, "load_eval_clip", recording_load)
     monkeypatch.setattr(animate, "make_animator", lambda model, **k: FakeAnimator(model == "shuffled"))
     out = tmp_path / "eval.json"
-    report = ev.evaluate(clips, ["oracle", "shuffled"], shots=(1, 2), n_targets=3, out_json=out, max_frames=10,
-                         progress=False)
+    report = ev.evaluate(clips, ["oracle", "shuffled"], shots=(1, 2), n_targets=3, out_json=out, max_frames=10)
     assert json.loads(out.read_text()) == report
+    progress = capsys.readouterr().err
+    assert "oracle self-reenactment K=1" in progress and "per_frame" not in progress  # means only
     assert report["clips"] == ["a.mp4", "b.mp4"]
     o, s = report["models"]["oracle"]["self"]["K=1"], report["models"]["shuffled"]["self"]["K=1"]
     assert o["frames"] == 6 and o["fid"] is None  # too few frames for FID

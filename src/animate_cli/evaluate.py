@@ -294,6 +294,11 @@ def _summary(s: _Scores, inception) -> dict:
     return out
 
 
+def _means(summary: dict) -> dict:
+    """A setting's summary without its per-frame lists: for the progress lines."""
+    return {k: v for k, v in summary.items() if k != "per_frame"}
+
+
 def evaluate(clips_dir, models: Sequence[str], shots: Sequence[int] = (1, 8), n_targets: int = 32,
              finetune_steps: int | None = None, out_json=None, device: str = "cpu", cross: bool = True,
              max_clips: int | None = None, max_frames: int | None = None, detector: str = "dlib",
@@ -352,7 +357,7 @@ def evaluate(clips_dir, models: Sequence[str], shots: Sequence[int] = (1, 8), n_
                 s.real.append(c.targets)
                 s.fake.append(out)
             per[f"K={k}"] = _summary(s, inception)
-            say(f"{model} self-reenactment K={k}: {per[f'K={k}']}")
+            say(f"{model} self-reenactment K={k}: {_means(per[f'K={k}'])}")
         entry = {"self": per, "resolution": resolution, "skipped_clips": skipped}
         if cross and len(clips) >= 2:
             s = _Scores()
@@ -366,7 +371,7 @@ def evaluate(clips_dir, models: Sequence[str], shots: Sequence[int] = (1, 8), n_
                 s.add(c.name, csim=ids[:, 0], id_dist=ids[:, 1], landmark_error=landmark_error(got, wanted),
                       face_detected=found)
             entry["cross"] = _summary(s, None)
-            say(f"{model} cross-identity: {entry['cross']}")
+            say(f"{model} cross-identity: {_means(entry['cross'])}")
         results[model] = entry
 
     report = {"clips_dir": str(clips_dir), "clips": [p.name for p in paths], "shots": shots, "n_targets": n_targets,
