@@ -463,7 +463,7 @@ def print_comparison(rows: list[dict], name_a: str, name_b: str) -> None:
         t.add_row(r["model_a"] if same else f"{r['model_a']} → {r['model_b']}", r["setting"], r["metric"], f"{r['a']:.6f}", f"{r['b']:.6f}",
                   f"{r['gain']:+.6f}", f"{r['better']} / {r['worse']} / {r['ties']}",
                   f"{r['clips_better']} of {r['clips']}", f"{r['p']:.3g}")
-    Console(width=max(120, Console().width)).print(t)
+    Console(width=max(150, Console().width)).print(t)
 
 
 def _printer(enabled: bool):
