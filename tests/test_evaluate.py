@@ -185,7 +185,12 @@ def test_compare_refuses_reports_that_do_not_pair(tmp_path, capsys):
     good.write_text(json.dumps(_report(["a", "b"], [0.5, 0.6])))
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    for argv in (["--compare", str(good), str(bad)], ["--compare", str(good), str(tmp_path / "missing.json")], []):
+    not_a_report = tmp_path / "list.json"
+    not_a_report.write_text("[1, 2]")
+    ragged = tmp_path / "ragged.json"  # two ssim values for one labelled frame
+    ragged.write_text(json.dumps(_report(["a"], [0.5, 0.6])))
+    for argv in (["--compare", str(good), str(bad)], ["--compare", str(good), str(tmp_path / "missing.json")], [],
+                 ["--compare", str(good), str(not_a_report)], ["--compare", str(ragged), str(ragged)]):
         assert ev.main(argv) == 1
         err = capsys.readouterr().out.strip()
         assert err.startswith("error:") and "\n" not in err, err

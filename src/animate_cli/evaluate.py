@@ -239,13 +239,11 @@ class _Scores:
     fake: list = field(default_factory=list)
 
     def add(self, clip: str, **kw):
-        n = {len(self.values.setdefault(k, [])) for k in kw}
-        for k, v in kw.items():
-            self.values[k].extend(np.atleast_1d(np.asarray(v, np.float64)).tolist())
-        added = {len(self.values[k]) for k in kw}
-        if len(n) != 1 or len(added) != 1:
-            raise ValueError("every metric needs one value per frame")
-        self.clips.extend([clip] * (added.pop() - n.pop()))
+        per_frame = {k: np.atleast_1d(np.asarray(v, np.float64)).tolist() for k, v in kw.items()}
+        (n,) = {len(v) for v in per_frame.values()}  # every metric: one value per frame
+        for k, v in per_frame.items():
+            self.values.setdefault(k, []).extend(v)
+        self.clips.extend([clip] * n)
 
 
 def _redetect(detector, images: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -404,11 +402,21 @@ def sign_test(better: int, worse: int) -> float:
 
 
 def _shared_settings(a: dict, b: dict):
-    for setting in a["self"]:
-        if setting in b["self"]:
-            yield setting, a["self"][setting], b["self"][setting]
+    for setting, sa in a.get("self", {}).items():
+        if setting in b.get("self", {}):
+            yield setting, sa, b["self"][setting]
     if "cross" in a and "cross" in b:
         yield "cross-id", a["cross"], b["cross"]
+
+
+def _per_frame(setting: str, summary) -> dict:
+    """A setting's per-frame lists, checked: a clip label and a value of each metric for every frame."""
+    frames = summary.get("per_frame") if isinstance(summary, dict) else None
+    if not isinstance(frames, dict) or not isinstance(frames.get("clip"), list):
+        raise AnimateError(f"{setting}: a report has no per-frame values (re-run animate-evaluate)")
+    if any(not isinstance(v, list) or len(v) != len(frames["clip"]) for v in frames.values()):
+        raise AnimateError(f"{setting}: a report's per-frame values do not line up with its frames")
+    return frames
 
 
 def compare(a: dict, b: dict) -> list[dict]:
@@ -420,9 +428,7 @@ def compare(a: dict, b: dict) -> list[dict]:
     for model_a, entry_a in a["models"].items():
         for model_b, entry_b in b["models"].items():
             for setting, sa, sb in _shared_settings(entry_a, entry_b):
-                fa, fb = sa.get("per_frame"), sb.get("per_frame")
-                if not fa or not fb:
-                    raise AnimateError(f"{setting}: a report has no per-frame values (re-run animate-evaluate)")
+                fa, fb = _per_frame(setting, sa), _per_frame(setting, sb)
                 if fa["clip"] != fb["clip"]:
                     raise AnimateError(f"{setting}: the reports cover different clips or targets and cannot be paired")
                 clips = np.array(fa["clip"])
@@ -444,10 +450,12 @@ def compare(a: dict, b: dict) -> list[dict]:
 def _read_report(path) -> dict:
     try:
         report = json.loads(Path(path).read_text())
-        report["models"]
-        return report
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise AnimateError(f"{path}: not an animate-evaluate report ({type(e).__name__}: {e})") from None
+    except (OSError, ValueError) as e:
+        raise AnimateError(f"{path}: cannot read a report ({type(e).__name__}: {e})") from None
+    models = report.get("models") if isinstance(report, dict) else None
+    if not isinstance(models, dict) or not all(isinstance(e, dict) for e in models.values()):
+        raise AnimateError(f"{path}: not an animate-evaluate report (no \"models\")")
+    return report
 
 
 def print_comparison(rows: list[dict], name_a: str, name_b: str) -> None:
@@ -455,14 +463,13 @@ def print_comparison(rows: list[dict], name_a: str, name_b: str) -> None:
     from rich.table import Table
 
     t = Table(title=f"B = {name_b} against A = {name_a}, frame by frame (gain, +: B better)")
-    for c in ("model", "setting", "metric", "A", "B", "gain", "frames +/−/=", "clips +",
-              "p (sign)"):
+    for c in ("model", "setting", "metric", "A", "B", "gain", "frames +/−/=", "clips +", "p (sign)"):
         t.add_column(c, justify="left" if c in ("model", "setting", "metric") else "right", no_wrap=True)
     for r in rows:
-        same = r["model_a"] == r["model_b"]
-        t.add_row(r["model_a"] if same else f"{r['model_a']} → {r['model_b']}", r["setting"], r["metric"], f"{r['a']:.6f}", f"{r['b']:.6f}",
-                  f"{r['gain']:+.6f}", f"{r['better']} / {r['worse']} / {r['ties']}",
-                  f"{r['clips_better']} of {r['clips']}", f"{r['p']:.3g}")
+        model = r["model_a"] if r["model_a"] == r["model_b"] else f"{r['model_a']} → {r['model_b']}"
+        t.add_row(model, r["setting"], r["metric"], f"{r['a']:.6f}", f"{r['b']:.6f}", f"{r['gain']:+.6f}",
+                  f"{r['better']} / {r['worse']} / {r['ties']}", f"{r['clips_better']} of {r['clips']}",
+                  f"{r['p']:.3g}")
     Console(width=max(150, Console().width)).print(t)
 
 
