@@ -11,6 +11,15 @@ SHARED = ROOT.parent / "shared"
 EXAMPLES = ROOT / "examples"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Markers that skip: `needs_shared` without ../shared beside the checkout, `gpu` without CUDA."""
+    for item in items:
+        if "needs_shared" in item.keywords and not SHARED.is_dir():
+            item.add_marker(pytest.mark.skip(reason="../shared not available"))
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
+
+
 def shared_file(rel: str) -> Path:
     """A file from ../shared, or skip the test when the folder is not beside the checkout."""
     path = SHARED / rel
