@@ -67,16 +67,26 @@ def test_train_bad_usage_exits_2_and_bad_values_exit_1(cache, tmp_path, capsys):
     assert not run.exists()
 
 
-def test_export_from_the_command_and_as_the_module_torchrun_starts(cache, tmp_path, capsys):
-    Trainer(TrainOptions(cache=str(cache), run=str(tmp_path / "run"), preset="tiny", resolution=32, k_shots=2,
+@pytest.fixture(scope="module")
+def run_dir(cache, tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    Trainer(TrainOptions(cache=str(cache), run=str(run), preset="tiny", resolution=32, k_shots=2,
                          val_per_identity=0, progress=False)).save()
-    assert cli.train_main(["--run-dir", str(tmp_path / "run"), "--export", str(tmp_path / "w")]) == 0
+    return run
+
+
+def test_export_writes_the_weights_or_one_error_line(run_dir, tmp_path, capsys):
+    assert cli.train_main(["--run-dir", str(run_dir), "--export", str(tmp_path / "w")]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "w") and (tmp_path / "w" / "config.json").exists()
     assert cli.train_main(["--run-dir", str(tmp_path / "empty"), "--export", str(tmp_path / "w2")]) == 1
     assert "no checkpoint" in one_error_line(capsys) and not (tmp_path / "w2").exists()
+
+
+@pytest.mark.slow
+def test_the_module_torchrun_starts_runs_the_train_command(run_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    p = subprocess.run([sys.executable, "-m", "animate_cli.train.cli", "--run-dir", str(tmp_path / "run"),
-                        "--export", str(tmp_path / "w3")], env=env, capture_output=True, text=True, timeout=120)
+    p = subprocess.run([sys.executable, "-m", "animate_cli.train.cli", "--run-dir", str(run_dir),
+                        "--export", str(tmp_path / "w3")], env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "w3" / "config.json").exists()
 
