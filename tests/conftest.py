@@ -1,4 +1,5 @@
 """Shared test helpers: where ../shared lives, and skipping cleanly without it."""
+import os
 from pathlib import Path
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 torch.set_num_threads(2)
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = Path(os.environ.get("ANIMATE_SHARED", ROOT.parent / "shared"))  # (a worktree elsewhere: set it)
 EXAMPLES = ROOT / "examples"
 
 

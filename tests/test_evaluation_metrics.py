@@ -15,6 +15,7 @@ def frames():
     return np.stack([img[8 + 4 * i:72 + 4 * i, 20 + 3 * i:84 + 3 * i] for i in range(8)])
 
 
+@pytest.mark.slow
 def test_identical_frames_score_best(frames):
     shuffled = np.roll(frames, 3, axis=0)
     s_same, s_shuf = m.ssim(frames, frames), m.ssim(frames, shuffled)
@@ -52,6 +53,7 @@ def test_frechet_distance():
     assert m.frechet_distance(f, f + 2.0) == pytest.approx(8 * 4.0, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_inception_features(frames):
     feats = m.Inception().features(frames[:2])
     assert feats.shape == (2, 2048) and np.isfinite(feats).all()
