@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .animate import AnimateOptions, animate, resolve_device
-from .cli_common import PRESET_CHOICES, Generator, Preset, run_app, typer_app
+from .cli_common import Generator, Preset, run_app, typer_app
 from .config import preset as make_preset
 from .finetune import DEFAULT_STEPS, finetune
 from .models.discriminator import Discriminator
@@ -42,7 +42,7 @@ class PipelineBench:
 @dataclass(frozen=True)
 class ModelsBench:
     """`animate-bench models` settings and defaults."""
-    presets: tuple = PRESET_CHOICES
+    presets: tuple = ("small", "paper")
     generator: str = "warp"
     device: str = AnimateOptions.device
     repeat: int = 3  # timed runs per figure (median)
