@@ -103,8 +103,8 @@ def models(presets: List[str] = typer.Option(["small", "paper"], "--preset", hel
            json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the figures here.")):
     """Size, GFLOPs, generator frames/s (batch 1 and 8) and fine-tuning seconds per step, random weights."""
     from .animate import resolve_device
-    from .config import preset as make_preset
-    from .finetune import DEFAULT_STEPS, finetune
+    from .config import FinetuneConfig, preset as make_preset
+    from .finetune import finetune
     from .models.discriminator import Discriminator
     from .models.embedder import Embedder
     from .models.generator import build_generator
@@ -121,20 +121,22 @@ def models(presets: List[str] = typer.Option(["small", "paper"], "--preset", hel
         with torch.no_grad():
             for b in (1, 8):
                 y = torch.randn(b, 3, R, R, device=dev)
-                warped = torch.randn(b, 3 * cfg.n_refs, R, R, device=dev) if generator == "warp" else None
+                warped = torch.randn(b, 3, R, R, device=dev) if generator == "warp" else None
                 psi = G.project(torch.randn(1, cfg.embed_dim, device=dev))
                 sec = time_call(lambda: G(y, psi=psi, warped=warped), repeat)
                 row[f"generator_fps_batch{b}"] = b / sec
         for shots in (1, 8):
             x = torch.rand(shots, 3, R, R, device=dev) * 2 - 1
             y = torch.rand(shots, 3, R, R, device=dev) * 2 - 1
-            warped = x.repeat(1, cfg.n_refs, 1, 1) if generator == "warp" else None
-            sec = time_call(lambda: finetune(cfg, E, G, D, x, y, steps=finetune_steps, device=dev, warped=warped),
+            warped = x if generator == "warp" else None
+            timed = FinetuneConfig(steps=finetune_steps)
+            sec = time_call(lambda: finetune(cfg, E, G, D, x, y, None, timed, device=dev, warped=warped),
                             max(1, repeat - 1))
-            ff = time_call(lambda: finetune(cfg, E, G, D, x, y, steps=0, device=dev, warped=warped), 1)
+            ff = time_call(lambda: finetune(cfg, E, G, D, x, y, None, timed.replace(steps=0), device=dev,
+                                            warped=warped), 1)
             per_step = max(sec - ff, 0.0) / finetune_steps
             row[f"finetune_s_per_step_{shots}shot"] = per_step
-            row[f"finetune_default_s_{shots}shot"] = ff + per_step * DEFAULT_STEPS
+            row[f"finetune_default_s_{shots}shot"] = ff + per_step * FinetuneConfig().steps
         row["peak_rss_mb"] = peak_rss_mb()
         if dev.type == "cuda":
             row["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20

@@ -187,21 +187,15 @@ def nearest_shot(lm_shots: torch.Tensor, lm_t: torch.Tensor) -> torch.Tensor:
 
 def reference_warp(x_shots: torch.Tensor, lm_shots: torch.Tensor, lm_t: torch.Tensor,
                    random_share: float = 0.0, generator: torch.Generator | None = None,
-                   n_refs: int = 1, reg: float = DEFAULT_REG) -> torch.Tensor:
-    """The shots warped (thin-plate spline) into the target pose, nearest first: (B,3·n_refs,R,R), batched
-    on the batch's device, for the warp-guided generator (references.py), as at inference with many shots.
-    With probability `random_share` per episode slot 0 is a random shot instead, as with one shot (a
+                   reg: float = DEFAULT_REG) -> torch.Tensor:
+    """The nearest shot warped (thin-plate spline) into the target pose: (B,3,R,R), batched on the batch's
+    device, for the warp-guided generator (references.py), as at inference with many shots. With
+    probability `random_share` per episode a random shot is warped instead, as with one shot (a
     closed-mouth portrait driven to speak): nearest shots almost always share the target's mouth and eyes,
-    so without far references G never learns to paint an opening mouth. Half of those episodes also fill
-    the other slots with that one shot, as at inference with a single picture, so G learns both to borrow
-    from nearer shots and to do without them. Random draws come from `generator` (a CPU generator; the
-    trainer seeds one per step so that a resumed run draws the same), else torch's global RNG. `reg`: the
-    model's spline regularisation (ModelConfig.warp_reg)."""
-    from ..references import reference_slots, warp_references
+    so without far references G never learns to paint an opening mouth. Random draws come from
+    `generator` (a CPU generator; the trainer seeds one per step so that a resumed run draws the same),
+    else torch's global RNG. `reg`: the model's spline regularisation (ModelConfig.warp_reg)."""
+    from ..references import choose_shots, warp_references
 
-    slots = reference_slots(lm_shots, lm_t, n_refs, random_share=random_share, generator=generator)
-    if n_refs > 1 and random_share > 0:
-        alone = (torch.rand(len(slots), generator=generator) < 0.5).to(slots.device)
-        far = slots[:, :1] != nearest_shot(lm_shots, lm_t).unsqueeze(1)  # slot 0 was drawn at random
-        slots = torch.where((alone.unsqueeze(1) & far), slots[:, :1].expand_as(slots), slots)
-    return warp_references(x_shots, lm_shots, lm_t, slots, reg=reg)
+    chosen = choose_shots(lm_shots, lm_t, (), random_share=random_share, generator=generator)
+    return warp_references(x_shots, lm_shots, lm_t, chosen, reg=reg)

@@ -235,18 +235,16 @@ class Trainer:
         from ..models.checkpoint import load_checkpoint
 
         cfg, e, g, d = load_checkpoint(Path(folder), device="cpu", with_discriminator=True)
-        # the same model, or one this run widens (more references, a skip path): anything else is refused
-        widens = cfg.n_refs <= self.cfg.n_refs and cfg.skip_width <= self.cfg.skip_width
-        same = cfg.replace(n_refs=self.cfg.n_refs, skip_width=self.cfg.skip_width, selection=self.cfg.selection,
-                           warp_reg=self.cfg.warp_reg)
-        if not widens or same != self.cfg:
+        # the same model (up to the selection and warp setting, kept below): anything else is refused
+        same = cfg.replace(selection=self.cfg.selection, warp_reg=self.cfg.warp_reg)
+        if same != self.cfg:
             raise AnimateError(f"--init {folder} has a different model config ({cfg.preset}, {cfg.generator}, "
                                f"{cfg.resolution}px)")
         # the learned shot selection and warp setting are no network weights: the run keeps them, so its
         # export still has them
         self.cfg = self.cfg.replace(selection=cfg.selection, warp_reg=cfg.warp_reg)
         E.load_state_dict(e.state_dict())
-        G.load_state_dict_widened(g.state_dict())  # equal shapes: a plain load; new parts start at zero
+        G.load_state_dict(g.state_dict())
         if d is not None:
             state = d.state_dict()
             if state["W"].shape != D.W.shape:
@@ -322,7 +320,7 @@ class Trainer:
         with self._autocast():
             e = self.E(b["x_shots"].flatten(0, 1), b["y_shots"].flatten(0, 1)).view(B, K, -1)
             e_hat = e.mean(dim=1)
-            x_hat = self.G(b["y_t"], e_hat, warped=warped, landmarks=b["lm_t"])
+            x_hat = self.G(b["y_t"], e_hat, warped=warped)
             score, feats = D_raw(torch.cat([x_hat, b["x_t"]]), torch.cat([b["y_t"], b["y_t"]]),
                                  torch.cat([b["video"], b["video"]]))
             fake_feats = [f[:B] for f in feats]
@@ -372,7 +370,7 @@ class Trainer:
         with torch.no_grad():
             draw = torch.Generator().manual_seed((o.seed * 1_000_003 + self.step_no) * 1_009 + self.rank)
             return reference_warp(b["x_shots"], b["lm_shots"], b["lm_t"], o.random_reference, draw,
-                                  n_refs=self.cfg.n_refs, reg=self.cfg.warp_reg)
+                                  reg=self.cfg.warp_reg)
 
     def _end_step(self, out: dict, ok: bool, b: dict, x_hat, warped) -> dict:
         """Count the step, run the NaN guard when the update was skipped, keep the batch for samples."""
@@ -402,7 +400,7 @@ class Trainer:
         with self._autocast():
             with torch.no_grad():
                 e_hat = self.E(b["x_shots"].flatten(0, 1), b["y_shots"].flatten(0, 1)).view(B, K, -1).mean(dim=1)
-            x_hat = self.G(b["y_t"], e_hat, warped=warped, landmarks=b["lm_t"])
+            x_hat = self.G(b["y_t"], e_hat, warped=warped)
             parts = losses.reconstruction_losses(x_hat.float(), b["x_t"], content_size=o.perceptual_size,
                                                  landmarks=b["lm_t"], weights=losses.LossWeights(mouth=o.mouth_weight))
         self.opt_g.zero_grad(set_to_none=True)
