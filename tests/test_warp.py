@@ -134,7 +134,8 @@ def test_gradcheck_float64():
     img = torch.rand(1, 1, 10, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     src = torch.tensor([[[3.2, 3.1], [6.3, 3.4], [4.6, 6.2]]], dtype=torch.float64, requires_grad=True)
     dst = (src.detach() + torch.tensor([0.37, -0.21], dtype=torch.float64)).requires_grad_()
-    assert torch.autograd.gradcheck(lambda s, d: warp_image(img, s, d, step=1, reg=DEFAULT_REG), (src, dst), fast_mode=True)
+    assert torch.autograd.gradcheck(lambda s, d: warp_image(img, s, d, step=1, reg=DEFAULT_REG), (src, dst),
+                                    fast_mode=True)
 
 
 def test_batch_equals_singles():
