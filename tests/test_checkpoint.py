@@ -1,6 +1,7 @@
 """Checkpoint and person files: bit-exact round trips and one-line refusals of bad files."""
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,3 +217,62 @@ def test_person_file_refusals(tmp_path, saved):
     bad.write_bytes(pickle.dumps({"psi": [1, 2, 3]}))
     with pytest.raises(AnimateError, match="not a valid safetensors file"):
         load_person(bad)
+
+
+LEGACY_NEUTRAL = {"n_refs": 1, "skip_width": 0, "mouth_refiner": 0}  # what configs of removed experiments held
+
+
+def test_old_checkpoint_with_neutral_experiment_keys_loads(saved):
+    folder, (E, G, D, x) = saved
+    _edit_config(folder, lambda raw: raw["config"].update(LEGACY_NEUTRAL))
+    cfg, E2, G2, _ = load_checkpoint(folder)
+    assert cfg == TINY
+    for a, b in zip(_outputs(E, G, D, x)[:2], _outputs(E2, G2, D, x)[:2]):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("key,value,tag", [("mouth_refiner", 32, "exp/mouth-refiner"),
+                                           ("skip_width", 8, "exp/skip-path"),
+                                           ("n_refs", 3, "exp/multi-reference")])
+def test_checkpoint_of_a_removed_experiment_is_refused_naming_its_tag(saved, key, value, tag):
+    folder, _ = saved
+    _edit_config(folder, lambda raw: raw["config"].update({**LEGACY_NEUTRAL, key: value}))
+    with pytest.raises(AnimateError) as info:
+        load_checkpoint(folder)
+    msg = str(info.value)
+    assert "config.json" in msg and f"{key}={value}" in msg and tag in msg and "\n" not in msg
+
+
+def test_old_person_file_with_neutral_experiment_keys_loads(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    E, G, D, x = _nets(TINY)
+    with torch.no_grad():
+        e_hat = E(x, x).mean(0, keepdim=True)
+    person = PersonModel(TINY, G, G.project(e_hat), e_hat, shots=x, shots_y=x.flip(1), steps=0)
+    path = save_person(tmp_path / "p.safetensors", person)
+
+    def rewrite(changes):  # as an earlier animate-cli wrote it: the legacy keys in the config metadata
+        with safe_open(str(path), framework="pt") as f:
+            meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+        meta["config"] = json.dumps({**json.loads(meta["config"]), **changes})
+        save_file(tensors, str(path), metadata=meta)
+
+    rewrite(LEGACY_NEUTRAL)
+    back = load_person(path)
+    assert back.cfg == TINY
+    assert torch.equal(back.render(x, warped=x.flip(-1)), person.render(x, warped=x.flip(-1)))
+    rewrite({"mouth_refiner": 16})
+    with pytest.raises(AnimateError, match="p.safetensors: .*mouth refiner.*exp/mouth-refiner"):
+        load_person(path)
+
+
+def test_bundled_default_weights_load():
+    folder = Path(__file__).resolve().parents[1] / "weights" / "default"
+    if not (folder / "config.json").is_file():
+        pytest.skip("weights/default not in this checkout")
+    raw = json.loads((folder / "config.json").read_text())
+    assert {k: raw["config"][k] for k in LEGACY_NEUTRAL} == LEGACY_NEUTRAL  # written before the removal
+    cfg, E, G, _ = load_checkpoint(folder)
+    assert cfg.generator == "warp" and cfg.preset == "small" and cfg.warp_reg == 0.05 and len(cfg.selection) == 14

@@ -5,16 +5,27 @@ import numpy as np
 import pytest
 import torch
 
-from animate_cli.config import preset
+from animate_cli.config import FinetuneConfig, preset
 from animate_cli.errors import AnimateError
-from animate_cli.finetune import PersonModel, finetune, person_init, warped_references
-from animate_cli.references import reference_slots
+from animate_cli.finetune import PersonModel, finetune, person_init, round_trip_reference
+from animate_cli.references import choose_shots, warp_references
 from animate_cli.models.discriminator import Discriminator
 from animate_cli.models.embedder import Embedder
 from animate_cli.models.generator import build_generator
 from animate_cli.models.perceptual import content_loss, stlpips_weights_path
 
 pytestmark = pytest.mark.skipif(stlpips_weights_path() is None, reason="stlpips weights not installed")
+
+
+def steps(n: int) -> FinetuneConfig:
+    return FinetuneConfig(steps=n)
+
+
+def _other_shot_warped(cfg, x, lms):
+    """Each shot's nearest *other* shot warped into its pose (a real second view, as with several shots)."""
+    chosen = choose_shots(lms, lms, cfg.selection, exclude=torch.arange(len(lms)))
+    with torch.no_grad():
+        return warp_references(x, lms, lms, chosen, reg=cfg.warp_reg)
 
 
 def _nets(generator="warp"):
@@ -47,10 +58,10 @@ def test_feed_forward_starts_at_paper_initialisation():
         assert torch.allclose(e_hat, e_ref)
         assert torch.allclose(psi, G.project(e_ref))  # ψ' = P·ê_new
         assert torch.allclose(w, D.w0 + e_ref[0])  # w' = w0 + ê_new
-    person = finetune(cfg, E, G, D, x, y, lms, steps=0)
+    person = finetune(cfg, E, G, D, x, y, lms, steps(0))
     assert isinstance(person, PersonModel) and person.generator is not G
     assert torch.allclose(person.psi, psi) and not person.generator.training
-    warped = warped_references(x, lms)
+    warped = x.flip(-1)
     with torch.no_grad():
         assert torch.allclose(person.render(y, warped=warped), G(y, e_hat=e_ref, warped=warped), atol=1e-6)
     with pytest.raises(AnimateError):
@@ -60,9 +71,9 @@ def test_feed_forward_starts_at_paper_initialisation():
 def test_finetuning_fits_the_shots_better_than_feed_forward():
     cfg, E, G, D = _nets()
     x, y, lms = _shots(cfg, t=2)
-    ref = warped_references(x, lms)  # each shot's training input: the other shot warped to its pose
-    ff = finetune(cfg, E, G, D, x, y, lms, steps=0)
-    ft = finetune(cfg, E, G, D, x, y, lms, steps=8, synthetic_share=0.0)
+    ref = _other_shot_warped(cfg, x, lms)  # fixed training input: the other shot warped to each one's pose
+    ff = finetune(cfg, E, G, D, x, y, lms, steps(0))
+    ft = finetune(cfg, E, G, D, x, y, lms, steps(8), warped=ref)
     with torch.no_grad():
         out_ff, out_ft = ff.render(y, warped=ref), ft.render(y, warped=ref)
         assert torch.equal(out_ff, ref)  # untrained: the feed-forward output is the warped reference
@@ -79,45 +90,49 @@ def test_networks_untouched_and_seeded_runs_identical():
     runs = []
     for _ in range(2):
         torch.manual_seed(123)
-        runs.append(finetune(cfg, E, G, D, x, y, lms, steps=2, max_shift=2,
+        runs.append(finetune(cfg, E, G, D, x, y, lms, steps(2),
                              progress=lambda s, n, losses: calls.append((s, n, sorted(losses)))))
     for m, state in zip((E, G, D), before):
         for k, v in m.state_dict().items():
             assert torch.equal(v, state[k]), k
     assert calls[:2] == [(1, 2, ["adv", "cnt", "d", "fm", "mouth", "pix", "total"]), (2, 2, calls[0][2])]
     assert torch.equal(runs[0].psi, runs[1].psi)
-    warped = warped_references(x, lms)
+    warped = x.flip(-1)
     assert torch.equal(runs[0].render(y, warped), runs[1].render(y, warped))
     assert not torch.equal(runs[0].psi, person_init(E, G, D, x, y)[1])  # ψ' did train
 
 
-def test_each_shot_is_fitted_from_the_other_shots_nearest_first():
-    lms = np.zeros((3, 68, 2), np.float32)
-    base = np.random.default_rng(0).random((68, 2)).astype(np.float32) * 50
-    lms[0], lms[1], lms[2] = base, base * 2 + 5, base + np.float32(3.0) * np.random.default_rng(1).random((68, 2))
-    slots = reference_slots(lms, lms, 2, exclude=torch.arange(3))
-    assert slots[0, 0] == 1 and slots[1, 0] == 0  # shot 1 is shot 0 up to scale/shift: nearest
-    assert all(i not in slots[i].tolist() for i in range(3))  # never the shot itself
-    x = torch.rand(3, 3, 16, 16)
-    ref = warped_references(x, lms / 4, n_refs=2)
-    assert ref.shape == (3, 6, 16, 16)
-    one = torch.rand(1, 3, 16, 16)
-    assert torch.equal(warped_references(one, lms[:1], n_refs=2), one.repeat(1, 2, 1, 1))  # one shot: itself
+def test_every_step_fits_the_shots_from_fresh_round_trips_unless_references_are_fixed(monkeypatch):
+    import animate_cli.finetune as ft_mod
+
+    cfg, E, G, D = _nets()
+    cfg = cfg.replace(warp_reg=0.05)
+    x, y, lms = _shots(cfg, t=2)
+    calls = []
+    real = ft_mod.round_trip_reference
+    monkeypatch.setattr(ft_mod, "round_trip_reference", lambda *a, **k: calls.append(k) or real(*a, **k))
+    person = finetune(cfg, E, G, D, x, y, lms, FinetuneConfig(steps=3, jitter=0.02))
+    assert calls == [{"strength": 0.02, "reg": 0.05}] * 3  # two shots, yet each step warps them synthetically
+    assert any(not torch.equal(p, G.state_dict()[n]) for n, p in person.generator.named_parameters()
+               if not n.startswith("P."))  # the trunk trains, not only ψ'
+    calls.clear()
+    finetune(cfg, E, G, D, x, y, lms, steps(2), warped=_other_shot_warped(cfg, x, lms))
+    assert not calls
 
 
 def test_fsth_without_discriminator_and_bad_input():
     cfg, E, G, _ = _nets("fsth")
     x, y, _ = _shots(cfg, t=1)
-    person = finetune(cfg, E, G, None, x, y, steps=1)
-    assert set(person.losses[0]) == {"cnt", "pix", "total"}
+    person = finetune(cfg, E, G, None, x, y, None, steps(1))
+    assert set(person.losses[0]) == {"cnt", "pix", "total"}  # no landmarks: no mouth term
     assert person.render(y).shape == x.shape
     with pytest.raises(AnimateError, match="0 or more"):
-        finetune(cfg, E, G, None, x, y, steps=-1)
+        steps(-1)
     with pytest.raises(AnimateError, match="shots"):
-        finetune(cfg, E, G, None, x, y[:, :, :8], steps=0)
+        finetune(cfg, E, G, None, x, y[:, :, :8], None, steps(0))
     wcfg, E, G, D = _nets("warp")
     with pytest.raises(AnimateError, match="landmarks"):
-        finetune(wcfg, E, G, D, x, y, None, steps=1)
+        finetune(wcfg, E, G, D, x, y, None, steps(1))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -125,23 +140,21 @@ def test_cuda_mixed_precision():
     cfg, E, G, D = _nets()
     x, y, lms = _shots(cfg, t=2)
     E, G, D = E.cuda(), G.cuda(), D.cuda()
-    person = finetune(cfg, E, G, D, x, y, lms, steps=3, device="cuda")
+    person = finetune(cfg, E, G, D, x, y, lms, steps(3), device="cuda")
     assert all(np.isfinite(v) for v in person.losses[-1].values())
-    out = person.render(y.cuda(), warped_references(x.cuda(), lms))
+    out = person.render(y.cuda(), x.cuda().flip(-1))
     assert out.is_cuda and out.dtype == torch.float32 and torch.isfinite(out).all()
 
 
 def test_round_trip_reference_is_a_degraded_copy_of_the_shot():
-    from animate_cli.finetune import round_trip_reference
-
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
     shot = torch.stack([torch.sin(6 * xx), torch.cos(5 * yy), xx * yy])[None]
     lms = np.random.default_rng(0).uniform(16, 48, (1, 68, 2)).astype(np.float32)
     torch.manual_seed(3)
-    a = round_trip_reference(shot, lms)
+    a = round_trip_reference(shot, lms, strength=0.04, reg=1e-3)
     torch.manual_seed(3)
-    b = round_trip_reference(shot, lms)
-    c = round_trip_reference(shot, lms)
+    b = round_trip_reference(shot, lms, strength=0.04, reg=1e-3)
+    c = round_trip_reference(shot, lms, strength=0.04, reg=1e-3)
     assert torch.equal(a, b)  # deterministic under the seed
     assert not torch.equal(a, c)  # a fresh perturbation each call
     err = (a - shot).abs().mean().item()
@@ -151,13 +164,13 @@ def test_round_trip_reference_is_a_degraded_copy_of_the_shot():
 def test_round_trip_reference_resamples_the_shot_once():
     """The way there and back is one composed grid: the same motion as two warps, without the second blur
     (which fine-tuning would learn to undo, and then sharpen real, once-resampled warps)."""
-    from animate_cli.finetune import _perturbed, round_trip_reference
+    from animate_cli.finetune import _perturbed
     from animate_cli.warp import warp_image
 
     shot = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))  # all detail, no smooth areas
     lms = np.random.default_rng(0).uniform(16, 48, (1, 68, 2)).astype(np.float32)
     torch.manual_seed(5)
-    once = round_trip_reference(shot, lms, reg=0.05)
+    once = round_trip_reference(shot, lms, strength=0.04, reg=0.05)
     torch.manual_seed(5)
     moved = _perturbed(torch.from_numpy(lms), 0.04)
     twice = warp_image(warp_image(shot, lms, moved, reg=0.05), moved, lms, reg=0.05)
@@ -165,48 +178,3 @@ def test_round_trip_reference_resamples_the_shot_once():
     assert err_once > 1e-3  # still moved
     assert err_once < 0.8 * err_twice
     assert once.std().item() > 1.1 * twice.std().item()  # the noise's contrast survives better
-
-
-def test_frozen_trunk_trains_only_psi_and_the_mouth_and_synthetic_references_are_optional(monkeypatch):
-    import animate_cli.finetune as ft_mod
-
-    torch.manual_seed(0)
-    cfg = preset("tiny", generator="warp").replace(mouth_refiner=8)
-    E, G, D = Embedder(cfg), build_generator(cfg), Discriminator(cfg, n_videos=3)
-    with torch.no_grad():
-        G.head.weight.normal_(0, 0.01)  # as after meta-learning: a zero head would pass no gradient to ψ'
-    x, y, lms = _shots(cfg, t=2)
-    calls = []
-    real = ft_mod.round_trip_reference
-    monkeypatch.setattr(ft_mod, "round_trip_reference", lambda *a, **k: calls.append(1) or real(*a, **k))
-    person = finetune(cfg, E, G, D, x, y, lms, steps=3, train_trunk=False, synthetic_share=1.0)
-    assert len(calls) == 3  # two shots, yet every step warped them synthetically
-    moved = {n for n, p in person.generator.named_parameters() if not torch.equal(p, G.state_dict()[n])}
-    assert moved and all(n.startswith("mouth.") for n in moved)  # the trunk stayed as meta-learned
-    assert not torch.equal(person.psi, finetune(cfg, E, G, D, x, y, lms, steps=0).psi)
-    calls.clear()
-    full = finetune(cfg, E, G, D, x, y, lms, steps=2, synthetic_share=0.0)
-    assert not calls  # asked to, several shots warp each other instead
-    assert any(not torch.equal(p, G.state_dict()[n]) for n, p in full.generator.named_parameters()
-               if not n.startswith("mouth."))  # and by default the trunk trains too
-
-
-def test_synthetic_share_mixes_round_trips_into_the_first_slot_only(monkeypatch):
-    import animate_cli.finetune as ft_mod
-
-    torch.manual_seed(0)
-    cfg = preset("tiny", generator="warp").replace(n_refs=3)
-    E, G, D = Embedder(cfg), build_generator(cfg), Discriminator(cfg, n_videos=3)
-    x, y, lms = _shots(cfg, t=3)
-    marker = torch.full_like(x, 0.123)
-    monkeypatch.setattr(ft_mod, "round_trip_reference", lambda shot, landmarks, **kw: marker)
-    seen = []
-    real_shift = ft_mod._shift
-    monkeypatch.setattr(ft_mod, "_shift", lambda tensors, m: seen.append(tensors[2].clone()) or real_shift(tensors, m))
-    finetune(cfg, E, G, None, x, y, lms, steps=12, synthetic_share=0.5)
-    first = torch.stack([w[:, :3] for w in seen])  # (steps, shots, 3, R, R)
-    is_marker = (first == 0.123).flatten(2).all(-1)
-    assert 0.2 < is_marker.float().mean() < 0.8  # about half the shots each step
-    assert not any((w[:, 3:] == 0.123).all() for w in seen)  # the other slots always hold real shots
-    real = warped_references(x, lms, n_refs=3)
-    assert torch.equal(first[~is_marker], real[:, :3].expand(12, -1, -1, -1, -1)[~is_marker])

@@ -11,7 +11,7 @@ from animate_cli.models.checkpoint import load_checkpoint, save_checkpoint
 from animate_cli.models.discriminator import Discriminator
 from animate_cli.models.embedder import Embedder
 from animate_cli.models.generator import build_generator
-from animate_cli.references import (SELECTION_FEATURES, reference_slots, selection_cost, selection_features,
+from animate_cli.references import (SELECTION_FEATURES, choose_shots, selection_cost, selection_features,
                                     shape_distance)
 from animate_cli.train import cli, selection
 from animate_cli.warp import DEFAULT_REG
@@ -45,7 +45,7 @@ def test_without_weights_the_cost_is_the_nearest_shape():
     rng = np.random.default_rng(1)
     shots = np.stack([_face(seed=i) + rng.normal(size=(68, 2)).astype(np.float32) for i in range(5)])
     targets = np.stack([_face(seed=9), _face(seed=10)])
-    assert torch.equal(selection_cost(shots, targets), shape_distance(shots, targets))
+    assert torch.equal(selection_cost(shots, targets, ()), shape_distance(shots, targets))
     with pytest.raises(AnimateError, match="weights"):
         selection_cost(shots, targets, (1.0, 2.0))
 
@@ -58,10 +58,10 @@ def test_learned_weights_prefer_the_shot_framed_like_the_target():
     in_place = t.copy()
     in_place[60:68, 1] += 0.6
     shots = np.stack([elsewhere, in_place])
-    assert reference_slots(shots, t[None]).item() == 0
+    assert choose_shots(shots, t[None], ()).item() == 0
     weights = np.zeros(len(SELECTION_FEATURES))
     weights[F["offset"]] = -1.0  # the predicted quality falls as the shot sits further from the target
-    assert reference_slots(shots, t[None], selection=tuple(weights)).item() == 1
+    assert choose_shots(shots, t[None], tuple(weights)).item() == 1
 
 
 def test_fit_recovers_what_predicts_the_score_and_picks_better_shots():

@@ -2,7 +2,7 @@
 import numpy as np
 
 from animate_cli.animate import load_shots, spread_pose_frames
-from animate_cli.references import reference_slots
+from animate_cli.references import choose_shots
 from animate_cli.face.landmarks import image_landmarks, make_detector
 from animate_cli.video import read_image
 
@@ -36,7 +36,7 @@ def test_nearest_shot_ignores_position_and_scale():
     b = a.copy()
     b[48:68, 1] += 20  # open mouth
     target = b * 1.7 + 33  # same expression as b, elsewhere and bigger
-    assert reference_slots(np.stack([a, b]), target[None]).tolist() == [[1]]
+    assert choose_shots(np.stack([a, b]), target[None], ()).tolist() == [1]
 
 
 def test_load_shots_from_reference_video(tmp_path):

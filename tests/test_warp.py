@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from animate_cli.warp import border_anchors, tps_flow, tps_grid, warp_image
+from animate_cli.warp import DEFAULT_REG, border_anchors, tps_flow, tps_grid, warp_image
 from test_motion import face, open_mouth
 
 H = W = 128
@@ -37,14 +37,14 @@ def apply(m, pts):
 
 def test_identical_landmarks_return_the_image():
     img = smooth_image()
-    out = warp_image(img, landmarks(), landmarks())
+    out = warp_image(img, landmarks(), landmarks(), reg=DEFAULT_REG)
     assert (out - img).abs().max() < 1e-5
 
 
 def test_affine_motion_gives_exact_affine_grid_without_anchors():
     m = similarity_px()
     src = landmarks()
-    grid = tps_grid(src, apply(m, src), (H, W), anchors=False)
+    grid = tps_grid(src, apply(m, src), (H, W), anchors=False, reg=DEFAULT_REG)
     # Backward map: output x reads input at M⁻¹x; in normalised coords (square image) the
     # pixel<->normalised map is the same on both axes, so theta = N·M⁻¹·N⁻¹.
     minv = cv2.invertAffineTransform(m)
@@ -60,10 +60,10 @@ def test_affine_motion_matches_cv2_warp_affine():
     src = landmarks()
     ref = cv2.warpAffine(img[0].permute(1, 2, 0).numpy(), m, (W, H), flags=cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_REPLICATE)
-    out = warp_image(img, src, apply(m, src), anchors=False)[0].permute(1, 2, 0).numpy()
+    out = warp_image(img, src, apply(m, src), anchors=False, reg=DEFAULT_REG)[0].permute(1, 2, 0).numpy()
     assert np.abs(out - ref).max() < 1e-4
     # With the border pinned the face region still follows the affine motion closely.
-    out = warp_image(img, src, apply(m, src))[0].permute(1, 2, 0).numpy()
+    out = warp_image(img, src, apply(m, src), reg=DEFAULT_REG)[0].permute(1, 2, 0).numpy()
     face_box = np.abs(out - ref)[40:90, 40:90]
     assert face_box.mean() < 0.01 and face_box.max() < 0.08
     assert np.abs(out - ref).max() > 0.1  # ... while the border did not follow
@@ -76,18 +76,18 @@ def test_direction_output_at_dst_shows_input_at_src():
     img = torch.zeros(1, 1, H, W)
     x, y = src[0, 30].round().long().tolist()
     img[0, 0, y - 1:y + 2, x - 1:x + 2] = 1.0
-    out = warp_image(img, src, dst)[0, 0]
+    out = warp_image(img, src, dst, reg=DEFAULT_REG)[0, 0]
     ys, xs = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
     centre = torch.stack([(out * xs).sum(), (out * ys).sum()]) / out.sum()
     assert (centre - torch.tensor([x + 9.0, y + 5.0])).norm() < 0.3
-    flow = tps_flow(src, dst, (H, W), anchors=False)
+    flow = tps_flow(src, dst, (H, W), anchors=False, reg=DEFAULT_REG)
     assert torch.allclose(flow, torch.tensor([-9.0, -5.0]).expand_as(flow), atol=1e-3)
 
 
 def test_border_stays_put():
     src = torch.tensor(face(64, 64, 0.5))[None]  # face well inside the frame
     dst = apply(similarity_px(5, 1.05, (6, -4)), torch.tensor(open_mouth(src[0].numpy(), 6))[None])
-    flow = tps_flow(src, dst, (H, W)).norm(dim=-1)[0]
+    flow = tps_flow(src, dst, (H, W), reg=DEFAULT_REG).norm(dim=-1)[0]
     edges = torch.cat([flow[0], flow[-1], flow[:, 0], flow[:, -1]])
     assert edges.max() < 0.5
     assert flow[60:70, 60:70].max() > 4  # the face itself did move
@@ -100,7 +100,7 @@ def test_landmarks_land_on_targets_even_with_closed_lips():
     src = torch.tensor(open_mouth(face(64, 64, 0.7), 4))[None]
     dst = apply(similarity_px(4, 1.0, (2, 1)), torch.tensor(face(64, 64, 0.7))[None])
     dst[0, [61, 62, 63]] = dst[0, [67, 66, 65]]  # coincident points must not break the solve
-    flow = tps_flow(src, dst, (H, W), step=1)
+    flow = tps_flow(src, dst, (H, W), step=1, reg=DEFAULT_REG)
     assert torch.isfinite(flow).all()
     at = F.grid_sample(flow.permute(0, 3, 1, 2), ((dst + 0.5) / (W / 2) - 1)[:, None],
                        align_corners=False)[0, :, 0].T
@@ -113,10 +113,10 @@ def test_landmarks_land_on_targets_even_with_closed_lips():
 def test_coarse_grid_is_close_to_full_resolution():
     src = landmarks()
     dst = torch.tensor(open_mouth(src[0].numpy(), 5))[None] + torch.tensor([3.0, -2.0])
-    fine = tps_grid(src, dst, (H, W), step=1)
-    err = (fine - tps_grid(src, dst, (H, W))).abs() * W / 2  # px
+    fine = tps_grid(src, dst, (H, W), step=1, reg=DEFAULT_REG)
+    err = (fine - tps_grid(src, dst, (H, W), reg=DEFAULT_REG)).abs() * W / 2  # px
     assert err.max() < 1.5 and err.flatten().quantile(0.99) < 0.3  # only right at steep lips
-    assert ((fine - tps_grid(src, dst, (H, W), step=2)).abs() * W / 2).max() < 0.6
+    assert ((fine - tps_grid(src, dst, (H, W), step=2, reg=DEFAULT_REG)).abs() * W / 2).max() < 0.6
 
 
 def test_gradients_reach_image_and_landmarks():
@@ -124,7 +124,7 @@ def test_gradients_reach_image_and_landmarks():
     src = landmarks().requires_grad_()
     dst = (landmarks() + torch.tensor([2.0, 1.0])).requires_grad_()
     weight = smooth_image(seed=1)
-    (warp_image(img, src, dst) * weight).sum().backward()
+    (warp_image(img, src, dst, reg=DEFAULT_REG) * weight).sum().backward()
     for t in (img, src, dst):
         assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0
 
@@ -134,15 +134,16 @@ def test_gradcheck_float64():
     img = torch.rand(1, 1, 10, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     src = torch.tensor([[[3.2, 3.1], [6.3, 3.4], [4.6, 6.2]]], dtype=torch.float64, requires_grad=True)
     dst = (src.detach() + torch.tensor([0.37, -0.21], dtype=torch.float64)).requires_grad_()
-    assert torch.autograd.gradcheck(lambda s, d: warp_image(img, s, d, step=1), (src, dst), fast_mode=True)
+    assert torch.autograd.gradcheck(lambda s, d: warp_image(img, s, d, step=1, reg=DEFAULT_REG), (src, dst),
+                                    fast_mode=True)
 
 
 def test_batch_equals_singles():
     img = smooth_image(3)
     src = landmarks(3)
     dst = src + torch.randn(3, 68, 2, generator=torch.Generator().manual_seed(0))
-    both = warp_image(img, src, dst)
-    singles = torch.cat([warp_image(img[i:i + 1], src[i:i + 1], dst[i:i + 1]) for i in range(3)])
+    both = warp_image(img, src, dst, reg=DEFAULT_REG)
+    singles = torch.cat([warp_image(img[i:i + 1], src[i:i + 1], dst[i:i + 1], reg=DEFAULT_REG) for i in range(3)])
     assert torch.allclose(both, singles, atol=1e-5)
     assert not torch.allclose(both[0], both[1], atol=1e-3)
 
@@ -151,21 +152,21 @@ def test_float64_and_non_contiguous_inputs():
     src = landmarks()
     dst = src + torch.tensor([4.0, -3.0])
     img = smooth_image()
-    ref = warp_image(img, src, dst)
-    out64 = warp_image(img.double(), src.double(), dst.double())
+    ref = warp_image(img, src, dst, reg=DEFAULT_REG)
+    out64 = warp_image(img.double(), src.double(), dst.double(), reg=DEFAULT_REG)
     assert out64.dtype == torch.float64 and (out64 - ref.double()).abs().max() < 1e-4
     nc_img = img.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2)  # same values, odd strides
     nc_src = src.transpose(1, 2).contiguous().transpose(1, 2)
     assert not nc_img.is_contiguous() and not nc_src.is_contiguous()
-    assert torch.allclose(warp_image(nc_img, nc_src, dst), ref, atol=1e-6)
-    assert torch.allclose(warp_image(img, src.numpy(), dst.numpy()), ref, atol=1e-6)
+    assert torch.allclose(warp_image(nc_img, nc_src, dst, reg=DEFAULT_REG), ref, atol=1e-6)
+    assert torch.allclose(warp_image(img, src.numpy(), dst.numpy(), reg=DEFAULT_REG), ref, atol=1e-6)
 
 
 def test_one_image_many_landmark_sets_and_rectangular_frames():
     img = smooth_image(1, 3, 96, 160)
     src = torch.tensor(face(80, 48, 0.3))[None]
     dst = torch.stack([src[0], src[0] + torch.tensor([5.0, 0.0])])
-    out = warp_image(img, src, dst)
+    out = warp_image(img, src, dst, reg=DEFAULT_REG)
     assert out.shape == (2, 3, 96, 160)
     assert (out[0] - img[0]).abs().max() < 1e-5
 
@@ -175,7 +176,7 @@ def test_cuda_matches_cpu():
     img = smooth_image(2)
     src = landmarks(2)
     dst = src + torch.randn(2, 68, 2, generator=torch.Generator().manual_seed(1))
-    ref = warp_image(img, src, dst)
-    out = warp_image(img.cuda(), src.cuda(), dst.cuda())
+    ref = warp_image(img, src, dst, reg=DEFAULT_REG)
+    out = warp_image(img.cuda(), src.cuda(), dst.cuda(), reg=DEFAULT_REG)
     assert out.device.type == "cuda"
     assert (out.cpu() - ref).abs().max() < 1e-3

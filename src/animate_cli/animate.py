@@ -81,7 +81,6 @@ class Animator:
     """Base: holds the shots (reference crops + their landmarks) and warps them to targets."""
 
     name = "base"
-    n_refs = 1  # warped references per frame (references.py); the warp model shows the nearest only
     selection: tuple = ()  # learned shot-selection weights (references.selection_cost); () = nearest shape
     warp_reg: float = DEFAULT_REG  # the spline's regularisation (warp.tps_grid); a model may set its own
 
@@ -99,9 +98,9 @@ class Animator:
 
     def warped_references(self, targets: np.ndarray) -> torch.Tensor:
         """The chosen shots (nearest, or by the model's learned selection), moved by the analytic warp into each
-        target pose: (B,3·n_refs,R,R) in [-1,1]."""
+        target pose: (B,3,R,R) in [-1,1]."""
         assert self.shots is not None and self.shot_landmarks is not None, "prepare() first"
-        return references_for(self.shots, self.shot_landmarks, np.asarray(targets, np.float32), self.n_refs,
+        return references_for(self.shots, self.shot_landmarks, np.asarray(targets, np.float32),
                               selection=self.selection, reg=self.warp_reg)
 
     def render(self, target_landmarks: np.ndarray) -> np.ndarray:
@@ -152,7 +151,6 @@ class NeuralAnimator(Animator):
         super().__init__(self.cfg.resolution, self.device)
         self.half = half and self.device.type == "cuda"
         self.name = f"neural ({self.cfg.generator}, {self.cfg.preset})"
-        self.n_refs = self.cfg.n_refs
         self.selection = self.cfg.selection
         self.warp_reg = self.cfg.warp_reg
         if self.person_model is not None:
@@ -163,13 +161,16 @@ class NeuralAnimator(Animator):
         if self.loaded_person:
             return  # a saved person already carries its shots and fine-tuned weights
         from .face.draw import landmark_tensor
+        from .config import FinetuneConfig
         from .finetune import finetune
 
         super().prepare(shots, shot_landmarks)
         torch.manual_seed(self.seed)
         y = landmark_tensor(self.shot_landmarks, self.resolution).to(self.device)
         self.person_model = finetune(self.cfg, self.embedder, self.generator, self.discriminator,
-                                     self.shots, y, self.shot_landmarks, steps=self.finetune_steps,
+                                     self.shots, y, self.shot_landmarks,
+                                     FinetuneConfig() if self.finetune_steps is None
+                                     else FinetuneConfig(steps=self.finetune_steps),
                                      device=self.device, progress=self.progress)
 
     @torch.no_grad()
@@ -181,7 +182,7 @@ class NeuralAnimator(Animator):
         warped = self.warped_references(target_landmarks) if self.cfg.generator == "warp" else None
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.half else nullcontext()
         with autocast:
-            out = self.person_model.render(y, warped=warped, landmarks=np.asarray(target_landmarks, np.float32))
+            out = self.person_model.render(y, warped=warped)
         return to_uint8(out)
 
     def save_person(self, path: Path) -> None:
@@ -403,9 +404,9 @@ def animate(portrait_path: Path, driver_path: Path, output: Path, opts: AnimateO
     t = watch.add("portrait", t)
     progress.note(f"model: {animator.name}, {len(shots)} shot(s)")
     if isinstance(animator, NeuralAnimator) and opts.person is None:
-        from .finetune import DEFAULT_STEPS
+        from .config import FinetuneConfig
 
-        steps = DEFAULT_STEPS if opts.finetune_steps is None else opts.finetune_steps
+        steps = FinetuneConfig().steps if opts.finetune_steps is None else opts.finetune_steps
         if steps:
             progress.start("fine-tuning", steps)
     animator.prepare([s.crop for s in shots], [s.landmarks for s in shots])

@@ -21,8 +21,8 @@ from rich.table import Table
 
 from .animate import AnimateOptions, animate, resolve_device
 from .cli_common import Generator, Preset, run_app, typer_app
-from .config import preset as make_preset
-from .finetune import DEFAULT_STEPS, finetune
+from .config import FinetuneConfig, preset as make_preset
+from .finetune import finetune
 from .models.discriminator import Discriminator
 from .models.embedder import Embedder
 from .models.generator import build_generator
@@ -149,12 +149,14 @@ def models(presets: List[Preset] = typer.Option(list(MB.presets), "--preset", he
             x = torch.rand(shots, 3, R, R, device=dev) * 2 - 1
             y = torch.rand(shots, 3, R, R, device=dev) * 2 - 1
             warped = x if generator == "warp" else None
-            sec = time_call(lambda: finetune(cfg, E, G, D, x, y, steps=finetune_steps, device=dev, warped=warped),
+            timed = FinetuneConfig(steps=finetune_steps)
+            sec = time_call(lambda: finetune(cfg, E, G, D, x, y, None, timed, device=dev, warped=warped),
                             max(1, repeat - 1))
-            ff = time_call(lambda: finetune(cfg, E, G, D, x, y, steps=0, device=dev, warped=warped), 1)
+            ff = time_call(lambda: finetune(cfg, E, G, D, x, y, None, timed.replace(steps=0), device=dev,
+                                            warped=warped), 1)
             per_step = max(sec - ff, 0.0) / finetune_steps
             row[f"finetune_s_per_step_{shots}shot"] = per_step
-            row[f"finetune_default_s_{shots}shot"] = ff + per_step * DEFAULT_STEPS
+            row[f"finetune_default_s_{shots}shot"] = ff + per_step * FinetuneConfig().steps
         row["peak_rss_mb"] = peak_rss_mb()
         if dev.type == "cuda":
             row["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20

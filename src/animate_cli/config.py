@@ -1,4 +1,5 @@
-"""Typed model configurations shared by the CLI, training and checkpoints.
+"""Typed configurations shared by the CLI, training and checkpoints: the model (ModelConfig) and
+fine-tuning on a new person (FinetuneConfig).
 
 A checkpoint stores the full ModelConfig, so the networks can be rebuilt exactly; presets are only
 named starting points.
@@ -7,23 +8,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import AnimateError
+from .face.draw import DRAWING_VERSION
 from .warp import DEFAULT_REG
 
 FORMAT_VERSION = 1
 GENERATORS = ("fsth", "warp")
 N_SELECTION_FEATURES = 14  # len(references.SELECTION_FEATURES)
 
-
-def _drawing_version() -> int:
-    """The landmark-drawing version the networks were trained with (a checkpoint depends on it)."""
-    try:
-        from .face.draw import DRAWING_VERSION
-    except ImportError:  # draw.py not there yet: version 1 is the first and only drawing
-        return 1
-    return int(DRAWING_VERSION)
+# Experiments measured worse than the default model and removed (README, "Training your own weights"):
+# key in old configs -> (its neutral value, what it was, the git tag that keeps the code). An old config
+# that holds the neutral value loads as if the key were absent; any other value is refused.
+REMOVED_EXPERIMENTS = {
+    "n_refs": (1, "several blended references", "exp/multi-reference"),
+    "skip_width": (0, "the warp generator's skip path", "exp/skip-path"),
+    "mouth_refiner": (0, "the mouth refiner", "exp/mouth-refiner"),
+}
 
 
 @dataclass(frozen=True)
@@ -44,16 +46,13 @@ class ModelConfig:
     attn_embed_res: int = 32  # self-attention resolution in E and D
     attn_down_res: int = 32  # in G's down path
     attn_up_res: int = 64  # in G's up path
-    n_refs: int = 1  # warped references the warp generator blends (references.py); 1 = the nearest only
-    skip_width: int = 0  # channels of the warp generator's stem-resolution skip path to its head; 0 = none
-    mouth_refiner: int = 0  # width of the warp generator's mouth refiner (models/mouth.py); 0 = none
     # learned shot-selection weights (references.selection_cost; fitted by train/selection.py); () = the
     # nearest normalised shape, as the `warp` model chooses
     selection: tuple = ()
     # thin-plate-spline regularisation of the model's warps (warp.py, normalised units): larger = smoother,
     # less swayed by landmark noise; fitted with the selection. The default is the `warp` model's
     warp_reg: float = DEFAULT_REG
-    drawing_version: int = field(default_factory=_drawing_version)
+    drawing_version: int = DRAWING_VERSION  # the landmark drawing the networks were trained on
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -68,12 +67,6 @@ class ModelConfig:
             raise AnimateError(f"g_down={self.g_down} does not fit resolution {r}")
         if self.g_res_blocks < 0:
             raise AnimateError("g_res_blocks must be >= 0")
-        if self.mouth_refiner < 0 or (self.mouth_refiner and self.generator != "warp"):
-            raise AnimateError("mouth_refiner must be >= 0, and only the warp generator has one")
-        if self.skip_width < 0 or (self.skip_width and self.generator != "warp"):
-            raise AnimateError("skip_width must be >= 0, and only the warp generator has a skip path")
-        if self.n_refs < 1 or (self.n_refs > 1 and self.generator != "warp"):
-            raise AnimateError("n_refs must be >= 1, and only the warp generator blends several references")
         if not isinstance(self.selection, tuple) or not all(
                 isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in self.selection):
             raise AnimateError("selection must be a tuple of finite numbers")
@@ -114,14 +107,21 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
-        """Rebuild from to_dict() output; unknown keys or wrong types are errors, missing keys take defaults."""
+        """Rebuild from to_dict() output; unknown keys or wrong types are errors, missing keys take defaults.
+        Keys of removed experiments (REMOVED_EXPERIMENTS) are dropped when they hold their neutral value."""
         if not isinstance(data, dict):
             raise AnimateError("model config must be a JSON object")
+        data = dict(data)
+        for key, (neutral, what, tag) in REMOVED_EXPERIMENTS.items():
+            if key in data:
+                value = data.pop(key)
+                if type(value) is not int or value != neutral:
+                    raise AnimateError(f"this model uses {what} ({key}={value!r}), an experiment removed from "
+                                       f"animate-cli; it lives on at git tag {tag}")
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(fields))
         if unknown:
             raise AnimateError(f"unknown model config key(s): {', '.join(unknown)}")
-        data = dict(data)
         for name, value in data.items():
             want = {"str": str, "int": int, "bool": bool, "tuple": tuple, "float": float}[str(fields[name].type)]
             if want is tuple and type(value) is list:  # JSON has no tuples
@@ -158,3 +158,36 @@ def preset(name: str, generator: str = "warp") -> ModelConfig:
     if name not in PRESETS:
         raise AnimateError(f"unknown model preset {name!r} (choose from {', '.join(PRESETS)})")
     return PRESETS[name].replace(generator=generator)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning on a new person's shots (finetune.py, paper §3.3). The learning rates, L_CNT's input
+    size and the mouth term's weight are also meta-learning's defaults (train/), so both read them here."""
+
+    steps: int = 40  # one step = one pass over all T shots, so ≈ the paper's "about 40 epochs"; 0 = feed-forward
+    lr_g: float = 5e-5  # Adam lr of G's weights and ψ'
+    lr_d: float = 2e-4  # Adam lr of D's weights and w'
+    # L_CNT's input size (None = full resolution): on CPU, 8 shots at 256² step ~4x faster at 128² (the VGG
+    # trunk dominates a step)
+    content_size: int | None = 128
+    mouth_weight: float = 1.0  # the mouth term (losses.mouth_loss); 0 = the paper's losses only
+    # strength of the landmark jitter that makes each shot's synthetic reference (finetune.round_trip_reference)
+    jitter: float = 0.04
+
+    def __post_init__(self) -> None:
+        if type(self.steps) is not int or self.steps < 0:
+            raise AnimateError(f"fine-tuning steps must be 0 or more (got {self.steps!r})")
+        for name in ("lr_g", "lr_d"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+                raise AnimateError(f"fine-tuning {name} must be a positive number (got {value!r})")
+        if self.content_size is not None and (type(self.content_size) is not int or self.content_size < 16):
+            raise AnimateError(f"fine-tuning content_size must be None or at least 16 (got {self.content_size!r})")
+        for name in ("mouth_weight", "jitter"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+                raise AnimateError(f"fine-tuning {name} must be a number >= 0 (got {value!r})")
+
+    def replace(self, **changes) -> "FinetuneConfig":
+        return dataclasses.replace(self, **changes)

@@ -11,8 +11,10 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .models.mouth import MOUTH, MOUTH_CROP, mouth_crop  # noqa: F401  (re-exported for callers of the loss)
 from .models.perceptual import content_loss
+
+MOUTH = slice(48, 68)  # iBUG-68 indices of the outer and inner lips
+MOUTH_CROP = 64  # side of the mouth term's zoomed crop
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,31 @@ class LossWeights:
     mch: float = 10.0
     pixel: float = 0.1
     mouth: float = 1.0
+
+
+def mouth_box(landmarks: torch.Tensor, h: int, w: int, margin: float = 0.6) -> torch.Tensor:
+    """(B,68,2) px -> (B,2,3) affine `theta` mapping the crop's normalised coordinates to the frame's.
+
+    The square box is centred on the lips and `1 + margin` times their larger extent (at least a tenth
+    of the frame), so an opening mouth fills the crop whatever the face size."""
+    pts = landmarks.float().reshape(-1, 68, 2)[:, MOUTH]
+    lo, hi = pts.amin(dim=1), pts.amax(dim=1)
+    centre = (lo + hi) / 2
+    half = ((hi - lo).amax(dim=1) * (1 + margin) / 2).clamp_min(max(h, w) / 20)
+    theta = torch.zeros(len(pts), 2, 3, device=pts.device)
+    theta[:, 0, 0] = 2 * half / w
+    theta[:, 1, 1] = 2 * half / h
+    theta[:, 0, 2] = (2 * centre[:, 0] + 1) / w - 1
+    theta[:, 1, 2] = (2 * centre[:, 1] + 1) / h - 1
+    return theta
+
+
+def mouth_crop(images: torch.Tensor, landmarks: torch.Tensor, size: int = MOUTH_CROP) -> torch.Tensor:
+    """(B,C,H,W) -> (B,C,size,size): each image's mouth, zoomed (see `mouth_box`); differentiable."""
+    b, c, h, w = images.shape
+    theta = mouth_box(landmarks.to(images.device), h, w)
+    grid = F.affine_grid(theta, (b, c, size, size), align_corners=False)
+    return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def mouth_loss(x_hat, x, landmarks, vgg19=None, vggface=None):
@@ -65,8 +92,7 @@ def match_loss(w_i, e_hat):
 def reconstruction_losses(x_hat, x, *, weights: LossWeights = LossWeights(), content_size: Optional[int] = None,
                           vgg19=None, vggface=None, landmarks=None) -> dict:
     """The terms that compare x̂ with the truth only (no D): L_CNT [+ pixel·L1] [+ mouth·L_mouth when the
-    target `landmarks` are given] and their weighted "total". Fine-tuning without D and the refinement
-    stage of meta-learning (train/meta.py --refine) train on these alone."""
+    target `landmarks` are given] and their weighted "total". Fine-tuning without D trains on these alone."""
     out = {"cnt": content_loss(x_hat, x, input_size=content_size, vgg19=vgg19, vggface=vggface)}
     total = weights.content * out["cnt"]
     if weights.pixel > 0:

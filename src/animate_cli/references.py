@@ -1,21 +1,18 @@
-"""Which reference pictures guide each generated frame, and moving them there.
+"""Which reference picture guides each generated frame, and moving it there.
 
-For every target pose the warp generator sees the `n` shots nearest to it, each thin-plate-spline warped
-into that pose, nearest first. "Nearest" is the distance of the landmarks with position and scale removed
-(what the model-free `warp` animator uses), or, for a model that carries `selection` weights, a learned
-score: which shot's warp will look most like the frame, predicted from how far its landmarks are from
-the target's, region by region, in expression and in framing (train/selection.py fits it). Slot 0 alone is what the
-model-free `warp` animator shows; the other slots let the generator take, pixel by pixel, what another
-shot shows better (a mouth that is already open, an eye that is already closed, the side of the face
-the nearest shot turns away). With fewer shots than slots the nearest shot fills the rest, so the
-extra slots carry no information rather than a wrong one.
+For every target pose the warp generator sees one shot, thin-plate-spline warped into that pose: the
+nearest one. "Nearest" is the distance of the landmarks with position and scale removed (what the
+model-free `warp` animator uses), or, for a model that carries `selection` weights, a learned score:
+which shot's warp will look most like the frame, predicted from how far its landmarks are from the
+target's, region by region, in expression and in framing (train/selection.py fits it). The selection
+weights and the spline's regularisation are the caller's (ModelConfig, or the `warp` animator's).
 """
 from __future__ import annotations
 
 import torch
 
 from .errors import AnimateError
-from .warp import DEFAULT_REG, warp_image
+from .warp import warp_image
 
 
 def _normalised(points: torch.Tensor) -> torch.Tensor:
@@ -68,9 +65,9 @@ def selection_features(shot_landmarks, targets) -> torch.Tensor:
     return torch.stack(feats, -1)
 
 
-def selection_cost(shot_landmarks, targets, weights=()) -> torch.Tensor:
-    """(B,K): lower = a better reference. Without weights the normalised-shape distance (the `warp` model's
-    rule); with them minus the predicted warp quality, log1p(10·features) · weights."""
+def selection_cost(shot_landmarks, targets, weights) -> torch.Tensor:
+    """(B,K): lower = a better reference. Without weights (`()`) the normalised-shape distance (the `warp`
+    model's rule); with them minus the predicted warp quality, log1p(10·features) · weights."""
     if not len(weights):
         return shape_distance(shot_landmarks, targets)
     if len(weights) != len(SELECTION_FEATURES):
@@ -83,65 +80,51 @@ def learned_cost(features: torch.Tensor, weights) -> torch.Tensor:
     return -(torch.log1p(10 * features) @ features.new_tensor([float(w) for w in weights]))
 
 
-def reference_slots(shot_landmarks, targets, n_refs: int = 1, random_share: float = 0.0,
-                    generator: torch.Generator | None = None, exclude: torch.Tensor | None = None,
-                    selection=()) -> torch.Tensor:
-    """(B, n_refs) shot indices, nearest first; slots beyond the number of usable shots repeat slot 0.
+def choose_shots(shot_landmarks, targets, selection, *, random_share: float = 0.0,
+                 generator: torch.Generator | None = None, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) index of the shot each target warps: the best by selection_cost (`selection`: learned weights,
+    or `()` for the nearest normalised shape).
 
-    `random_share`: per target, the chance that slot 0 is a random shot instead of the nearest (training:
-    as with a single far portrait). `exclude` (B,) marks a shot a row may not use (fine-tuning: the
-    target itself), unless it is the only one. `selection`: learned weights (selection_cost), else the
-    nearest normalised shape.
+    `random_share`: per target, the chance of a random shot instead (training: as with a single far
+    portrait); draws come from `generator`, else torch's global RNG. `exclude` (B,) marks a shot a row may
+    not use (e.g. the target itself), unless it is the only one.
     """
     d = selection_cost(shot_landmarks, targets, selection)
     b, k = d.shape
     if exclude is not None and k > 1:
         d = d.scatter(1, exclude.reshape(-1, 1).to(d.device).long(), float("inf"))
-    order = d.argsort(dim=1)
+    best = d.argmin(dim=1)
     if random_share > 0:
         far = torch.rand(b, generator=generator) < random_share
         pick = torch.randint(0, k, (b,), generator=generator)
         if exclude is not None and k > 1:  # never the excluded shot: shift past it
             ex = exclude.reshape(-1).cpu().long()
             pick = torch.where(pick == ex, (pick + 1) % k, pick)
-        first = torch.where(far.to(order.device), pick.to(order.device), order[:, 0])
-        rest = order[order != first.unsqueeze(1)].reshape(b, k - 1)
-        order = torch.cat([first.unsqueeze(1), rest], dim=1)
-    usable = k - (1 if exclude is not None and k > 1 else 0)
-    slots = order[:, :min(n_refs, usable)]
-    if slots.shape[1] < n_refs:
-        slots = torch.cat([slots, slots[:, :1].expand(b, n_refs - slots.shape[1])], dim=1)
-    return slots
+        best = torch.where(far.to(best.device), pick.to(best.device), best)
+    return best
 
 
-def warp_references(shots: torch.Tensor, shot_landmarks, targets, slots: torch.Tensor,
-                    reg: float = DEFAULT_REG) -> torch.Tensor:
-    """Warp the chosen shots into the target poses: (B, 3·n_refs, R, R), slot after slot.
+def warp_references(shots: torch.Tensor, shot_landmarks, targets, chosen: torch.Tensor, *,
+                    reg: float) -> torch.Tensor:
+    """The chosen shots (B,) warped into the target poses: (B,3,R,R).
 
     shots (K,3,R,R) shared by all targets or (B,K,3,R,R) per row; landmarks alike, in pixels. `reg`: the
     spline's regularisation (warp.tps_grid).
     """
     lms = torch.as_tensor(shot_landmarks, device=shots.device).to(shots.dtype)
     dst = torch.as_tensor(targets, device=shots.device).to(shots.dtype).reshape(-1, 68, 2)
-    slots = slots.to(shots.device)
-    b, n = slots.shape
-    out = []
-    for m in range(n):
-        idx = slots[:, m]
-        if shots.dim() == 4:
-            src_img, src_lm = shots[idx], lms[idx]
-        else:
-            ar = torch.arange(b, device=shots.device)
-            src_img, src_lm = shots[ar, idx], lms[ar, idx]
-        out.append(warp_image(src_img, src_lm, dst, reg=reg))
-    return torch.cat(out, dim=1)
+    idx = chosen.reshape(-1).to(shots.device)
+    if shots.dim() == 4:
+        src_img, src_lm = shots[idx], lms[idx]
+    else:
+        rows = torch.arange(len(idx), device=shots.device)
+        src_img, src_lm = shots[rows, idx], lms[rows, idx]
+    return warp_image(src_img, src_lm, dst, reg=reg)
 
 
-def references_for(shots: torch.Tensor, shot_landmarks, targets, n_refs: int = 1, reg: float = DEFAULT_REG,
-                   **kwargs) -> torch.Tensor:
-    """The n best shots (reference_slots: the nearest shape, or `selection=` learned weights) warped into each
-    target pose: (B, 3·n_refs, R, R); slot 0 without weights and at the default `reg` = what the `warp`
-    model shows."""
+def references_for(shots: torch.Tensor, shot_landmarks, targets, *, selection, reg: float) -> torch.Tensor:
+    """The best shot (choose_shots) warped into each target pose: (B,3,R,R); with `selection=()` and
+    `reg=warp.DEFAULT_REG` what the `warp` model shows."""
     with torch.no_grad():
-        slots = reference_slots(shot_landmarks, targets, n_refs, **kwargs)
-        return warp_references(shots, shot_landmarks, targets, slots, reg=reg)
+        chosen = choose_shots(shot_landmarks, targets, selection)
+        return warp_references(shots, shot_landmarks, targets, chosen, reg=reg)

@@ -12,7 +12,9 @@ import torch.nn.functional as F
 
 from .errors import AnimateError
 
-DEFAULT_REG = 1e-3  # in normalised units; keeps coincident points (closed lips) solvable
+# The spline's regularisation (normalised units) of the model-free `warp` animator, and ModelConfig's default;
+# > 0 keeps coincident points (closed lips) solvable. The functions below take `reg` from their caller.
+DEFAULT_REG = 1e-3
 DEFAULT_STEP = 4  # kernel evaluated every `step` pixels, then upsampled bilinearly
 
 
@@ -65,8 +67,7 @@ def _batch_points(src, dst, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     return src.expand(b, -1, -1), dst.expand(b, -1, -1)
 
 
-def tps_grid(src, dst, size, anchors: bool = True, reg: float = DEFAULT_REG,
-             step: int = DEFAULT_STEP) -> torch.Tensor:
+def tps_grid(src, dst, size, *, reg: float, anchors: bool = True, step: int = DEFAULT_STEP) -> torch.Tensor:
     """Sampling grid (B,H,W,2) for F.grid_sample: output pixel at dst[i] reads input at src[i].
 
     Fits the spline dst -> (src − dst) in normalised coordinates (so equal landmarks give the
@@ -116,26 +117,28 @@ def _base_grid(h: int, w: int, device, dtype) -> torch.Tensor:
     return torch.stack([gx, gy], -1)
 
 
-def tps_flow(src, dst, size, **kwargs) -> torch.Tensor:
+def tps_flow(src, dst, size, *, reg: float, anchors: bool = True, step: int = DEFAULT_STEP) -> torch.Tensor:
     """Backward flow in pixels (B,H,W,2): output (x, y) reads input at (x, y) + flow.
 
     For callers that want to reuse or compose the motion rather than a grid_sample grid.
     """
-    grid = tps_grid(src, dst, size, **kwargs)
+    grid = tps_grid(src, dst, size, reg=reg, anchors=anchors, step=step)
     h, w = grid.shape[1:3]
     return (grid - _base_grid(h, w, grid.device, grid.dtype)) * grid.new_tensor([w / 2.0, h / 2.0])
 
 
-def warp_image(image: torch.Tensor, src, dst, anchors: bool = True, **kwargs) -> torch.Tensor:
+def warp_image(image: torch.Tensor, src, dst, *, reg: float, anchors: bool = True,
+               step: int = DEFAULT_STEP) -> torch.Tensor:
     """`image` (B,C,H,W) moved so that what sat at `src` (px) now sits at `dst` (px).
 
-    Bilinear sampling with border padding, so nothing black enters from outside the frame.
+    Bilinear sampling with border padding, so nothing black enters from outside the frame. `reg`: the
+    spline's regularisation (tps_grid).
     """
     if not torch.is_tensor(image) or image.dim() != 4 or not image.is_floating_point():
         raise AnimateError("warp_image needs a float (B, C, H, W) tensor")
     src = torch.as_tensor(src, device=image.device).to(image.dtype)
     dst = torch.as_tensor(dst, device=image.device).to(image.dtype)
-    grid = tps_grid(src, dst, image.shape[-2:], anchors=anchors, **kwargs)
+    grid = tps_grid(src, dst, image.shape[-2:], reg=reg, anchors=anchors, step=step)
     if grid.shape[0] != image.shape[0]:  # one image, many poses, or one pose for many images
         if 1 not in (grid.shape[0], image.shape[0]):
             raise AnimateError(f"warp batch mismatch: {image.shape[0]} images, {grid.shape[0]} landmark sets")

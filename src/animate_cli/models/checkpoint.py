@@ -28,6 +28,7 @@ from torch import nn
 
 from ..config import GENERATORS, ModelConfig
 from ..errors import AnimateError
+from ..face.draw import DRAWING_VERSION
 from .discriminator import Discriminator
 from .embedder import Embedder
 from .generator import build_generator
@@ -99,14 +100,6 @@ def _load_state(module: nn.Module, tensors: dict[str, torch.Tensor], path: Path)
     module.load_state_dict(tensors, strict=True)
 
 
-def _current_drawing_version() -> Optional[int]:
-    try:
-        from ..face.draw import DRAWING_VERSION
-    except ImportError:
-        return None
-    return int(DRAWING_VERSION)
-
-
 def _parse_config(data, where: str) -> ModelConfig:
     try:
         return ModelConfig.from_dict(data)
@@ -115,10 +108,9 @@ def _parse_config(data, where: str) -> ModelConfig:
 
 
 def _check_drawing(cfg: ModelConfig, where: str) -> None:
-    current = _current_drawing_version()
-    if current is not None and cfg.drawing_version != current:
+    if cfg.drawing_version != DRAWING_VERSION:
         raise AnimateError(f"{where} was trained on landmark drawing version {cfg.drawing_version}, "
-                           f"this animate-cli draws version {current}; retrain or use a matching version")
+                           f"this animate-cli draws version {DRAWING_VERSION}; retrain or use a matching version")
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
@@ -224,17 +216,13 @@ class PersonModel:
     losses: list = field(default_factory=list)
 
     @torch.no_grad()
-    def render(self, y: torch.Tensor, warped: Optional[torch.Tensor] = None,
-               landmarks: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Landmark images y (B,3,R,R) [+ warped references, target landmarks (B,68,2) px] -> frames
-        (B,3,R,R) in [-1,1]."""
+    def render(self, y: torch.Tensor, warped: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Landmark images y (B,3,R,R) [+ the warped references (B,3,R,R)] -> frames (B,3,R,R) in [-1,1]."""
         dev = self.psi.device
         if self.cfg.generator == "warp" and warped is None:
             raise AnimateError("the warp generator needs the warped reference to render")
         warped = warped.to(dev) if warped is not None else None
-        if landmarks is not None:
-            landmarks = torch.as_tensor(landmarks, dtype=torch.float32, device=dev)
-        return self.generator(y.to(dev), psi=self.psi, warped=warped, landmarks=landmarks).float()
+        return self.generator(y.to(dev), psi=self.psi, warped=warped).float()
 
 
 def save_person(path, person, extra: Optional[dict] = None) -> Path:

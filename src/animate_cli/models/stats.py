@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from .blocks import SelfAttention
 from .discriminator import Discriminator
 from .embedder import Embedder
 from .generator import build_generator
@@ -12,8 +13,6 @@ from .generator import build_generator
 
 def count_macs(module: nn.Module, *args, **kwargs) -> int:
     """Multiply-accumulates of the conv/linear layers and attention matmuls in one forward pass."""
-    from .blocks import SelfAttention
-
     total = 0
 
     def conv_hook(m, inp, out):
@@ -62,7 +61,7 @@ def count_params_and_gflops(cfg: ModelConfig) -> dict:
         "generator_params": n(g),
         "discriminator_params": d.count_params(with_video_columns=False),
         "n_adain": g.n_adain,
-        "generator_gflops": 2 * count_macs(g, x, psi=psi, warped=x.repeat(1, cfg.n_refs, 1, 1)) / 1e9,
+        "generator_gflops": 2 * count_macs(g, x, psi=psi, warped=x) / 1e9,
         "embedder_gflops": 2 * count_macs(e, x, x) / 1e9,
         "discriminator_gflops": 2 * count_macs(d, x, x, w=torch.zeros(cfg.embed_dim)) / 1e9,
     }

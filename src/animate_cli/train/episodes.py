@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from ..errors import AnimateError
 from ..face.draw import landmark_tensor
-from ..references import reference_slots, warp_references
+from ..references import choose_shots, warp_references
 from ..warp import DEFAULT_REG
 from .preprocess import INDEX, decode_frame, load_clip
 
@@ -187,11 +187,11 @@ def reference_warp(x_shots: torch.Tensor, lm_shots: torch.Tensor, lm_t: torch.Te
                    random_share: float = 0.0, generator: torch.Generator | None = None,
                    reg: float = DEFAULT_REG) -> torch.Tensor:
     """The nearest shot warped (thin-plate spline) into the target pose: (B,3,R,R), batched on the batch's
-    device, for the warp-guided generator, as at inference with many shots. With probability
-    `random_share` per episode it is a random shot instead, as with one shot (a closed-mouth portrait
-    driven to speak): nearest shots almost always share the target's mouth and eyes, so without far
-    references G never learns to paint an opening mouth. Random draws come from `generator` (a CPU
-    generator; the trainer seeds one per step so that a resumed run draws the same), else torch's global
-    RNG. `reg`: the model's spline regularisation (ModelConfig.warp_reg)."""
-    slots = reference_slots(lm_shots, lm_t, random_share=random_share, generator=generator)
-    return warp_references(x_shots, lm_shots, lm_t, slots, reg=reg)
+    device, for the warp-guided generator (references.py), as at inference with many shots. With
+    probability `random_share` per episode a random shot is warped instead, as with one shot (a
+    closed-mouth portrait driven to speak): nearest shots almost always share the target's mouth and eyes,
+    so without far references G never learns to paint an opening mouth. Random draws come from
+    `generator` (a CPU generator; the trainer seeds one per step so that a resumed run draws the same),
+    else torch's global RNG. `reg`: the model's spline regularisation (ModelConfig.warp_reg)."""
+    chosen = choose_shots(lm_shots, lm_t, (), random_share=random_share, generator=generator)
+    return warp_references(x_shots, lm_shots, lm_t, chosen, reg=reg)

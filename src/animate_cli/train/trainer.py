@@ -182,7 +182,7 @@ class Trainer:
         with self._autocast():
             e = self.E(b["x_shots"].flatten(0, 1), b["y_shots"].flatten(0, 1)).view(B, K, -1)
             e_hat = e.mean(dim=1)
-            x_hat = self.G(b["y_t"], e_hat, warped=warped, landmarks=b["lm_t"])
+            x_hat = self.G(b["y_t"], e_hat, warped=warped)
             score, feats = D_raw(torch.cat([x_hat, b["x_t"]]), torch.cat([b["y_t"], b["y_t"]]),
                                  torch.cat([b["video"], b["video"]]))
             fake_feats = [f[:B] for f in feats]
