@@ -13,7 +13,8 @@ import os
 import re
 import secrets
 import subprocess
-from contextlib import ExitStack
+import sys
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -258,6 +259,26 @@ def shortfall_note(path, decoded: int, promised: int | None) -> str | None:
             "decoded (the file is cut short or damaged)")
 
 
+@contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """libpng reports some damage ("libpng error: PNG input buffer is incomplete", 16-bit files) with
+    its own print to the process's stderr, past OpenCV's log level; read_image says it in one line.
+    Whatever another thread writes to stderr in these milliseconds is lost too (a progress refresh)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable stderr: nothing to protect
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def read_image(path) -> np.ndarray:
     """RGB uint8 HWC. np.fromfile + imdecode reads unicode paths (cv2.imread does not on Windows);
     IMREAD_COLOR applies EXIF orientation and turns gray/RGBA into 3 channels."""
@@ -266,7 +287,8 @@ def read_image(path) -> np.ndarray:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as e:
         raise AnimateError(f"cannot read image {path}: {e.strerror or e}") from None
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    with _stderr_silenced():
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if bgr is None:
         raise AnimateError(f"{path} is not an image that can be read (png, jpg, bmp, webp, tiff)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
