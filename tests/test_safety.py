@@ -374,3 +374,24 @@ def test_truncated_png_no_opencv_warning(truncated_png, tmp_path, capfd):
 def test_truncated_png_stderr_is_one_error_line(truncated_png, tmp_path, capfd):
     err = run_truncated(truncated_png, tmp_path, capfd)
     assert len(err.splitlines()) == 1 and err.startswith("error:"), repr(err)
+
+
+# --------------------------------------------------------------------------------- batch names
+
+@pytest.mark.xfail(strict=True, reason="phase B: batch output names are unique (face.jpg, face.png, face/)")
+def test_batch_items_with_the_same_stem_all_survive(tmp_path, capsys):
+    import cv2
+
+    people, results = tmp_path / "people", tmp_path / "results"
+    (people / "face").mkdir(parents=True)
+    portrait = cv2.resize(cv2.imread(str(EXAMPLES / "portrait.png")), (256, 256))
+    for path in (people / "face.jpg", people / "face.png", people / "face" / "a.png"):
+        cv2.imwrite(str(path), portrait)
+    driver = tmp_path / "driver.mp4"
+    with VideoWriter(driver, fps=25) as writer:
+        for i in range(2):
+            writer.write(np.ascontiguousarray(np.roll(portrait[..., ::-1], i, axis=1)))
+    args = [str(people), str(driver), "-o", str(results), "--model", "warp", "--landmarks", "dlib", "--quiet"]
+    assert main(args) == 0
+    assert len([p for p in results.iterdir() if p.suffix == ".mp4"]) == 3
+    capsys.readouterr()
