@@ -326,6 +326,24 @@ def test_longer_sound_is_no_shortfall(tmp_path):
     assert len(list(read_frames(video, note=notes.append))) == 20 and notes == []
 
 
+@pytest.mark.parametrize("name, source, codec", [
+    ("t.mov", "testsrc=size=32x24:rate=10:duration=1", ["-c:v", "libx264", "-pix_fmt", "yuv420p"]),
+    ("t.avi", "testsrc=size=32x24:rate=10:duration=1", ["-c:v", "mjpeg"]),
+    ("t.gif", "testsrc=size=32x24:rate=10:duration=1", []),
+    ("t.webm", "testsrc=size=32x24:rate=10:duration=1", ["-c:v", "libvpx-vp9"]),
+    ("t.mpg", "testsrc=size=32x24:rate=25:duration=1", ["-c:v", "mpeg1video"]),
+    ("t.mkv", "testsrc=size=32x24:rate=10:duration=1", ["-c:v", "libx264"]),
+    ("vfr.mp4", "testsrc=size=32x24:rate=30:duration=2", [  # 2/3 s without frames, filled when read
+        "-vf", r"select='not(between(n,10,29))',setpts=N/30/TB+if(gte(N\,10)\,20/30/TB\,0)", "-fps_mode", "vfr"]),
+])
+def test_whole_files_are_not_noted(tmp_path, name, source, codec):
+    path = tmp_path / name
+    ffmpeg("-f", "lavfi", "-i", source, "-f", "lavfi", "-i", "sine=duration=3", *codec, path)
+    notes = []
+    assert len(list(read_frames(path, note=notes.append))) > 5
+    assert notes == []
+
+
 def test_shortfall_tolerance():
     assert shortfall_note("a.mp4", 70, 72) is None        # resampling may lose a frame or two
     assert shortfall_note("a.mp4", 5, None) is None       # the header does not say
