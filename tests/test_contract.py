@@ -126,6 +126,7 @@ def decodable_frames(path: Path) -> int | None:
         return None
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, derandomize=True, print_blob=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.function_scoped_fixture])

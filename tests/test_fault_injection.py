@@ -22,7 +22,7 @@ from animate_cli.video import probe_video, read_frames, read_image, write_image
 
 from conftest import EXAMPLES, ROOT, moved_portrait_frames, write_test_video
 
-pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGKILL and pids are POSIX")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.name != "posix", reason="SIGKILL and pids are POSIX")]
 
 SEED = 19
 KILLS = 4

@@ -138,6 +138,7 @@ SLOW_CLI_CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @posix_only
 def test_cli_terminated_while_writing_leaves_nothing(tmp_path):
     """The real command, rendering slowed down so SIGTERM surely arrives while the video is being written."""
