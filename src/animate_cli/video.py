@@ -1,25 +1,34 @@
-"""Reading drivers and portraits, writing results.
+"""Reading drivers and portraits, writing results, and keeping the user's files safe.
 
 Everything goes through the ffmpeg that imageio-ffmpeg bundles, so any format it reads works the same on
-every machine, frames are streamed (memory stays flat with video length) and results appear atomically.
+every machine, frames are streamed (memory stays flat with video length) and results appear atomically:
+they are written to a hidden temporary beside the target (named after our pid, see temp_path) and renamed
+into place only when complete. No output may be one of the run's inputs (check_not_an_input).
 """
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import re
 import secrets
 import subprocess
+import sys
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import cv2
 import imageio_ffmpeg
 import numpy as np
 
-from animate_cli.errors import AnimateError
+from animate_cli.errors import AnimateError, interrupt_on_signals
+
+# OpenCV logs its own warnings to stderr (e.g. "PNG input buffer is incomplete" before read_image's
+# one-line error); every problem it reports reaches the user through our messages instead.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".m4v", ".gif",
@@ -208,8 +217,12 @@ def _decode(path: Path, fps: float, max_frames: int | None) -> Iterator[np.ndarr
         gen.close()
 
 
-def read_frames(path, max_frames: int | None = None) -> Iterator[np.ndarray]:
-    """RGB uint8 frames, upright, one at a time (a driver may be longer than memory allows)."""
+def read_frames(path, max_frames: int | None = None,
+                note: Callable[[str], None] | None = None) -> Iterator[np.ndarray]:
+    """RGB uint8 frames, upright, one at a time (a driver may be longer than memory allows).
+
+    A file cut short (a copy or download that stopped) often still decodes, only with fewer frames
+    than its header promises; given `note`, reading it to the end calls note() with one line saying so."""
     path = _check_readable(path, "video")
     head = _probe(path)
     count = 0
@@ -218,6 +231,52 @@ def read_frames(path, max_frames: int | None = None) -> Iterator[np.ndarray]:
         yield frame
     if count == 0 and max_frames != 0:
         raise AnimateError(f"video {path} has no frame that can be decoded (empty or corrupt)")
+    if note is not None and (max_frames is None or count < max_frames):
+        message = shortfall_note(path, count, promised_frames(path, head["fps"]))
+        if message:
+            note(message)
+
+
+def promised_frames(path, fps: float) -> int | None:
+    """How many frames at `fps` the container header says the video stream holds, from the stream's own
+    duration (the file's duration also covers a longer sound track); None when the header does not say."""
+    _, text = _ffmpeg(["-v", "trace", "-i", str(path)])  # no output named: ffmpeg stops after the header
+    video = re.search(r"Stream #0:(\d+)[^\n]*?: Video:", _input_section(text))
+    if video is None:
+        return None
+    stream = re.search(rf"\bstream {video.group(1)}: start_time: \S+ duration: ([\d.]+)", text)
+    if stream is None and len(re.findall(r"Stream #0:\d+", _input_section(text))) == 1:
+        stream = re.search(r"\bformat: start_time: \S+ duration: ([\d.]+)", text)  # mkv: only the file's
+    return round(float(stream.group(1)) * fps) if stream else None
+
+
+def shortfall_note(path, decoded: int, promised: int | None) -> str | None:
+    """One line when clearly fewer frames decoded than promised; resampling to a constant rate may
+    shift the count by a frame or two, so small differences pass."""
+    if promised is None or promised - decoded <= max(2, round(0.02 * promised)):
+        return None
+    return (f"{Path(path).name} ends early: {decoded} of the {promised} frames its header promises could be "
+            "decoded (the file is cut short or damaged)")
+
+
+@contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """libpng reports some damage ("libpng error: PNG input buffer is incomplete", 16-bit files) with
+    its own print to the process's stderr, past OpenCV's log level; read_image says it in one line.
+    Whatever another thread writes to stderr in these milliseconds is lost too (a progress refresh)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable stderr: nothing to protect
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def read_image(path) -> np.ndarray:
@@ -228,7 +287,8 @@ def read_image(path) -> np.ndarray:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as e:
         raise AnimateError(f"cannot read image {path}: {e.strerror or e}") from None
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    with _stderr_silenced():
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if bgr is None:
         raise AnimateError(f"{path} is not an image that can be read (png, jpg, bmp, webp, tiff)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -237,17 +297,20 @@ def read_image(path) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- writing
 
 def check_writable(path, overwrite: bool) -> Path:
-    """Refuse an output file before any work is done rather than after minutes of rendering."""
+    """Refuse an output file before any work is done rather than after minutes of rendering.
+    Also removes what killed runs left of this output (remove_stale_temporaries)."""
     path = Path(path)
     if path.is_dir():
         raise AnimateError(f"output {path} is a folder")
+    folder = path.parent
+    if folder.is_dir():
+        remove_stale_temporaries(path)
     if path.exists() and not overwrite:
         raise AnimateError(f"output {path} already exists (use --overwrite to replace it)")
-    folder = path.parent
     if not folder.is_dir():
         raise AnimateError(f"output folder {folder} does not exist")
     try:  # os.access lies for root and on some network drives: really create a file
-        probe = _temp_name(path, ".tmp")
+        probe = temp_path(path, ".tmp")
         probe.touch(exist_ok=False)
         probe.unlink()
     except OSError as e:
@@ -255,9 +318,63 @@ def check_writable(path, overwrite: bool) -> Path:
     return path
 
 
-def _temp_name(path: Path, suffix: str) -> Path:
-    """Hidden, unique and beside the target, so os.replace is an atomic rename on the same disk."""
+def check_not_an_input(output, inputs: Iterable, what: str = "output") -> None:
+    """No option, --overwrite included, lets a run replace one of its own inputs. Paths are compared
+    after resolving symbolic links, and as files on disk when both exist (hard links, case-insensitive
+    disks). `inputs` may hold None for inputs not given."""
+    output = Path(output)
+    real = os.path.realpath(output)
+    for source in inputs:
+        if source is None:
+            continue
+        source = Path(source)
+        same = os.path.realpath(source) == real
+        if not same and output.exists() and source.exists():
+            try:
+                same = os.path.samefile(output, source)
+            except OSError:
+                same = False
+        if same:
+            shown = source if str(source) == str(output) else f"{source}, the same file as {output}"
+            raise AnimateError(f"{what} {output} would replace an input of this run ({shown}): choose another name")
+
+
+def temp_path(path, suffix: str) -> Path:
+    """Hidden, unique and beside the target, so os.replace is an atomic rename on the same disk.
+    The pid in the name tells later runs whether the file's writer is still alive."""
+    path = Path(path)
     return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+
+
+def _process_alive(pid: int) -> bool:
+    if os.name != "posix" or pid <= 0:
+        return True  # no harmless probe here (os.kill on Windows terminates): keep the file
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(path) -> list[Path]:
+    """Delete the temporaries of `path` (temp_path names) whose writing process is gone: a run killed
+    outright (SIGKILL, power loss) cannot clean up after itself. Those of live processes, such as another
+    run writing the same name right now, are kept. Returns what was removed."""
+    path = Path(path)
+    own = re.compile(rf"\.{re.escape(path.name)}\.(\d+)-[0-9a-f]{{8}}\.tmp(\.[A-Za-z0-9]+)?")
+    removed = []
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.tmp*"):
+        found = own.fullmatch(candidate.name)
+        if found is None or int(found.group(1)) == os.getpid() or _process_alive(int(found.group(1))):
+            continue
+        try:
+            candidate.unlink()
+            removed.append(candidate)
+        except OSError:  # gone already (another run cleaned it) or not ours to delete
+            pass
+    return removed
 
 
 def write_image(path, image: np.ndarray) -> None:
@@ -268,6 +385,7 @@ def write_image(path, image: np.ndarray) -> None:
         raise ValueError(f"expected an RGB uint8 HxWx3 image, got {image.dtype} {image.shape}")
     if path.parent and not path.parent.is_dir():
         raise AnimateError(f"output folder {path.parent} does not exist")
+    remove_stale_temporaries(path)
     suffix = path.suffix.lower() or ".png"
     try:
         ok, data = cv2.imencode(suffix, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
@@ -275,7 +393,7 @@ def write_image(path, image: np.ndarray) -> None:
         ok = False
     if not ok:
         raise AnimateError(f"cannot write image {path}: unknown image type {suffix!r}")
-    tmp = _temp_name(path, ".tmp" + suffix)
+    tmp = temp_path(path, ".tmp" + suffix)
     try:
         data.tofile(str(tmp))
         os.replace(tmp, path)
@@ -295,7 +413,8 @@ class VideoWriter:
     """H.264 yuv420p MP4, streamed to ffmpeg as frames arrive, renamed into place only on success.
 
     Use as a context manager: a clean exit publishes the video, an exception (KeyboardInterrupt too)
-    deletes the partial file and leaves any existing output untouched.
+    deletes the partial file and leaves any existing output untouched. While inside, SIGTERM and SIGHUP
+    raise errors.Interrupted so they clean up the same way (errors.interrupt_on_signals).
     """
 
     def __init__(self, path, fps: float, audio_from: Path | None = None, overwrite: bool = False,
@@ -312,8 +431,9 @@ class VideoWriter:
             _, text = _ffmpeg(["-i", str(audio_from)])
             if " Audio: " in _input_section(text):
                 self.audio = audio_from
-        self._tmp = _temp_name(self.path, ".tmp.mp4")
-        self._muxed = _temp_name(self.path, ".tmp.mp4")  # the second pass when there is sound
+        self._tmp = temp_path(self.path, ".tmp.mp4")
+        self._muxed = temp_path(self.path, ".tmp.mp4")  # the second pass when there is sound
+        self._signals = ExitStack()
         self._gen = None
         self._size: tuple[int, int] | None = None  # (h, w) of the frames given
         self._pad = (0, 0)
@@ -321,13 +441,15 @@ class VideoWriter:
         self._done = False
 
     def __enter__(self) -> "VideoWriter":
+        self._signals.enter_context(interrupt_on_signals())
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+        with self._signals:  # the handlers stay until the partial files are gone
+            if exc_type is None:
+                self.close()
+            else:
+                self.abort()
         return False
 
     def _start(self, height: int, width: int) -> None:
@@ -372,6 +494,8 @@ class VideoWriter:
             result = self._tmp if self.audio is None else self._add_audio()
             if self.path.exists() and not self.overwrite:
                 raise AnimateError(f"output {self.path} already exists (use --overwrite to replace it)")
+            if result != self._tmp:  # before publishing: once the output exists, nothing may be left over
+                self._tmp.unlink(missing_ok=True)
             os.replace(result, self.path)
         except BaseException:
             self.abort()

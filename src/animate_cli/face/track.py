@@ -167,3 +167,30 @@ def fill_missing(seq: list, source_name: str) -> np.ndarray:
             last = p
         out[i] = last
     return out
+
+
+# ----------------------------------------------------------------------------------------------- gaps
+# Kept apart from tracking and smoothing above: the pipeline notes long gaps, fill_missing hides them.
+
+def longest_gap(seq: list) -> tuple[int, int]:
+    """(first frame, length) of the longest run of frames without a face (None); (0, 0) when none."""
+    best_start, best_len, start = 0, 0, None
+    for i, p in enumerate(list(seq) + [np.zeros(1)]):  # a sentinel face closes a trailing gap
+        if p is None and start is None:
+            start = i
+        elif p is not None and start is not None:
+            if i - start > best_len:
+                best_start, best_len = start, i - start
+            start = None
+    return best_start, best_len
+
+
+def gap_note(seq: list, fps: float, source_name: str, min_seconds: float = 1.0) -> str | None:
+    """One line when the face is lost for `min_seconds` or more: fill_missing holds the face still there,
+    which looks like a frozen animation unless the user is told why."""
+    start, length = longest_gap(seq)
+    seconds = length / fps if fps > 0 else 0.0
+    if length == 0 or seconds < min_seconds:
+        return None
+    return (f"no face in {source_name} for {seconds:.1f} s (frames {start}-{start + length - 1}): "
+            "the animated face holds still there")
