@@ -120,10 +120,10 @@ def test_protocol_ranks_oracle_above_shuffled(tmp_path, monkeypatch, capsys):
         FakeAnimator.registry.append(clip)
         return clip
 
-    import animate_cli.animate as animate
+    import animate_cli.animators as animators
 
     monkeypatch.setattr(ev, "load_eval_clip", recording_load)
-    monkeypatch.setattr(animate, "make_animator", lambda model, **k: FakeAnimator(model == "shuffled"))
+    monkeypatch.setattr(animators, "make_animator", lambda model, **k: FakeAnimator(model == "shuffled"))
     out = tmp_path / "eval.json"
     report = ev.evaluate(clips, ["oracle", "shuffled"], shots=(1, 2), n_targets=3, out_json=out, max_frames=10)
     assert json.loads(out.read_text()) == report

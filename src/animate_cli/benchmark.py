@@ -102,7 +102,7 @@ def models(presets: List[str] = typer.Option(["small", "paper"], "--preset", hel
            finetune_steps: int = typer.Option(2, help="Fine-tuning steps timed per figure."),
            json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the figures here.")):
     """Size, GFLOPs, generator frames/s (batch 1 and 8) and fine-tuning seconds per step, random weights."""
-    from .animate import resolve_device
+    from .animators import resolve_device
     from .config import preset as make_preset
     from .finetune import DEFAULT_STEPS, finetune
     from .models.discriminator import Discriminator

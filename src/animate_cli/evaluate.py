@@ -1,4 +1,4 @@
-"""The paper's evaluation protocol on a folder of clips, for any animator (warp, static, trained weights).
+"""The paper's evaluation protocol on a folder of clips, for any animator (warp, trained weights).
 
 Self-reenactment: K shots from the start of each clip (K = 1 and 8), `n_targets` later frames as
 targets, each driven by its own landmarks; metrics against the real frame: SSIM, PSNR, LPIPS, CSIM
@@ -303,7 +303,7 @@ def evaluate(clips_dir, models: Sequence[str], shots: Sequence[int] = (1, 8), n_
              fid: bool = True, seed: int = 0, progress: bool = True) -> dict:
     """Run the protocol for each model; returns (and writes to `out_json`) the metrics as a dict:
     {"models": {model: {"self": {"K=1": {...}, "K=8": {...}}, "cross": {...}}}, "clips": [...], ...}."""
-    from .animate import make_animator
+    from .animators import make_animator
     from .face.landmarks import make_detector
     from .motion import transfer_relative
 
@@ -505,7 +505,7 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m animate_cli.evaluate", description=__doc__.split("\n")[0])
     ap.add_argument("clips", nargs="?", help="folder of video clips (searched recursively)")
-    ap.add_argument("--model", action="append", default=None, help="warp | static | weights folder (repeatable)")
+    ap.add_argument("--model", action="append", default=None, help="warp | default | weights folder (repeatable; default: warp)")
     ap.add_argument("--shots", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--targets", type=int, default=32)
     ap.add_argument("--finetune-steps", type=int, default=None)
@@ -527,7 +527,7 @@ def main(argv=None) -> int:
             return 0
         if a.clips is None:
             raise AnimateError("give a folder of clips to evaluate (or --compare A.json B.json)")
-        evaluate(a.clips, a.model or ["warp", "static"], a.shots, a.targets, a.finetune_steps, a.out, a.device,
+        evaluate(a.clips, a.model or ["warp"], a.shots, a.targets, a.finetune_steps, a.out, a.device,
                  cross=not a.no_cross, max_clips=a.max_clips, max_frames=a.max_frames, fid=not a.no_fid)
     except AnimateError as e:
         print(f"error: {e}")

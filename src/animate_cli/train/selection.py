@@ -61,7 +61,7 @@ def selection_data(cache_dir, n_shots: int = 8, n_targets: int = 4, seed: int = 
                    progress=None, reg: float = DEFAULT_REG) -> tuple[np.ndarray, np.ndarray]:
     """(features (P, n_shots, F), SSIM of each shot's warp (P, n_shots), warped with spline regularisation
     `reg`), one row per target frame. `progress(clip)` is called after each clip."""
-    from ..animate import to_tensor, to_uint8
+    from ..animators import to_tensor, to_uint8
     from ..evaluate import ssim
     from ..references import selection_features
     from ..warp import warp_image
@@ -91,7 +91,7 @@ def warp_reg_scores(cache_dir, regs, n_targets: int = 4, seed: int = 0, max_clip
     """SSIM of one random frame of each clip warped to `n_targets` others, at each spline regularisation in
     `regs`: (pairs, len(regs)). Small values follow every landmark exactly, noise included; large ones bend
     the picture less than the landmarks ask. `progress(clip)` is called after each clip."""
-    from ..animate import to_tensor, to_uint8
+    from ..animators import to_tensor, to_uint8
     from ..evaluate import ssim
     from ..warp import warp_image
     from .preprocess import decode_frame
