@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from animate_cli.animators import WarpAnimator
 from animate_cli.cli import main
 from animate_cli.face.landmarks import make_detector
 from animate_cli.video import probe_video, read_frames, read_image
@@ -198,10 +199,8 @@ def test_bad_input_one_line_no_output(case, words, tmp_path, capsys, bad_files, 
 
 
 def test_failure_while_rendering_leaves_no_output(tmp_path, capsys, moving_driver, monkeypatch):
-    from animate_cli import animate as pipeline
-
     calls = {"n": 0}
-    original = pipeline.WarpAnimator.render
+    original = WarpAnimator.render
 
     def flaky(self, targets):
         calls["n"] += 1
@@ -209,7 +208,7 @@ def test_failure_while_rendering_leaves_no_output(tmp_path, capsys, moving_drive
             raise KeyboardInterrupt
         return original(self, targets)
 
-    monkeypatch.setattr(pipeline.WarpAnimator, "render", flaky)
+    monkeypatch.setattr(WarpAnimator, "render", flaky)
     out = tmp_path / "out.mp4"
     code, err = run([EXAMPLES / "portrait.png", moving_driver, "-o", out, "--batch-size", "2"] + WARP, capsys)
     assert code == 130

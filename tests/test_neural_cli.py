@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from animate_cli.animate import NeuralAnimator, make_animator
+from animate_cli.animators import NeuralAnimator, make_animator
 from animate_cli.cli import main
 from animate_cli.config import preset
 from animate_cli.models.checkpoint import save_checkpoint
@@ -52,7 +52,7 @@ def test_weights_folder_end_to_end_and_saved_person(tmp_path, capsys, tiny_weigh
 
 def test_saved_person_renders_exactly_what_was_fine_tuned(tmp_path, tiny_weights):
     portrait = read_image(EXAMPLES / "portrait.png")
-    from animate_cli.animate import crop_shot
+    from animate_cli.shots import crop_shot
     from animate_cli.face.landmarks import image_landmarks, make_detector
 
     det = make_detector("dlib")

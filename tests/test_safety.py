@@ -127,7 +127,7 @@ SLOW_CLI_CHILD = textwrap.dedent("""
     try:  # the animators may live in their own module
         from animate_cli.animators import WarpAnimator
     except ImportError:
-        from animate_cli.animate import WarpAnimator
+        from animate_cli.animators import WarpAnimator
     from animate_cli.cli import main
     render = WarpAnimator.render
     def slow_render(self, targets):

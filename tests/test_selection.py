@@ -96,7 +96,7 @@ def _tiny_weights(folder, generator="warp"):
 
 
 def test_fit_selection_command_writes_the_weights_the_animator_then_uses(tmp_path, capsys):
-    from animate_cli.animate import make_animator
+    from animate_cli.animators import make_animator
 
     cache = make_cache(tmp_path / "cache", {"idA": {"v1": 2}, "idB": {"v2": 2}}, frames=6, size=64)
     weights = _tiny_weights(tmp_path / "w")
@@ -153,7 +153,7 @@ def test_config_keeps_the_warp_regularisation_and_refuses_bad_ones():
 def test_the_model_warps_with_its_own_regularisation(tmp_path):
     """An untrained warp generator returns its warped reference exactly, so the feed-forward output shows
     which spline the model used: its config's, not the `warp` model's."""
-    from animate_cli.animate import make_animator
+    from animate_cli.animators import make_animator
     from animate_cli.warp import warp_image
 
     weights = _tiny_weights(tmp_path / "w")

@@ -1,7 +1,7 @@
 """Choosing reference frames: the portrait first, then images, then varied frames of a video."""
 import numpy as np
 
-from animate_cli.animate import load_shots, spread_pose_frames
+from animate_cli.shots import load_shots, spread_pose_frames
 from animate_cli.references import choose_shots
 from animate_cli.face.landmarks import image_landmarks, make_detector
 from animate_cli.video import read_image

@@ -19,7 +19,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .animate import AnimateOptions, animate, resolve_device
+from .animate import AnimateOptions, animate
+from .animators import resolve_device
 from .cli_common import Generator, Preset, run_app, typer_app
 from .config import FinetuneConfig, preset as make_preset
 from .finetune import finetune

@@ -13,7 +13,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgres
 from rich.table import Table
 
 from . import __version__
+from .animate import AnimateOptions, animate, batch_items, load_animator, load_detector
+from .animators import DEFAULT_MODEL
 from .errors import AnimateError
+from .config import FinetuneConfig
+from .shots import VIDEO_SHOTS
 
 try:  # typer >= 0.20 vendors click; older releases use click itself
     from typer.exceptions import TyperException as UsageProblem
@@ -21,6 +25,7 @@ except ImportError:  # pragma: no cover
     from click import ClickException as UsageProblem
 
 err = Console(stderr=True)
+DEFAULTS = AnimateOptions()  # every option's default comes from here
 
 EXAMPLES = """\b
 Examples:
@@ -93,31 +98,29 @@ def animate_command(
     portrait: Path = typer.Argument(..., help="Portrait image (photo or painting), or a folder of them for batch mode."),
     driver: Path = typer.Argument(..., help="Driving video of someone talking (mp4, mov, avi, mpg, webm, gif)."),
     output: Path = typer.Option(..., "-o", "--output", help="Output .mp4 (a folder in batch mode)."),
-    model: str = typer.Option("default", "--model", "-m",
-                              help="'default' (bundled neural weights), 'warp' (model-free baseline), or a weights folder."),
-    ref: List[Path] = typer.Option([], "--ref", metavar="PATH", help="Extra reference picture(s) of the same person: images, or a video. Repeatable."),
-    shots: Optional[int] = typer.Option(None, "--shots", "-n", help="How many reference frames to use in total (default: all given; 8 from a video)."),
-    finetune_steps: Optional[int] = typer.Option(None, "--finetune-steps", help="Fine-tuning steps on the shots (0 = feed-forward; default from the model)."),
-    person: Optional[Path] = typer.Option(None, "--person", help="Use a saved fine-tuned person instead of fine-tuning again."),
-    save_person: Optional[Path] = typer.Option(None, "--save-person", help="Save the fine-tuned person to this file."),
-    absolute: bool = typer.Option(False, "--absolute", help="Use the driver's face shape (self-reenactment) instead of relative motion."),
-    find_best_frame: bool = typer.Option(False, "--find-best-frame", help="Take as motion reference the driver frame most like the portrait."),
-    landmarks: Landmarks = typer.Option(Landmarks.auto, "--landmarks", help="Landmark backend: fan (face-alignment, if its weights are cached), dlib (offline), auto."),
-    face_index: int = typer.Option(0, "--face-index", help="Which face when there are several (0 = largest)."),
-    crop_only: bool = typer.Option(False, "--crop-only", help="Write only the square face crop, not the whole portrait."),
-    preview: bool = typer.Option(False, "--preview", help="Also write OUT.preview.mp4: driver | portrait | result side by side."),
-    no_audio: bool = typer.Option(False, "--no-audio", help="Do not copy the driver's audio."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda."),
-    no_half: bool = typer.Option(False, "--no-half", help="Keep full precision on CUDA."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Frames generated at once."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (fine-tuning is deterministic for a given seed)."),
+    model: str = typer.Option(DEFAULTS.model, "--model", "-m",
+                              help=f"'{DEFAULT_MODEL}' (bundled neural weights), 'warp' (model-free baseline), or a weights folder."),
+    ref: List[Path] = typer.Option(list(DEFAULTS.refs), "--ref", metavar="PATH", help="Extra reference picture(s) of the same person: images, or a video. Repeatable."),
+    shots: Optional[int] = typer.Option(DEFAULTS.shots, "--shots", "-n", help=f"How many reference frames to use in total (default: all given; {VIDEO_SHOTS} from a video)."),
+    finetune_steps: Optional[int] = typer.Option(DEFAULTS.finetune_steps, "--finetune-steps", help=f"Fine-tuning steps on the shots (0 = feed-forward; default {FinetuneConfig().steps})."),
+    person: Optional[Path] = typer.Option(DEFAULTS.person, "--person", help="Use a saved fine-tuned person instead of fine-tuning again."),
+    save_person: Optional[Path] = typer.Option(DEFAULTS.save_person, "--save-person", help="Save the fine-tuned person to this file."),
+    absolute: bool = typer.Option(DEFAULTS.absolute, "--absolute", help="Use the driver's face shape (self-reenactment) instead of relative motion."),
+    find_best_frame: bool = typer.Option(DEFAULTS.find_best_frame, "--find-best-frame", help="Take as motion reference the driver frame most like the portrait."),
+    landmarks: Landmarks = typer.Option(Landmarks(DEFAULTS.landmarks), "--landmarks", help="Landmark backend: fan (face-alignment, if its weights are cached), dlib (offline), auto."),
+    face_index: int = typer.Option(DEFAULTS.face_index, "--face-index", help="Which face when there are several (0 = largest)."),
+    crop_only: bool = typer.Option(DEFAULTS.crop_only, "--crop-only", help="Write only the square face crop, not the whole portrait."),
+    preview: bool = typer.Option(DEFAULTS.preview, "--preview", help="Also write OUT.preview.mp4: driver | portrait | result side by side."),
+    no_audio: bool = typer.Option(not DEFAULTS.audio, "--no-audio", help="Do not copy the driver's audio."),
+    overwrite: bool = typer.Option(DEFAULTS.overwrite, "--overwrite", help="Replace existing outputs."),
+    device: str = typer.Option(DEFAULTS.device, "--device", help="auto (CUDA when present), cpu or cuda."),
+    no_half: bool = typer.Option(not DEFAULTS.half, "--no-half", help="Keep full precision on CUDA."),
+    batch_size: int = typer.Option(DEFAULTS.batch_size, "--batch-size", min=1, help="Frames generated at once."),
+    seed: int = typer.Option(DEFAULTS.seed, "--seed", help="Random seed (fine-tuning is deterministic for a given seed)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes."),
     version: bool = typer.Option(False, "--version", is_eager=True, help="Show the version and exit.",
                                  callback=lambda v: show_version(v)),
 ):
-    from .animate import AnimateOptions, animate
-
     opts = AnimateOptions(model=model, landmarks=landmarks.value, face_index=face_index, refs=list(ref), shots=shots,
                           absolute=absolute, find_best_frame=find_best_frame, crop_only=crop_only, preview=preview,
                           audio=not no_audio, overwrite=overwrite, device=device, half=not no_half,
@@ -139,11 +142,9 @@ def animate_command(
         err.print(f"wrote {report.output} ({report.frames} frames, {report.fps:.1f} fps end to end)")
 
 
-def run_batch(folder: Path, driver: Path, out_dir: Path, opts, quiet: bool) -> None:
-    """One MP4 per portrait; a failure is reported and skipped; exit 1 if any failed."""
-    from .animate import animate, batch_items, resolve_device
-    from .face.landmarks import make_detector
-
+def run_batch(folder: Path, driver: Path, out_dir: Path, opts: AnimateOptions, quiet: bool) -> None:
+    """One MP4 per portrait; a failure is reported and skipped; exit 1 if any failed.
+    The detector and the model load once; each portrait prepares the model afresh (no leak between them)."""
     if opts.save_person is not None:
         raise AnimateError("--save-person takes a single portrait, not a folder")
     if out_dir.suffix.lower() == ".mp4" or (out_dir.exists() and not out_dir.is_dir()):
@@ -153,7 +154,8 @@ def run_batch(folder: Path, driver: Path, out_dir: Path, opts, quiet: bool) -> N
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise AnimateError(f"cannot create output folder {out_dir}: {e.strerror}")
-    detector = make_detector(opts.landmarks, device=str(resolve_device(opts.device)))
+    detector = load_detector(opts)
+    animator = None  # loaded for the first portrait that needs it
     rows = []
     for item in items:
         target = out_dir / f"{item.name}.mp4"
@@ -161,11 +163,14 @@ def run_batch(folder: Path, driver: Path, out_dir: Path, opts, quiet: bool) -> N
             rows.append((item.name, "skipped", "output exists (--overwrite to redo)"))
             continue
         item_opts = type(opts)(**{**opts.__dict__, "refs": list(item.refs) + list(opts.refs)})
+        if animator is None:
+            animator = load_animator(opts)
         try:
             with CliProgress(quiet) as progress:
                 if not quiet:
                     err.print(f"[bold]{item.name}[/bold]")
-                report = animate(item.portrait, driver, target, item_opts, progress=progress, detector=detector)
+                report = animate(item.portrait, driver, target, item_opts, progress=progress, detector=detector,
+                                 animator=animator)
             rows.append((item.name, "done", f"{target} ({report.frames} frames, {report.shots} shot(s))"))
         except AnimateError as e:
             rows.append((item.name, "failed", str(e)))

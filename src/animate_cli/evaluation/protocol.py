@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from ..animate import make_animator
+from ..animators import make_animator
 from ..errors import AnimateError
 from ..face.crop import CropSmoother, face_crop_transform, transform_points, warp_to_crop
 from ..face.landmarks import make_detector
