@@ -124,10 +124,7 @@ def test_interrupt_on_signals_raises_and_restores():
 
 SLOW_CLI_CHILD = textwrap.dedent("""
     import sys, time
-    try:  # the animators may live in their own module
-        from animate_cli.animators import WarpAnimator
-    except ImportError:
-        from animate_cli.animators import WarpAnimator
+    from animate_cli.animators import WarpAnimator
     from animate_cli.cli import main
     render = WarpAnimator.render
     def slow_render(self, targets):
