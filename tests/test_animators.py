@@ -14,7 +14,7 @@ from animate_cli.animators import (DEFAULT_MODEL, WEIGHTS_ENV, NeuralAnimator, W
 from animate_cli.config import preset
 from animate_cli.errors import AnimateError
 from animate_cli.face.landmarks import image_landmarks, make_detector
-from animate_cli.finetune import DEFAULT_STEPS
+from animate_cli.config import FinetuneConfig
 from animate_cli.models.checkpoint import CONFIG_NAME, FILES, read_checkpoint_config, save_checkpoint
 from animate_cli.models.discriminator import Discriminator
 from animate_cli.models.embedder import Embedder
@@ -88,7 +88,7 @@ def test_what_the_pipeline_asks_of_animators(tiny_weights, tmp_path):
     assert warp.finetune_steps == 0 and not warp.can_save_person
     with pytest.raises(AnimateError, match="--save-person needs a neural model"):
         warp.save_person(tmp_path / "p.person")
-    assert make_animator(str(tiny_weights), device="cpu").finetune_steps == DEFAULT_STEPS
+    assert make_animator(str(tiny_weights), device="cpu").finetune_steps == FinetuneConfig().steps
     neural = make_animator(str(tiny_weights), device="cpu", finetune_steps=3)
     assert neural.finetune_steps == 3 and neural.can_save_person
 
