@@ -71,6 +71,7 @@ class PhotoEpisodeSettings:
     sharpen: float = 0.5  # unsharp mask of the made shots (amount, sigma px): after the trainer's warp a
     sharpen_sigma: float = 0.7  # made shot keeps 0.82 of the photo's Laplacian energy, a real shot 0.83 (0.68 unsharpened)
     warp_reg: float = DEFAULT_REG
+    made_shots: int = 2  # an episode's K shots cycle through this many made ones (each costs ~0.1 s of CPU)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -348,7 +349,8 @@ class PhotoEpisodeDataset(Dataset):
         kind, entry = self.sample(idx)
         image, lms = self.photo(entry)
         rng = np.random.default_rng((self.seed, self.epoch, idx, 1))
-        shots = [make_shot(image, lms, kind, rng, self.settings) for _ in range(self.k)]
+        made = [make_shot(image, lms, kind, rng, self.settings) for _ in range(max(1, min(self.k, self.settings.made_shots)))]
+        shots = [made[j % len(made)] for j in range(self.k)]
         imgs = np.stack([s for s, _ in shots] + [image])
         all_lms = np.stack([l for _, l in shots] + [lms]).astype(np.float32)
         if self.augment:

@@ -224,9 +224,5 @@ def main(argv: Optional[list] = None) -> int:
         return 130
 
 
-def entry() -> None:
-    sys.exit(main())
-
-
 if __name__ == "__main__":
-    entry()
+    sys.exit(main())
