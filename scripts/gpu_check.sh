@@ -21,7 +21,7 @@ timeout 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_warp.py tests/test
 COMMON=(--cache "$CACHE" --init weights/default --no-progress --workers 8 --device "$DEVICE" --checkpoint-every 100000
         --episodes-per-epoch 2048)
 throughput() {  # setting name, extra options: TP_STEPS steps, episodes/s logged every 10
-  timeout "$TP_TIMEOUT" "$PY" -m animate_cli.train.meta "${COMMON[@]}" --run-dir "/tmp/gpu_tp_$1" --max-steps "$TP_STEPS" \
+  timeout "$TP_TIMEOUT" "$PY" -m animate_cli.train.cli "${COMMON[@]}" --run-dir "/tmp/gpu_tp_$1" --max-steps "$TP_STEPS" \
     --log-every 10 --sample-every 100000 "${@:2}" 2>&1 | tail -1
   sed "s/^/$1,/" "/tmp/gpu_tp_$1/losses.csv" >> "$OUT/throughput.csv"
 }
@@ -29,14 +29,13 @@ throughput b8 --batch-size 8
 throughput b32 --batch-size 32
 throughput b8_fp32 --batch-size 8 --no-amp
 throughput b8_cnt256 --batch-size 8 --perceptual-size 0
-throughput b8_refine --batch-size 8 --refine --skip-width 32
 LEFT=$(( BUDGET - ($(date +%s) - T0) ))
 MIN=$("$PY" -c "print(round(max(0.5, $LEFT / 60), 2))")
 echo "throughput done at $(( $(date +%s) - T0 )) s; training for $MIN min"
-if "$PY" -m animate_cli.train.meta "${COMMON[@]}" --run-dir /tmp/gpu_run --batch-size 16 --perceptual-size 0 \
+if "$PY" -m animate_cli.train.cli "${COMMON[@]}" --run-dir /tmp/gpu_run --batch-size 16 --perceptual-size 0 \
     --mouth-weight 10 --max-minutes "$MIN" --log-every 20 --sample-every 400 2>&1 | tail -2; then
   cp /tmp/gpu_run/losses.csv "$OUT/run_losses.csv"
-  "$PY" -m animate_cli.train.meta --run-dir /tmp/gpu_run --export "$OUT/weights" | tail -1
+  "$PY" -m animate_cli.train.cli --run-dir /tmp/gpu_run --export "$OUT/weights" | tail -1
 fi
 SAMPLE=$(ls /tmp/gpu_run/samples/*.png 2>/dev/null | tail -1); [ -n "$SAMPLE" ] && cp "$SAMPLE" "$OUT/sample.png"
 echo "done at $(( $(date +%s) - T0 )) s"

@@ -1,4 +1,5 @@
 """Shared test helpers: where ../shared lives, and skipping cleanly without it."""
+import os
 from pathlib import Path
 
 import pytest
@@ -7,8 +8,17 @@ import torch
 torch.set_num_threads(2)
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = Path(os.environ.get("ANIMATE_SHARED", ROOT.parent / "shared"))  # (a worktree elsewhere: set it)
 EXAMPLES = ROOT / "examples"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Markers that skip: `needs_shared` without ../shared beside the checkout, `gpu` without CUDA."""
+    for item in items:
+        if "needs_shared" in item.keywords and not SHARED.is_dir():
+            item.add_marker(pytest.mark.skip(reason="../shared not available"))
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
 
 
 def shared_file(rel: str) -> Path:

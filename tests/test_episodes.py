@@ -4,7 +4,8 @@ import json
 import numpy as np
 import torch
 
-from animate_cli.train.episodes import EpisodeDataset, nearest_shot, reference_warp, video_split
+from animate_cli.references import shape_distance
+from animate_cli.train.episodes import EpisodeDataset, reference_warp, video_split
 from animate_cli.train.preprocess import save_clip, write_index
 
 
@@ -118,7 +119,7 @@ def test_reference_warp_picks_nearest_shot_and_is_identity_on_same_pose():
     open_mouth = base.clone()
     open_mouth[60:68, 1] += 3
     lm_shots = torch.stack([open_mouth + 2, base + 1]).unsqueeze(0)  # shot 1 = same pose, shifted
-    assert nearest_shot(lm_shots, base.unsqueeze(0)).tolist() == [1]
+    assert shape_distance(lm_shots, base.unsqueeze(0)).argmin(dim=1).tolist() == [1]
     x = torch.rand(1, 2, 3, 32, 32) * 2 - 1
     out = reference_warp(x, lm_shots, (base + 1).unsqueeze(0))
     assert out.shape == (1, 3, 32, 32)

@@ -65,7 +65,7 @@ def test_mouth_lpips_sees_the_mouth_only():
 
 
 def test_mouth_lpips_with_the_real_lpips_is_zero_for_the_same_mouth():
-    from animate_cli.evaluate import lpips
+    from animate_cli.evaluation.metrics import lpips
 
     image, lm = face(128, mouth_gap=0.3)
     batch, lms = np.stack([image, image]), np.stack([lm, lm])

@@ -8,7 +8,8 @@ import pytest
 
 from animate_cli.errors import AnimateError
 from animate_cli.face.regions import mouth_gap
-from animate_cli.train.photos import PHOTO_INDEX, cache_photos, choose_face, main, person_of
+from animate_cli.train.cli import preprocess_photos_main as main
+from animate_cli.train.photos import PHOTO_INDEX, PhotoCacheOptions, cache_photos, choose_face, person_of
 from animate_cli.train.preprocess import decode_frame, load_clip
 from conftest import EXAMPLES
 
@@ -74,13 +75,23 @@ def test_cli_one_line_errors(photos, tmp_path, capsys):
     assert capsys.readouterr().err.strip() == f"error: photo folder not found: {tmp_path / 'nowhere'}"
     assert main([str(photos), str(photos / "cache")]) == 1
     assert "outside the photo folder" in capsys.readouterr().err
-    assert main([str(photos), str(tmp_path / "c"), "--workers", "0"]) == 2
+    assert main([str(photos), str(tmp_path / "c"), "--workers", "0"]) == 1
+    assert capsys.readouterr().err.strip() == "error: --workers must be 1 or more (got 0)"
+    assert main([str(photos), str(tmp_path / "c"), "--bogus"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "--workers" in err and len(err.splitlines()) == 1
+    assert err.startswith("error:") and "--bogus" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "c").exists()  # nothing written on a refused command
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main([str(empty), str(tmp_path / "c")]) == 1
     assert "no images" in capsys.readouterr().err
+
+
+def test_options_refuse_bad_values():
+    with pytest.raises(AnimateError, match="--resolution"):
+        PhotoCacheOptions(resolution=8)
+    with pytest.raises(AnimateError, match="--limit"):
+        PhotoCacheOptions(limit=0)
 
 
 def test_cli_caches(photos, tmp_path, capsys):

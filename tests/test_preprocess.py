@@ -42,6 +42,7 @@ def test_pick_frames_spreads_over_valid_frames_only():
     assert pick_frames(valid, 100).tolist() == np.flatnonzero(valid).tolist()
 
 
+@pytest.mark.needs_shared
 def test_preprocess_crops_faces_skips_no_face_and_resumes(vox, tmp_path):
     dst = tmp_path / "cache"
     s = preprocess_dataset(vox, dst, resolution=64, frames_per_clip=6, workers=1, progress=False, max_frames=24)
@@ -74,6 +75,8 @@ def test_preprocess_crops_faces_skips_no_face_and_resumes(vox, tmp_path):
     assert (dst / "skipped.txt").read_text() == skipped
 
 
+@pytest.mark.needs_shared
+@pytest.mark.slow
 def test_preprocess_in_worker_pool_matches(vox, tmp_path):
     """The two-worker path writes the same files as the in-process path."""
     (vox / "id002" / "vidB" / "00001.mp4").unlink()

@@ -13,7 +13,7 @@ from animate_cli.models.embedder import Embedder
 from animate_cli.models.generator import build_generator
 from animate_cli.references import (SELECTION_FEATURES, reference_slots, selection_cost, selection_features,
                                     shape_distance)
-from animate_cli.train import selection
+from animate_cli.train import cli, selection
 from animate_cli.warp import DEFAULT_REG
 from test_episodes import face_points, make_cache
 
@@ -101,7 +101,7 @@ def test_fit_selection_command_writes_the_weights_the_animator_then_uses(tmp_pat
     cache = make_cache(tmp_path / "cache", {"idA": {"v1": 2}, "idB": {"v2": 2}}, frames=6, size=64)
     weights = _tiny_weights(tmp_path / "w")
     before = (weights / "embedder.safetensors").read_bytes()
-    assert selection.main([str(cache), str(weights), "--shots", "3", "--targets", "2", "--no-progress"]) == 0
+    assert cli.fit_selection_main([str(cache), str(weights), "--shots", "3", "--targets", "2", "--no-progress"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["rows"] == 8 and report["ssim_best_possible"] >= report["ssim_learned"] - 1e-9
     cfg = load_checkpoint(weights)[0]
@@ -126,13 +126,16 @@ def test_fit_selection_command_errors_are_one_line(tmp_path, capsys):
                  [str(broken), str(warp)], [str(cache), str(warp), "--shots", "1"],
                  [str(cache), str(warp), "--shots", "6"], [str(cache), str(warp), "--targets", "0"],
                  [str(cache), str(warp), "--max-clips", "0"], [str(cache), str(warp), "--threads", "-1"],
-                 [str(cache), str(warp), "--warp-regs", "0.01", "0"], [str(cache), str(warp), "--warp-regs", "nan"]):
-        assert selection.main(args[:2] + ok + args[2:]) == 1
-        out = capsys.readouterr().out.strip().splitlines()
-        assert len(out) == 1 and out[0].startswith("error: "), (args, out)
+                 [str(cache), str(warp), "--warp-reg", "0.01", "--warp-reg", "0"],
+                 [str(cache), str(warp), "--warp-reg", "nan"]):
+        assert cli.fit_selection_main(args[:2] + ok + args[2:]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: "), (args, err)
+    assert cli.fit_selection_main([str(cache), str(warp), "--shots", "two"]) == 2  # bad usage, as `animate`
+    assert capsys.readouterr().err.startswith("error: ")
     assert (fsth / "config.json").read_text() == config_before
     assert (warp / "config.json").read_text() == warp_config and not list(warp.glob("*.tmp"))
-    assert selection.main([str(cache), str(warp)] + ok) == 0  # the same call, nothing broken, succeeds
+    assert cli.fit_selection_main([str(cache), str(warp)] + ok) == 0  # the same call, nothing broken, succeeds
 
 
 def test_config_keeps_the_warp_regularisation_and_refuses_bad_ones():

@@ -10,6 +10,7 @@ import platform
 import resource
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
@@ -18,11 +19,39 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import AnimateError
+from .animate import AnimateOptions, animate, resolve_device
+from .cli_common import Generator, Preset, run_app, typer_app
+from .config import preset as make_preset
+from .finetune import DEFAULT_STEPS, finetune
+from .models.discriminator import Discriminator
+from .models.embedder import Embedder
+from .models.generator import build_generator
+from .models.stats import count_params_and_gflops
+
+
+@dataclass(frozen=True)
+class PipelineBench:
+    """`animate-bench pipeline` settings and defaults (the pipeline's own come from AnimateOptions)."""
+    model: str = "warp"
+    finetune_steps: int | None = None
+    device: str = AnimateOptions.device
+    landmarks: str = "dlib"  # not 'auto': the figure should not depend on which weights are cached
+    repeat: int = 2  # runs; the fastest is reported (the first warms caches)
+
+
+@dataclass(frozen=True)
+class ModelsBench:
+    """`animate-bench models` settings and defaults."""
+    presets: tuple = ("small", "paper")
+    generator: str = "warp"
+    device: str = AnimateOptions.device
+    repeat: int = 3  # timed runs per figure (median)
+    finetune_steps: int = 2  # fine-tuning steps timed per figure
+
 
 console = Console()
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
-                  help="Measure the speed of animate-cli on this machine.")
+app = typer_app()
+PB, MB = PipelineBench(), ModelsBench()
 
 
 def machine() -> str:
@@ -42,15 +71,13 @@ def commands() -> None:
 @app.command()
 def pipeline(portrait: Path = typer.Argument(..., help="Portrait image."),
              driver: Path = typer.Argument(..., help="Driving video."),
-             model: str = typer.Option("warp", help="Model to time (warp, default, or a weights folder)."),
-             finetune_steps: Optional[int] = typer.Option(None, help="Fine-tuning steps for neural models."),
-             device: str = typer.Option("auto"),
-             landmarks: str = typer.Option("dlib"),
-             repeat: int = typer.Option(2, help="Runs; the fastest is reported (the first warms caches)."),
+             model: str = typer.Option(PB.model, help="Model to time (warp, default, or a weights folder)."),
+             finetune_steps: Optional[int] = typer.Option(PB.finetune_steps, help="Fine-tuning steps for neural models."),
+             device: str = typer.Option(PB.device, help="auto, cpu or cuda."),
+             landmarks: str = typer.Option(PB.landmarks, help="Landmark backend: dlib, fan or auto."),
+             repeat: int = typer.Option(PB.repeat, min=1, help="Runs; the fastest is reported (the first warms caches)."),
              json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the figures here.")):
     """End-to-end frames per second and where the time goes."""
-    from .animate import AnimateOptions, animate
-
     best = None
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeat):
@@ -95,24 +122,17 @@ def time_call(fn, repeat: int) -> float:
 
 
 @app.command()
-def models(presets: List[str] = typer.Option(["small", "paper"], "--preset", help="Presets to measure (repeatable)."),
-           generator: str = typer.Option("warp", help="fsth or warp."),
-           device: str = typer.Option("auto"),
-           repeat: int = typer.Option(3, help="Timed runs per figure (median)."),
-           finetune_steps: int = typer.Option(2, help="Fine-tuning steps timed per figure."),
+def models(presets: List[Preset] = typer.Option(list(MB.presets), "--preset", help="Presets to measure (repeatable)."),
+           generator: Generator = typer.Option(MB.generator, help="fsth or warp."),
+           device: str = typer.Option(MB.device, help="auto, cpu or cuda."),
+           repeat: int = typer.Option(MB.repeat, min=1, help="Timed runs per figure (median)."),
+           finetune_steps: int = typer.Option(MB.finetune_steps, min=1, help="Fine-tuning steps timed per figure."),
            json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the figures here.")):
     """Size, GFLOPs, generator frames/s (batch 1 and 8) and fine-tuning seconds per step, random weights."""
-    from .animate import resolve_device
-    from .config import preset as make_preset
-    from .finetune import DEFAULT_STEPS, finetune
-    from .models.discriminator import Discriminator
-    from .models.embedder import Embedder
-    from .models.generator import build_generator
-    from .models.stats import count_params_and_gflops
-
+    generator = generator.value
     dev = resolve_device(device)
     rows = []
-    for name in presets:
+    for name in (p.value for p in presets):
         cfg = make_preset(name, generator=generator)
         stats = count_params_and_gflops(cfg)
         E, G, D = Embedder(cfg).to(dev).eval(), build_generator(cfg).to(dev).eval(), Discriminator(cfg, 1).to(dev)
@@ -121,14 +141,14 @@ def models(presets: List[str] = typer.Option(["small", "paper"], "--preset", hel
         with torch.no_grad():
             for b in (1, 8):
                 y = torch.randn(b, 3, R, R, device=dev)
-                warped = torch.randn(b, 3 * cfg.n_refs, R, R, device=dev) if generator == "warp" else None
+                warped = torch.randn(b, 3, R, R, device=dev) if generator == "warp" else None
                 psi = G.project(torch.randn(1, cfg.embed_dim, device=dev))
                 sec = time_call(lambda: G(y, psi=psi, warped=warped), repeat)
                 row[f"generator_fps_batch{b}"] = b / sec
         for shots in (1, 8):
             x = torch.rand(shots, 3, R, R, device=dev) * 2 - 1
             y = torch.rand(shots, 3, R, R, device=dev) * 2 - 1
-            warped = x.repeat(1, cfg.n_refs, 1, 1) if generator == "warp" else None
+            warped = x if generator == "warp" else None
             sec = time_call(lambda: finetune(cfg, E, G, D, x, y, steps=finetune_steps, device=dev, warped=warped),
                             max(1, repeat - 1))
             ff = time_call(lambda: finetune(cfg, E, G, D, x, y, steps=0, device=dev, warped=warped), 1)
@@ -155,12 +175,7 @@ def models(presets: List[str] = typer.Option(["small", "paper"], "--preset", hel
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    try:
-        app(args=argv, standalone_mode=False, prog_name="animate-bench")
-        return 0
-    except AnimateError as e:
-        Console(stderr=True).print(f"error: {e}", highlight=False)
-        return 1
+    return run_app(app, argv, "animate-bench")
 
 
 def entry() -> None:

@@ -98,7 +98,7 @@ def mouth_crops(images: np.ndarray, landmarks, size: int = MOUTH_METRIC_SIZE,
 def mouth_lpips(pred: np.ndarray, target: np.ndarray, landmarks, lpips_fn: Callable,
                 size: int = MOUTH_METRIC_SIZE) -> np.ndarray:
     """LPIPS on the mouth: both (B,H,W,3) uint8 batches cropped to the box of the *target's* landmarks
-    (B,68,2), then `lpips_fn(pred_crops, target_crops)` (e.g. evaluation's per-image lpips) -> (B,).
+    (B,68,2), then `lpips_fn(pred_crops, target_crops)` (e.g. evaluation.metrics.lpips) -> (B,).
     The issue's mouth metric averages it over target frames where `mouth_open(landmarks)`."""
     pred, target = np.asarray(pred), np.asarray(target)
     if pred.shape != target.shape:

@@ -15,6 +15,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import AnimateError
+from ..face.draw import landmark_tensor
+from ..references import reference_slots, warp_references
 from ..warp import DEFAULT_REG
 from .preprocess import INDEX, decode_frame, load_clip
 
@@ -75,6 +77,12 @@ def to_model_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
+def from_model_tensor(images: torch.Tensor) -> np.ndarray:
+    """float (N,3,H,W) in [-1,1] -> uint8 (N,H,W,3), rounded as the animators round their output."""
+    x = ((images.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
 class EpisodeDataset(Dataset):
     """Item idx -> an episode of video `idx % n_videos`, its frames drawn with an RNG seeded by
     (seed, epoch, idx), so a resumed run sees exactly the episodes it would have seen.
@@ -90,7 +98,7 @@ class EpisodeDataset(Dataset):
         self.root = Path(cache_dir)
         index_path = self.root / INDEX
         if not index_path.exists():
-            raise AnimateError(f"no {INDEX} in {self.root}: run `python -m animate_cli.train.preprocess` first")
+            raise AnimateError(f"no {INDEX} in {self.root}: run animate-preprocess first")
         entries = json.loads(index_path.read_text())
         clips: dict[str, list[tuple[str, int]]] = {}
         for e in entries:
@@ -151,8 +159,6 @@ class EpisodeDataset(Dataset):
         return v, pairs
 
     def __getitem__(self, idx: int) -> dict:
-        from ..face.draw import landmark_tensor
-
         v, pairs = self.sample_indices(idx)
         imgs = [None] * len(pairs)
         lms = [None] * len(pairs)
@@ -177,31 +183,15 @@ class EpisodeDataset(Dataset):
                 "lm_shots": lm[:k], "lm_t": lm[k], "video": torch.tensor(v, dtype=torch.long)}
 
 
-def nearest_shot(lm_shots: torch.Tensor, lm_t: torch.Tensor) -> torch.Tensor:
-    """(B,K,68,2), (B,68,2) -> (B,) index of the shot whose position/scale-normalised landmarks are
-    closest to the target's: the reference the warp has to move least."""
-    from ..references import shape_distance
-
-    return shape_distance(lm_shots, lm_t).argmin(dim=1)
-
-
 def reference_warp(x_shots: torch.Tensor, lm_shots: torch.Tensor, lm_t: torch.Tensor,
                    random_share: float = 0.0, generator: torch.Generator | None = None,
-                   n_refs: int = 1, reg: float = DEFAULT_REG) -> torch.Tensor:
-    """The shots warped (thin-plate spline) into the target pose, nearest first: (B,3·n_refs,R,R), batched
-    on the batch's device, for the warp-guided generator (references.py), as at inference with many shots.
-    With probability `random_share` per episode slot 0 is a random shot instead, as with one shot (a
-    closed-mouth portrait driven to speak): nearest shots almost always share the target's mouth and eyes,
-    so without far references G never learns to paint an opening mouth. Half of those episodes also fill
-    the other slots with that one shot, as at inference with a single picture, so G learns both to borrow
-    from nearer shots and to do without them. Random draws come from `generator` (a CPU generator; the
-    trainer seeds one per step so that a resumed run draws the same), else torch's global RNG. `reg`: the
-    model's spline regularisation (ModelConfig.warp_reg)."""
-    from ..references import reference_slots, warp_references
-
-    slots = reference_slots(lm_shots, lm_t, n_refs, random_share=random_share, generator=generator)
-    if n_refs > 1 and random_share > 0:
-        alone = (torch.rand(len(slots), generator=generator) < 0.5).to(slots.device)
-        far = slots[:, :1] != nearest_shot(lm_shots, lm_t).unsqueeze(1)  # slot 0 was drawn at random
-        slots = torch.where((alone.unsqueeze(1) & far), slots[:, :1].expand_as(slots), slots)
+                   reg: float = DEFAULT_REG) -> torch.Tensor:
+    """The nearest shot warped (thin-plate spline) into the target pose: (B,3,R,R), batched on the batch's
+    device, for the warp-guided generator, as at inference with many shots. With probability
+    `random_share` per episode it is a random shot instead, as with one shot (a closed-mouth portrait
+    driven to speak): nearest shots almost always share the target's mouth and eyes, so without far
+    references G never learns to paint an opening mouth. Random draws come from `generator` (a CPU
+    generator; the trainer seeds one per step so that a resumed run draws the same), else torch's global
+    RNG. `reg`: the model's spline regularisation (ModelConfig.warp_reg)."""
+    slots = reference_slots(lm_shots, lm_t, random_share=random_share, generator=generator)
     return warp_references(x_shots, lm_shots, lm_t, slots, reg=reg)

@@ -7,37 +7,50 @@ as `<person>/<file>.npz`. `photos.json` lists every cached photo with its person
 and eyes are (`face.regions`), so episodes can pick open-mouthed photos without opening files.
 Resumable: cached photos and those listed in `skipped.txt` (with the reason) are not redone.
 
-    animate-preprocess-photos path/to/lfw cache/lfw256 --resolution 256 --workers 1
+    animate-preprocess-photos path/to/lfw cache/lfw256 --resolution 256 --workers 1   (train/cli.py)
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Optional
 
 import cv2
 import numpy as np
-import typer
 
 from ..errors import AnimateError
-from ..face.crop import DEFAULT_MARGIN, face_crop_transform, transform_points, warp_to_crop
+from ..face.crop import face_crop_transform, transform_points, warp_to_crop
+from ..face.landmarks import make_detector
 from ..face.regions import OPEN_MOUTH_GAP, eye_gaps, mouth_gap
 from .preprocess import SKIPPED, progress_bar, read_skipped, save_clip
 
-try:  # typer >= 0.20 vendors click; older releases use click itself
-    from typer.exceptions import TyperException as UsageProblem
-except ImportError:  # pragma: no cover
-    from click import ClickException as UsageProblem
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 PHOTO_INDEX = "photos.json"
 DETECT_UPSAMPLE = 1.5  # detection size / photo size: LFW's 250-px photos need no more (~0.13 s a photo)
 MAX_UPSCALE = 4.0  # a face whose crop would be enlarged more than this is too blurry to teach anything
+
+
+@dataclass
+class PhotoCacheOptions:
+    """How the photo cache is made (the defaults `animate-preprocess-photos` takes)."""
+    resolution: int = 256  # face crop size in pixels (the model's)
+    workers: int = 1  # processes (each with its own detector, one thread each)
+    detector: str = "dlib"  # landmark backend: dlib or fan (face/landmarks.py)
+    limit: int | None = None  # only the first N photos (trial runs)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.resolution < 16:
+            raise AnimateError(f"--resolution must be 16 or more (got {self.resolution})")
+        for flag, value in (("--workers", self.workers), ("--limit", self.limit)):
+            if value is not None and value < 1:
+                raise AnimateError(f"{flag} must be 1 or more (got {value})")
 
 
 def find_photos(src: Path) -> list[Path]:
@@ -89,8 +102,6 @@ _DETECTOR: dict = {}
 
 def _start_worker(detector_name: str) -> None:
     """One landmark detector per process, on one thread: the machine is shared."""
-    from ..face.landmarks import make_detector
-
     cv2.setNumThreads(1)
     _DETECTOR["detector"] = make_detector(detector_name)
 
@@ -132,17 +143,16 @@ def write_photo_index(dst: Path, names: dict[str, str] | None = None) -> list[di
     return entries
 
 
-def cache_photos(src, dst, resolution: int = 256, workers: int = 1, progress: bool = True,
-                 detector: str = "dlib", limit: int | None = None) -> dict:
-    """Fill the photo cache `dst` from the images in `src`; returns a summary (counts, reasons, seconds)."""
+def cache_photos(src, dst, opts: PhotoCacheOptions | None = None, **kwargs) -> dict:
+    """Fill the photo cache `dst` from the images in `src` (options: `opts`, changed by `kwargs`); returns a
+    summary (counts, skips by reason, share of open mouths, seconds)."""
+    o = dataclasses.replace(opts or PhotoCacheOptions(), **kwargs)
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise AnimateError(f"photo folder not found: {src}")
-    if resolution < 32:
-        raise AnimateError(f"--resolution must be at least 32, got {resolution}")
     if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
         raise AnimateError("the cache must lie outside the photo folder")
-    photos = find_photos(src)[:limit]
+    photos = find_photos(src)[:o.limit]
     if not photos:
         raise AnimateError(f"no images ({', '.join(IMAGE_EXTS)}) in {src}")
     dst.mkdir(parents=True, exist_ok=True)
@@ -155,11 +165,11 @@ def cache_photos(src, dst, resolution: int = 256, workers: int = 1, progress: bo
         if out.exists() or rel in skipped:
             done += 1
             continue
-        jobs.append((rel, str(p), str(out), resolution))
+        jobs.append((rel, str(p), str(out), o.resolution))
 
     t0 = time.time()
     reasons: Counter = Counter()
-    with open(dst / SKIPPED, "a") as skip_log, progress_bar(progress, len(jobs), "photos") as advance:
+    with open(dst / SKIPPED, "a") as skip_log, progress_bar(o.progress, len(jobs), "photos") as advance:
         def handle(result):
             rel, reason = result
             if reason:
@@ -168,12 +178,12 @@ def cache_photos(src, dst, resolution: int = 256, workers: int = 1, progress: bo
                 skip_log.flush()
             advance(rel)
 
-        if workers <= 1 or len(jobs) <= 1:
-            _start_worker(detector)
+        if o.workers <= 1 or len(jobs) <= 1:
+            _start_worker(o.detector)
             for job in jobs:
                 handle(_cache_one(job))
         else:
-            with get_context("spawn").Pool(workers, _start_worker, (detector,)) as pool:
+            with get_context("spawn").Pool(o.workers, _start_worker, (o.detector,)) as pool:
                 for result in pool.imap_unordered(_cache_one, jobs, chunksize=4):
                     handle(result)
     seconds = time.time() - t0
@@ -185,44 +195,3 @@ def cache_photos(src, dst, resolution: int = 256, workers: int = 1, progress: bo
             "cached_photos": len(index), "people": len({e["person"] for e in index}),
             "open_mouth_share": round(open_mouth / max(len(index), 1), 4),
             "seconds": round(seconds, 1), "photos_per_s": round(len(jobs) / max(seconds, 1e-9), 3)}
-
-
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
-
-
-@app.command(help="Cache face crops and landmarks of a folder of photos (LFW layout <person>/<file>.jpg, "
-                  "or any folder of images) for training. Resumable; skipped photos are listed in "
-                  "DEST/skipped.txt with the reason.")
-def preprocess_photos(
-    src: Path = typer.Argument(..., help="Folder of photos: <person>/<file>.jpg, or images side by side."),
-    dest: Path = typer.Argument(..., help="Cache folder to create or complete (outside SRC)."),
-    resolution: int = typer.Option(256, help="Side of the face crops, in pixels (the model's resolution)."),
-    workers: int = typer.Option(1, min=1, help="Processes finding landmarks (one thread each)."),
-    detector: str = typer.Option("dlib", help="Landmark backend: dlib (offline) or fan."),
-    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N photos (trial runs)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-) -> None:
-    summary = cache_photos(src, dest, resolution, workers, progress=progress, detector=detector, limit=limit)
-    print(json.dumps(summary))
-
-
-def main(argv: Optional[list] = None) -> int:
-    """Every failure is one line on stderr and a non-zero exit code."""
-    try:
-        code = app(args=argv, standalone_mode=False, prog_name="animate-preprocess-photos")
-        return code if isinstance(code, int) else 0
-    except AnimateError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except typer.Exit as e:
-        return e.exit_code
-    except UsageProblem as e:
-        print(f"error: {e.format_message()} (see animate-preprocess-photos --help)", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, typer.Abort):
-        print("interrupted: the photos cached so far are kept; run again to continue", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,28 +4,53 @@ Decoding video and finding landmarks costs far more than a training step, so it 
 per clip, `frames_per_clip` face crops (JPEG) spread evenly over the clip plus their landmarks,
 one `.npz` per clip (loadable with allow_pickle=False), mirrored as `<identity>/<video>/<clip>.npz`.
 Resumable (finished clips are skipped, files appear atomically) and never fatal per clip.
-
-    python -m animate_cli.train.preprocess SRC DST --resolution 256 --frames-per-clip 32 --workers 2
+`animate-preprocess SRC DST` (train/cli.py) runs it with PreprocessOptions.
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import time
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from ..errors import AnimateError
+from ..face.crop import CropSmoother, face_crop_transform, transform_points, warp_to_crop
+from ..face.landmarks import make_detector
+from ..face.track import fill_missing, track_landmarks
+from ..video import probe_video, read_frames
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 JPEG_QUALITY = 90
 MIN_FACE_FRACTION = 0.5  # a clip whose face is found in fewer frames is too unreliable to train on
 SKIPPED = "skipped.txt"
 INDEX = "index.json"
+
+
+@dataclass
+class PreprocessOptions:
+    """How the cache is made (the defaults `animate-preprocess` takes)."""
+    resolution: int = 256  # face crop size in pixels
+    frames_per_clip: int = 32  # crops kept per clip, spread evenly over it
+    workers: int = 2  # processes (each with its own detector)
+    detector: str = "dlib"  # landmark backend: dlib or fan (face/landmarks.py)
+    max_frames: int | None = None  # read at most this many frames per clip
+    limit: int | None = None  # only the first N clips (trial runs)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.resolution < 16:
+            raise AnimateError(f"--resolution must be 16 or more (got {self.resolution})")
+        for flag, value in (("--frames-per-clip", self.frames_per_clip), ("--workers", self.workers),
+                            ("--max-frames", self.max_frames), ("--limit", self.limit)):
+            if value is not None and value < 1:
+                raise AnimateError(f"{flag} must be 1 or more (got {value})")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -86,10 +111,6 @@ def pick_frames(valid: np.ndarray, n: int) -> np.ndarray:
 def process_clip(src: Path, dst: Path, resolution: int, frames_per_clip: int, detector,
                  max_frames: int | None = None) -> int:
     """Crop one clip into `dst`; returns the number of frames stored. AnimateError = skip this clip."""
-    from ..face.crop import CropSmoother, face_crop_transform, transform_points, warp_to_crop
-    from ..face.track import fill_missing, track_landmarks
-    from ..video import probe_video, read_frames
-
     info = probe_video(src)
     frames = list(read_frames(src, max_frames=max_frames))
     if not frames:
@@ -128,12 +149,8 @@ _WORKER: dict = {}
 def _init_worker(detector_name: str, single_thread: bool = True) -> None:
     """One detector per worker process; one thread each so two workers share two cores fairly."""
     if single_thread:
-        import torch
-
         cv2.setNumThreads(1)
         torch.set_num_threads(1)
-    from ..face.landmarks import make_detector
-
     _WORKER["detector"] = make_detector(detector_name)
 
 
@@ -177,16 +194,14 @@ def write_index(dst: Path) -> list[dict]:
     return entries
 
 
-def preprocess_dataset(src, dst, resolution: int = 256, frames_per_clip: int = 32, workers: int = 2,
-                       progress: bool = True, detector: str = "dlib", max_frames: int | None = None,
-                       limit: int | None = None) -> dict:
-    """Fill the cache `dst` from the clips in `src`; returns a summary dict (counts, seconds, clips/s)."""
+def preprocess_dataset(src, dst, opts: PreprocessOptions | None = None, **kwargs) -> dict:
+    """Fill the cache `dst` from the clips in `src` (options: `opts`, changed by `kwargs`); returns a
+    summary dict (counts, seconds, clips/s)."""
+    o = dataclasses.replace(opts or PreprocessOptions(), **kwargs)
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise AnimateError(f"dataset folder not found: {src}")
-    clips = find_clips(src)
-    if limit is not None:
-        clips = clips[:limit]
+    clips = find_clips(src)[:o.limit]
     if not clips:
         raise AnimateError(f"no clips at {src}/<identity>/<video>/<clip>.mp4")
     dst.mkdir(parents=True, exist_ok=True)
@@ -198,11 +213,11 @@ def preprocess_dataset(src, dst, resolution: int = 256, frames_per_clip: int = 3
         if out.exists() or rel in skipped:
             done += 1
             continue
-        jobs.append((rel, str(c), str(out), resolution, frames_per_clip, max_frames))
+        jobs.append((rel, str(c), str(out), o.resolution, o.frames_per_clip, o.max_frames))
 
     t0 = time.time()
     n_ok = n_skip = 0
-    with open(dst / SKIPPED, "a") as skip_log, progress_bar(progress, len(jobs)) as advance:
+    with open(dst / SKIPPED, "a") as skip_log, progress_bar(o.progress, len(jobs)) as advance:
         def handle(result):
             nonlocal n_ok, n_skip
             rel, n, reason = result
@@ -214,12 +229,12 @@ def preprocess_dataset(src, dst, resolution: int = 256, frames_per_clip: int = 3
                 n_ok += 1
             advance(rel)
 
-        if workers <= 1 or len(jobs) <= 1:
-            _init_worker(detector, single_thread=False)
+        if o.workers <= 1 or len(jobs) <= 1:
+            _init_worker(o.detector, single_thread=False)
             for job in jobs:
                 handle(_work(job))
         else:
-            with get_context("spawn").Pool(workers, _init_worker, (detector,)) as pool:
+            with get_context("spawn").Pool(o.workers, _init_worker, (o.detector,)) as pool:
                 for result in pool.imap_unordered(_work, jobs, chunksize=1):
                     handle(result)
     seconds = time.time() - t0
@@ -259,30 +274,3 @@ class progress_bar:
         if self.enabled:
             self.bar.__exit__(*exc)
         return False
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m animate_cli.train.preprocess", description=__doc__.split("\n")[0])
-    ap.add_argument("src", help="folder with <identity>/<video>/<clip>.mp4")
-    ap.add_argument("dst", help="cache folder to create or complete")
-    ap.add_argument("--resolution", type=int, default=256)
-    ap.add_argument("--frames-per-clip", type=int, default=32)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--detector", default="dlib", choices=["dlib", "fan"])
-    ap.add_argument("--max-frames", type=int, default=None, help="read at most this many frames per clip")
-    ap.add_argument("--limit", type=int, default=None, help="only the first N clips (trial runs)")
-    ap.add_argument("--no-progress", action="store_true")
-    a = ap.parse_args(argv)
-    try:
-        summary = preprocess_dataset(a.src, a.dst, a.resolution, a.frames_per_clip, a.workers,
-                                     progress=not a.no_progress, detector=a.detector, max_frames=a.max_frames,
-                                     limit=a.limit)
-    except AnimateError as e:
-        print(f"error: {e}")
-        return 1
-    print(json.dumps(summary))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

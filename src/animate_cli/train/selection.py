@@ -12,28 +12,51 @@ and a spline that follows each one exactly drags the picture along with the nois
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..config import ModelConfig
 from ..errors import AnimateError
-from ..warp import DEFAULT_REG
-from .preprocess import progress_bar
-
+from ..evaluation.metrics import ssim
+from ..models.checkpoint import CONFIG_NAME
+from ..references import learned_cost, selection_features
+from ..warp import warp_image
+from .episodes import from_model_tensor, to_model_tensor
+from .preprocess import INDEX, decode_frame, load_clip, progress_bar
 
 WARP_REGS = (1e-3, 3e-3, 1e-2, 2e-2, 5e-2, 1e-1)  # the spline regularisations animate-fit-selection tries
 
 
+@dataclass
+class FitSelectionOptions:
+    """What `animate-fit-selection` does, with its defaults."""
+    shots: int = 8  # random frames of each clip warped to each target
+    targets: int = 4  # target frames per clip
+    max_clips: int | None = None
+    warp_regs: tuple = WARP_REGS  # spline regularisations tried (warp.tps_grid); the best mean SSIM is kept
+    seed: int = 0
+    threads: int | None = None  # torch CPU threads
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.shots < 2:
+            raise AnimateError("--shots must be 2 or more: there is nothing to choose from one shot")
+        for flag, value in (("--targets", self.targets), ("--max-clips", self.max_clips), ("--threads", self.threads)):
+            if value is not None and value < 1:
+                raise AnimateError(f"{flag} must be 1 or more (got {value})")
+        if not self.warp_regs or not all(0 < r <= 1 for r in self.warp_regs):  # (NaN fails this too)
+            raise AnimateError("--warp-reg values must be numbers in (0, 1]")
+
+
 def usable_clips(cache_dir, n_shots: int, max_clips: int | None = None) -> list[dict]:
     """The cache's index entries with more frames than shots (one is the target), at most max_clips."""
-    from .preprocess import INDEX
-
     root = Path(cache_dir)
     if not (root / INDEX).exists():
         raise AnimateError(f"no {INDEX} in {root}: run animate-preprocess first")
@@ -46,8 +69,6 @@ def usable_clips(cache_dir, n_shots: int, max_clips: int | None = None) -> list[
 def _clips(cache_dir, n_shots: int, max_clips: int | None):
     """(index entry, the clip's arrays, its landmarks as float32) for each usable clip; an unreadable clip
     is a one-line error."""
-    from .preprocess import load_clip
-
     root = Path(cache_dir)
     for entry in usable_clips(root, n_shots, max_clips):
         try:
@@ -57,16 +78,10 @@ def _clips(cache_dir, n_shots: int, max_clips: int | None):
         yield entry, z, z["landmarks"].astype(np.float32)
 
 
-def selection_data(cache_dir, n_shots: int = 8, n_targets: int = 4, seed: int = 0, max_clips: int | None = None,
-                   progress=None, reg: float = DEFAULT_REG) -> tuple[np.ndarray, np.ndarray]:
+def selection_data(cache_dir, n_shots: int, n_targets: int, seed: int, max_clips: int | None, reg: float,
+                   progress=None) -> tuple[np.ndarray, np.ndarray]:
     """(features (P, n_shots, F), SSIM of each shot's warp (P, n_shots), warped with spline regularisation
     `reg`), one row per target frame. `progress(clip)` is called after each clip."""
-    from ..animate import to_tensor, to_uint8
-    from ..evaluate import ssim
-    from ..references import selection_features
-    from ..warp import warp_image
-    from .preprocess import decode_frame
-
     rng = np.random.default_rng(seed)
     feats, scores = [], []
     for entry, z, lms in _clips(cache_dir, n_shots, max_clips):
@@ -74,11 +89,11 @@ def selection_data(cache_dir, n_shots: int = 8, n_targets: int = 4, seed: int = 
         others = np.setdiff1d(np.arange(len(lms)), shots)
         targets = rng.choice(others, min(n_targets, len(others)), replace=False)
         images = {i: decode_frame(z["jpeg"], z["offsets"], int(i)) for i in np.concatenate([shots, targets])}
-        x = to_tensor(np.stack([images[i] for i in shots]), "cpu")
+        x = to_model_tensor(np.stack([images[i] for i in shots]))
         with torch.no_grad():
             for t in targets:
                 dst = torch.from_numpy(lms[t][None]).expand(n_shots, -1, -1)
-                warped = to_uint8(warp_image(x, torch.from_numpy(lms[shots]), dst, reg=reg))
+                warped = from_model_tensor(warp_image(x, torch.from_numpy(lms[shots]), dst, reg=reg))
                 scores.append(ssim(warped, np.repeat(images[t][None], n_shots, 0)))
                 feats.append(selection_features(lms[shots], lms[t][None])[0].numpy())
         if progress is not None:
@@ -86,26 +101,21 @@ def selection_data(cache_dir, n_shots: int = 8, n_targets: int = 4, seed: int = 
     return np.stack(feats), np.stack(scores)
 
 
-def warp_reg_scores(cache_dir, regs, n_targets: int = 4, seed: int = 0, max_clips: int | None = None,
+def warp_reg_scores(cache_dir, regs, n_targets: int, seed: int, max_clips: int | None,
                     progress=None) -> np.ndarray:
     """SSIM of one random frame of each clip warped to `n_targets` others, at each spline regularisation in
     `regs`: (pairs, len(regs)). Small values follow every landmark exactly, noise included; large ones bend
     the picture less than the landmarks ask. `progress(clip)` is called after each clip."""
-    from ..animate import to_tensor, to_uint8
-    from ..evaluate import ssim
-    from ..warp import warp_image
-    from .preprocess import decode_frame
-
     rng = np.random.default_rng(seed)
     rows = []
     for entry, z, lms in _clips(cache_dir, 1, max_clips):
         shot = int(rng.integers(len(lms)))
         targets = rng.choice(np.setdiff1d(np.arange(len(lms)), [shot]), min(n_targets, len(lms) - 1), replace=False)
-        x = to_tensor(decode_frame(z["jpeg"], z["offsets"], shot)[None], "cpu")
+        x = to_model_tensor(decode_frame(z["jpeg"], z["offsets"], shot)[None])
         truth = np.stack([decode_frame(z["jpeg"], z["offsets"], int(t)) for t in targets])
         src = torch.from_numpy(lms[shot][None]).expand(len(targets), -1, -1)
         with torch.no_grad():
-            rows.append(np.stack([ssim(to_uint8(warp_image(x.expand(len(targets), -1, -1, -1), src,
+            rows.append(np.stack([ssim(from_model_tensor(warp_image(x.expand(len(targets), -1, -1, -1), src,
                                                            torch.from_numpy(lms[targets]), reg=r)), truth)
                                   for r in regs], axis=1))
         if progress is not None:
@@ -126,19 +136,14 @@ def fit_selection(features: np.ndarray, scores: np.ndarray, ridge: float = 1e-6)
 
 def chosen_score(features: np.ndarray, scores: np.ndarray, weights=()) -> float:
     """Mean score of the shot each rule picks: the nearest shape (no weights) or the learned score."""
-    from ..references import learned_cost
-
     f = torch.as_tensor(np.asarray(features, np.float32))
     cost = f[..., 0] if not len(weights) else learned_cost(f, weights)  # feature 0 = the shape distance
     pick = cost.argmin(dim=1).numpy()
     return float(np.asarray(scores)[np.arange(len(pick)), pick].mean())
 
 
-def _weights_config(weights_dir) -> tuple[Path, dict, "ModelConfig"]:
+def _weights_config(weights_dir) -> tuple[Path, dict, ModelConfig]:
     """(config.json path, its data, the ModelConfig) of a warp model's weights folder, or a clear error."""
-    from ..config import ModelConfig
-    from ..models.checkpoint import CONFIG_NAME
-
     path = Path(weights_dir) / CONFIG_NAME
     if not path.is_file():
         raise AnimateError(f"no {CONFIG_NAME} in {weights_dir}")
@@ -166,49 +171,23 @@ def write_selection(weights_dir, weights: np.ndarray, warp_reg: float | None = N
     return path
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="animate-fit-selection", description=__doc__.split("\n")[0])
-    ap.add_argument("cache", help="preprocessed training cache (animate-preprocess)")
-    ap.add_argument("weights", help="weights folder whose config.json gets the selection weights")
-    ap.add_argument("--shots", type=int, default=8)
-    ap.add_argument("--targets", type=int, default=4, help="target frames per clip")
-    ap.add_argument("--max-clips", type=int, default=None)
-    ap.add_argument("--warp-regs", type=float, nargs="+", default=list(WARP_REGS), metavar="REG",
-                    help="spline regularisations to try (warp.tps_grid); the best mean SSIM is kept")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--no-progress", action="store_true")
-    a = ap.parse_args(argv)
-    try:
-        if a.shots < 2:
-            raise AnimateError("--shots must be 2 or more: there is nothing to choose from one shot")
-        for flag, value in (("--targets", a.targets), ("--max-clips", a.max_clips), ("--threads", a.threads)):
-            if value is not None and value < 1:
-                raise AnimateError(f"{flag} must be 1 or more (got {value})")
-        if not all(0 < r <= 1 for r in a.warp_regs):  # (NaN fails this too)
-            raise AnimateError("--warp-regs must be numbers in (0, 1]")
-        if a.threads:
-            torch.set_num_threads(a.threads)
-        _weights_config(a.weights)  # refuse before the long part
-        total = len(usable_clips(a.cache, a.shots, a.max_clips))
-        with progress_bar(not a.no_progress, total, "warp at each regularisation") as advance:
-            reg_scores = warp_reg_scores(a.cache, a.warp_regs, a.targets, a.seed, a.max_clips, advance)
-        reg = float(a.warp_regs[int(np.argmax(reg_scores.mean(axis=0)))])
-        with progress_bar(not a.no_progress, total, "warp each shot to other frames") as advance:
-            feats, scores = selection_data(a.cache, a.shots, a.targets, a.seed, a.max_clips, advance, reg)
-        w = fit_selection(feats, scores)
-        path = write_selection(a.weights, w, reg)
-    except AnimateError as e:
-        print(f"error: {e}")
-        return 1
-    report = {"rows": len(scores), "ssim_nearest_shape": round(chosen_score(feats, scores), 4),
-              "ssim_learned": round(chosen_score(feats, scores, w), 4),
-              "ssim_best_possible": round(float(np.max(scores, axis=1).mean()), 4), "warp_reg": reg,
-              "ssim_by_warp_reg": {f"{r:g}": round(float(v), 4) for r, v in zip(a.warp_regs, reg_scores.mean(axis=0))},
-              "config": str(path)}
-    print(json.dumps(report))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def fit_selection_into(cache_dir, weights_dir, opts: FitSelectionOptions | None = None, **kwargs) -> dict:
+    """The whole `animate-fit-selection`: pick the spline regularisation, fit the selection on warps made
+    with it, write both into the weights folder's config.json; returns a report of the figures."""
+    o = dataclasses.replace(opts or FitSelectionOptions(), **kwargs)
+    if o.threads:
+        torch.set_num_threads(o.threads)
+    _weights_config(weights_dir)  # refuse before the long part
+    total = len(usable_clips(cache_dir, o.shots, o.max_clips))
+    with progress_bar(o.progress, total, "warp at each regularisation") as advance:
+        reg_scores = warp_reg_scores(cache_dir, o.warp_regs, o.targets, o.seed, o.max_clips, advance)
+    reg = float(o.warp_regs[int(np.argmax(reg_scores.mean(axis=0)))])
+    with progress_bar(o.progress, total, "warp each shot to other frames") as advance:
+        feats, scores = selection_data(cache_dir, o.shots, o.targets, o.seed, o.max_clips, reg, advance)
+    w = fit_selection(feats, scores)
+    path = write_selection(weights_dir, w, reg)
+    return {"rows": len(scores), "ssim_nearest_shape": round(chosen_score(feats, scores), 4),
+            "ssim_learned": round(chosen_score(feats, scores, w), 4),
+            "ssim_best_possible": round(float(np.max(scores, axis=1).mean()), 4), "warp_reg": reg,
+            "ssim_by_warp_reg": {f"{r:g}": round(float(v), 4) for r, v in zip(o.warp_regs, reg_scores.mean(axis=0))},
+            "config": str(path)}

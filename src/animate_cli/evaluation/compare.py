@@ -1,0 +1,110 @@
+"""Reading evaluation reports: the summary table, and the paired comparison of two reports of the same
+clips (is B better than A on the same frames, or only on average?)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import AnimateError
+
+HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "lpips": False, "csim": True, "id_dist": False,
+                    "landmark_error": False}
+
+
+def sign_test(better: int, worse: int) -> float:
+    """Two-sided exact sign test (ties dropped): how likely so lopsided a split is if B and A are alike."""
+    n = better + worse
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(better, worse) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def _shared_settings(a: dict, b: dict):
+    for setting, sa in a.get("self", {}).items():
+        if setting in b.get("self", {}):
+            yield setting, sa, b["self"][setting]
+    if "cross" in a and "cross" in b:
+        yield "cross-id", a["cross"], b["cross"]
+
+
+def _per_frame(setting: str, summary) -> dict:
+    """A setting's per-frame lists, checked: a clip label and a value of each metric for every frame."""
+    frames = summary.get("per_frame") if isinstance(summary, dict) else None
+    if not isinstance(frames, dict) or not isinstance(frames.get("clip"), list):
+        raise AnimateError(f"{setting}: a report has no per-frame values (re-run animate-evaluate)")
+    if any(not isinstance(v, list) or len(v) != len(frames["clip"]) for v in frames.values()):
+        raise AnimateError(f"{setting}: a report's per-frame values do not line up with its frames")
+    return frames
+
+
+def compare(a: dict, b: dict) -> list[dict]:
+    """B against A frame by frame, for each pair of models and each setting both reports hold. Means differ
+    in the fifth decimal between close models; a frame-by-frame count says whether that is one clip or all.
+    Rows: model_a, model_b, setting, metric, a, b, gain (B's improvement, in the metric's better direction),
+    better/worse/ties (frames), clips_better/clips (per-clip mean gain > 0), p (sign test over frames)."""
+    rows = []
+    for model_a, entry_a in a["models"].items():
+        for model_b, entry_b in b["models"].items():
+            for setting, sa, sb in _shared_settings(entry_a, entry_b):
+                fa, fb = _per_frame(setting, sa), _per_frame(setting, sb)
+                if fa["clip"] != fb["clip"]:
+                    raise AnimateError(f"{setting}: the reports cover different clips or targets and cannot be paired")
+                clips = np.array(fa["clip"])
+                for metric, higher in HIGHER_IS_BETTER.items():
+                    if metric not in fa or metric not in fb:
+                        continue
+                    x, y = np.asarray(fa[metric], np.float64), np.asarray(fb[metric], np.float64)
+                    gain = y - x if higher else x - y
+                    per_clip = [gain[clips == c].mean() for c in dict.fromkeys(fa["clip"])]
+                    better, worse = int((gain > 0).sum()), int((gain < 0).sum())
+                    rows.append(dict(model_a=model_a, model_b=model_b, setting=setting, metric=metric,
+                                     a=float(x.mean()), b=float(y.mean()), gain=float(gain.mean()),
+                                     better=better, worse=worse, ties=len(gain) - better - worse,
+                                     clips_better=int(sum(g > 0 for g in per_clip)), clips=len(per_clip),
+                                     p=sign_test(better, worse)))
+    return rows
+
+
+def read_report(path) -> dict:
+    """A report written by animate-evaluate, or a one-line error."""
+    try:
+        report = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise AnimateError(f"{path}: cannot read a report ({type(e).__name__}: {e})") from None
+    models = report.get("models") if isinstance(report, dict) else None
+    if not isinstance(models, dict) or not all(isinstance(e, dict) for e in models.values()):
+        raise AnimateError(f"{path}: not an animate-evaluate report (no \"models\")")
+    return report
+
+
+def print_comparison(rows: list[dict], name_a: str, name_b: str) -> None:
+    t = Table(title=f"B = {name_b} against A = {name_a}, frame by frame (gain, +: B better)")
+    for c in ("model", "setting", "metric", "A", "B", "gain", "frames +/−/=", "clips +", "p (sign)"):
+        t.add_column(c, justify="left" if c in ("model", "setting", "metric") else "right", no_wrap=True)
+    for r in rows:
+        model = r["model_a"] if r["model_a"] == r["model_b"] else f"{r['model_a']} → {r['model_b']}"
+        t.add_row(model, r["setting"], r["metric"], f"{r['a']:.6f}", f"{r['b']:.6f}", f"{r['gain']:+.6f}",
+                  f"{r['better']} / {r['worse']} / {r['ties']}", f"{r['clips_better']} of {r['clips']}",
+                  f"{r['p']:.3g}")
+    Console(width=max(150, Console().width)).print(t)
+
+
+def print_table(report: dict) -> None:
+    """One row per model and setting: the paper's columns plus ours."""
+    cols = ["ssim", "psnr", "lpips", "csim", "id_dist", "landmark_error", "fid", "face_detected", "frames"]
+    t = Table(title=f"evaluation on {report['clips_dir']} ({len(report['clips'])} clips)")
+    t.add_column("model")
+    t.add_column("setting")
+    for c in cols:
+        t.add_column({"landmark_error": "lmk", "face_detected": "det", "frames": "n"}.get(c, c), justify="right")
+    for model, entry in report["models"].items():
+        rows = list(entry["self"].items()) + ([("cross-id", entry["cross"])] if "cross" in entry else [])
+        for setting, m in rows:
+            t.add_row(model, setting, *["-" if m.get(c) is None else f"{m[c]:.3g}" for c in cols])
+    Console(width=max(120, Console().width)).print(t)

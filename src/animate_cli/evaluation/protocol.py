@@ -1,0 +1,270 @@
+"""The paper's evaluation protocol on a folder of clips, for any animator (`warp`, `default`, trained weights).
+
+Self-reenactment: K shots from the start of each clip (K = 1 and 8), `targets` later frames as
+targets, each driven by its own landmarks; metrics against the real frame: SSIM, PSNR, LPIPS, CSIM
+(identity), landmark error (re-detected on the output vs the driving landmarks) and FID.
+Cross-identity: clip i's first frame driven by clip i+1 (relative motion transfer); metrics: CSIM to
+the portrait (does the person stay the same?) and landmark error to the transferred landmarks.
+The report keeps every frame's values, labelled by clip, so two reports can be paired (compare.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from ..animate import make_animator
+from ..errors import AnimateError
+from ..face.crop import CropSmoother, face_crop_transform, transform_points, warp_to_crop
+from ..face.landmarks import make_detector
+from ..face.track import fill_missing, track_landmarks
+from ..motion import transfer_relative
+from ..video import is_video, read_frames
+from .metrics import FaceIdentity, Inception, frechet_distance, landmark_error, lpips, psnr, ssim
+
+FID_MIN_FRAMES = 64  # below this many frames per side the FID estimate is noise: reported as null
+
+
+@dataclass
+class EvaluateOptions:
+    """What `animate-evaluate` measures, with its defaults."""
+    models: tuple = ("warp", "default")  # 'warp', 'default' (the bundled weights) or weights folders
+    shots: tuple = (1, 8)  # K of the self-reenactment settings
+    targets: int = 32  # target frames per clip
+    finetune_steps: int | None = None  # None: each model's own default
+    out: str | None = "eval.json"  # the JSON report (None: not written)
+    device: str = "cpu"
+    cross: bool = True  # also the cross-identity setting (needs 2 clips or more)
+    max_clips: int | None = None
+    max_frames: int | None = None  # read at most this many frames per clip
+    detector: str = "dlib"  # landmark backend for cropping and re-detection
+    fid: bool = True
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise AnimateError("no model to evaluate")
+        if not self.shots or min(self.shots) < 1:
+            raise AnimateError(f"--shots must be 1 or more (got {', '.join(map(str, self.shots))})")
+        for flag, value in (("--targets", self.targets), ("--max-clips", self.max_clips),
+                            ("--max-frames", self.max_frames)):
+            if value is not None and value < 1:
+                raise AnimateError(f"{flag} must be 1 or more (got {value})")
+        if self.finetune_steps is not None and self.finetune_steps < 0:
+            raise AnimateError(f"--finetune-steps must be 0 or more (got {self.finetune_steps})")
+
+
+# ----------------------------------------------------------------------------------------------
+# Clips: stable face crops at the model resolution, as the animate pipeline would make them.
+
+
+@dataclass
+class EvalClip:
+    name: str
+    shots: np.ndarray  # (S,R,R,3) uint8, from the start of the clip, first = frame 0
+    shot_landmarks: np.ndarray  # (S,68,2) crop px
+    targets: np.ndarray  # (T,R,R,3)
+    target_landmarks: np.ndarray  # (T,68,2)
+
+
+def frame_plan(n_frames: int, n_shots: int, n_targets: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shots spread over the first quarter of the clip (at least n_shots frames), targets spread over
+    the rest: the targets are always later than every shot."""
+    span = min(max(n_shots, n_frames // 4), n_frames - 1)
+    shots = np.unique(np.round(np.linspace(0, span - 1, n_shots)).astype(int))
+    rest = n_frames - span
+    targets = span + np.unique(np.round(np.linspace(0, rest - 1, min(n_targets, rest))).astype(int))
+    return shots, targets
+
+
+def load_eval_clip(path: Path, resolution: int, detector, n_shots: int, n_targets: int,
+                   max_frames: int | None = None) -> EvalClip:
+    """Track landmarks over the clip (pass 1), then crop only the frames the protocol uses (pass 2)."""
+    seq = list(track_landmarks(read_frames(path, max_frames=max_frames), detector, smooth=False))
+    if len(seq) < n_shots + 1:
+        raise AnimateError(f"only {len(seq)} frames")
+    lms = fill_missing(seq, path.name)
+    smoother = CropSmoother(resolution)
+    transforms = [smoother(face_crop_transform(l, resolution)) for l in lms]
+    shot_idx, target_idx = frame_plan(len(lms), n_shots, n_targets)
+    wanted = {int(i) for i in np.concatenate([shot_idx, target_idx])}
+    crops = {}
+    for i, frame in enumerate(read_frames(path, max_frames=max_frames)):
+        if i in wanted:
+            crops[i] = warp_to_crop(frame, transforms[i], resolution)
+    pts = lambda idx: np.stack([transform_points(lms[i], transforms[i]) for i in idx]).astype(np.float32)
+    return EvalClip(path.name, np.stack([crops[i] for i in shot_idx]), pts(shot_idx),
+                    np.stack([crops[i] for i in target_idx]), pts(target_idx))
+
+
+def find_clips(folder: Path) -> list[Path]:
+    """The video files under `folder`, at any depth, in a stable order."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and is_video(p))
+
+
+# ----------------------------------------------------------------------------------------------
+# The protocol.
+
+
+@dataclass
+class _Scores:
+    """Per-frame values of one (model, setting) and the clip of each frame; real/fake frames kept for FID."""
+    values: dict = field(default_factory=dict)
+    clips: list = field(default_factory=list)
+    real: list = field(default_factory=list)
+    fake: list = field(default_factory=list)
+
+    def add(self, clip: str, **kw):
+        per_frame = {k: np.atleast_1d(np.asarray(v, np.float64)).tolist() for k, v in kw.items()}
+        (n,) = {len(v) for v in per_frame.values()}  # every metric: one value per frame
+        for k, v in per_frame.items():
+            self.values.setdefault(k, []).extend(v)
+        self.clips.extend([clip] * n)
+
+
+def _redetect(detector, images: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Landmarks of the faces in the outputs: detected (the box nearest the wanted face), else fitted in
+    the box the wanted landmarks imply. Returns (landmarks (B,68,2), detected (B,) bool)."""
+    out, found = [], []
+    for img, w in zip(images, wanted):
+        boxes = detector.detect(img, work_size=max(img.shape[:2]) + 64)
+        centre = w.mean(0)
+        if boxes:
+            box = min(boxes, key=lambda b: np.linalg.norm((b[:2] + b[2:]) / 2 - centre))
+            found.append(True)
+        else:
+            box = detector.box_from_landmarks(w)
+            found.append(False)
+        out.append(detector.landmarks(img, box))
+    return np.stack(out), np.array(found)
+
+
+def _render(animator, landmarks: np.ndarray, batch: int = 8) -> np.ndarray:
+    return np.concatenate([animator.render(landmarks[i:i + batch]) for i in range(0, len(landmarks), batch)])
+
+
+class _Lazy:
+    """Build the (large) Inception only when some setting has enough frames for FID."""
+
+    def __init__(self, make):
+        self.make, self.obj = make, None
+
+    def features(self, images):
+        self.obj = self.obj or self.make()
+        return self.obj.features(images)
+
+
+def _summary(s: _Scores, inception) -> dict:
+    """Means over the frames, to 6 decimals: models that differ in the fourth (fine-tuned vs feed-forward) stay
+    comparable in the JSON; the table shows fewer."""
+    out = {k: round(float(np.mean(v)), 6) for k, v in s.values.items()}
+    out["frames"] = len(s.clips)
+    # Per-frame values (same clips and targets -> same order in every report): what `--compare` pairs up.
+    out["per_frame"] = {"clip": list(s.clips), **{k: [round(x, 6) for x in v] for k, v in s.values.items()}}
+    if s.real and inception is not None:
+        real, fake = np.concatenate(s.real), np.concatenate(s.fake)
+        enough = min(len(real), len(fake)) >= FID_MIN_FRAMES
+        out["fid"] = round(frechet_distance(inception.features(real), inception.features(fake)), 2) if enough else None
+    return out
+
+
+def _means(summary: dict) -> dict:
+    """A setting's summary without its per-frame lists: for the progress lines."""
+    return {k: v for k, v in summary.items() if k != "per_frame"}
+
+
+def evaluate(clips_dir, opts: EvaluateOptions | None = None, **kwargs) -> dict:
+    """Run the protocol for each model (options: `opts`, changed by `kwargs`); returns (and writes to
+    `opts.out`) the metrics as a dict:
+    {"models": {model: {"self": {"K=1": {...}, "K=8": {...}}, "cross": {...}}}, "clips": [...], ...}."""
+    opts = dataclasses.replace(opts or EvaluateOptions(), **kwargs)
+    n_targets, finetune_steps, device, seed = opts.targets, opts.finetune_steps, opts.device, opts.seed
+    max_frames = opts.max_frames
+    if not Path(clips_dir).is_dir():
+        raise AnimateError(f"clip folder not found: {clips_dir}")
+    paths = find_clips(Path(clips_dir))[:opts.max_clips]
+    if not paths:
+        raise AnimateError(f"no video clips in {clips_dir}")
+    shots = sorted(set(int(k) for k in opts.shots))
+    det = make_detector(opts.detector)
+    ident = FaceIdentity()
+    inception = _Lazy(lambda: Inception(device)) if opts.fid else None
+    say = _printer(opts.progress)
+    clip_cache: dict[int, tuple[list[EvalClip], dict]] = {}
+
+    def clips_at(resolution: int):
+        if resolution not in clip_cache:
+            ok, skipped = [], {}
+            for p in paths:
+                try:
+                    ok.append(load_eval_clip(p, resolution, det, max(shots), n_targets, max_frames))
+                except AnimateError as e:
+                    skipped[p.name] = str(e)
+            clip_cache[resolution] = (ok, skipped)
+            say(f"{len(ok)} clips cropped at {resolution}px" + (f", skipped: {skipped}" if skipped else ""))
+        return clip_cache[resolution]
+
+    def prepared(model, shots_, landmarks_):
+        """A fresh animator per person: a neural one keeps its first person's fine-tuned model."""
+        a = make_animator(model, device=device, finetune_steps=finetune_steps, seed=seed)
+        a.prepare(list(shots_), list(landmarks_))
+        return a
+
+    results = {}
+    for model in opts.models:
+        resolution = make_animator(model, device=device, finetune_steps=finetune_steps, seed=seed).resolution
+        clips, skipped = clips_at(resolution)
+        per = {}
+        for k in shots:
+            s = _Scores()
+            for c in clips:
+                out = _render(prepared(model, c.shots[:k], c.shot_landmarks[:k]), c.target_landmarks)
+                got, found = _redetect(det, out, c.target_landmarks)
+                ids = np.array([ident.compare(o, g, t, tl) for o, g, t, tl in
+                                zip(out, got, c.targets, c.target_landmarks)])
+                s.add(c.name, ssim=ssim(out, c.targets), psnr=psnr(out, c.targets), lpips=lpips(out, c.targets, device),
+                      csim=ids[:, 0], id_dist=ids[:, 1], landmark_error=landmark_error(got, c.target_landmarks),
+                      face_detected=found)
+                s.real.append(c.targets)
+                s.fake.append(out)
+            per[f"K={k}"] = _summary(s, inception)
+            say(f"{model} self-reenactment K={k}: {_means(per[f'K={k}'])}")
+        entry = {"self": per, "resolution": resolution, "skipped_clips": skipped}
+        if opts.cross and len(clips) >= 2:
+            s = _Scores()
+            for i, c in enumerate(clips):
+                d = clips[(i + 1) % len(clips)]
+                drive = np.concatenate([d.shot_landmarks[:1], d.target_landmarks])
+                wanted = transfer_relative(c.shot_landmarks[0], drive, ref_index=0)[1:].astype(np.float32)
+                out = _render(prepared(model, c.shots[:1], c.shot_landmarks[:1]), wanted)
+                got, found = _redetect(det, out, wanted)
+                ids = np.array([ident.compare(o, g, c.shots[0], c.shot_landmarks[0]) for o, g in zip(out, got)])
+                s.add(c.name, csim=ids[:, 0], id_dist=ids[:, 1], landmark_error=landmark_error(got, wanted),
+                      face_detected=found)
+            entry["cross"] = _summary(s, None)
+            say(f"{model} cross-identity: {_means(entry['cross'])}")
+        results[model] = entry
+
+    report = {"clips_dir": str(clips_dir), "clips": [p.name for p in paths], "shots": shots, "n_targets": n_targets,
+              "finetune_steps": finetune_steps, "device": str(device), "models": results}
+    if opts.out is not None:
+        out_json = Path(opts.out)
+        out_json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_json.with_name(out_json.name + ".tmp")
+        tmp.write_text(json.dumps(report, indent=2))
+        os.replace(tmp, out_json)
+    return report
+
+
+def _printer(enabled: bool):
+    """Progress lines on stderr, or nothing."""
+    if not enabled:
+        return lambda msg: None
+    console = Console(stderr=True)
+    return lambda msg: console.print(msg, highlight=False)

@@ -1,0 +1,396 @@
+"""Meta-learning of E, G and D on episodes (paper §3.2), one process or several under torchrun (DDP).
+
+TrainOptions holds every setting and its default (the `animate-train` command reads them from here);
+Trainer owns the networks, optimisers and data and runs the loop. What the run leaves on disk, and how it
+resumes, is rundir.py; the process-group plumbing is distributed.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch.utils.data import DataLoader
+
+from .. import losses
+from ..config import preset
+from ..errors import AnimateError
+from ..models.checkpoint import load_checkpoint
+from ..models.discriminator import Discriminator
+from ..models.embedder import Embedder
+from ..models.generator import build_generator
+from . import distributed, rundir
+from .episodes import EpisodeDataset, reference_warp
+
+LOSS_COLUMNS = ("loss_g", "cnt", "adv", "fm", "mch", "pix", "mouth", "loss_d", "d_real", "d_fake")
+
+
+@dataclass
+class TrainOptions:
+    """Every meta-learning setting, with its default (the one place `animate-train` takes them from)."""
+    cache: str = ""  # preprocessed cache folder (animate-preprocess)
+    run: str = "runs/meta"  # run folder: checkpoint, losses.csv, samples
+    preset: str = "small"  # config.PRESETS
+    generator: str = "warp"  # config.GENERATORS
+    resolution: int | None = None  # default: the preset's
+    k_shots: int = 8
+    batch_size: int = 2  # episodes per process per step
+    lr_g: float = 5e-5
+    lr_d: float = 2e-4
+    d_steps: int = 1  # D updates per E/G update
+    perceptual_size: int | None = 128  # L_CNT input size (None = full); 128 keeps CPU steps affordable
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    checkpoint_every: int = 500
+    log_every: int = 10
+    sample_every: int = 200
+    val_per_identity: int = 1  # videos per identity held out of training
+    episodes_per_epoch: int | None = None  # default: one per training video
+    workers: int = 0  # data loader processes
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # CUDA only (bf16 autocast)
+    init: str | None = None  # start from a weights folder (e.g. an earlier export)
+    threads: int | None = None  # CPU threads per process (None: torch's default; torchrun sets 1)
+    augment: bool = True  # mirror + colour jitter of episodes (see episodes.py)
+    mouth_weight: float = 1.0  # weight of the mouth term (losses.mouth_loss); 0 = the paper's losses only
+    random_reference: float = 0.5  # share of episodes whose warp reference is a random shot, not the nearest
+    nan_patience: int = 3  # consecutive bad steps before restoring the last checkpoint and halving lr
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.random_reference <= 1.0:
+            raise AnimateError(f"--random-reference must be between 0 and 1 (got {self.random_reference})")
+        if self.mouth_weight < 0:
+            raise AnimateError(f"--mouth-weight must be 0 or more (got {self.mouth_weight})")
+        for flag, value in (("--k-shots", self.k_shots), ("--batch-size", self.batch_size),
+                            ("--d-steps", self.d_steps), ("--log-every", self.log_every),
+                            ("--threads", self.threads)):
+            if value is not None and value < 1:
+                raise AnimateError(f"{flag} must be 1 or more (got {value})")
+
+
+class Trainer:
+    """Holds models, optimisers and data; `step(batch)` is one meta-learning episode batch."""
+
+    def __init__(self, opts: TrainOptions):
+        self.opts = opts
+        self.device = distributed.setup_distributed(opts.device)
+        self.rank, self.world = distributed.rank(), distributed.world()
+        self.run = Path(opts.run)
+        if opts.threads:
+            torch.set_num_threads(opts.threads)
+        torch.manual_seed(opts.seed)
+        np.random.seed(opts.seed)
+        random.seed(opts.seed)
+
+        cfg = preset(opts.preset, opts.generator)
+        if opts.resolution:
+            cfg = cfg.replace(resolution=opts.resolution)
+        self.data = EpisodeDataset(opts.cache, k_shots=opts.k_shots, resolution=cfg.resolution, split="train",
+                                   val_per_identity=opts.val_per_identity,
+                                   episodes_per_epoch=opts.episodes_per_epoch, seed=opts.seed,
+                                   augment=opts.augment)
+        if self.data.n_videos < 1:
+            raise AnimateError("no training videos")
+        self.cfg = cfg
+        E, G, D = Embedder(cfg), build_generator(cfg), Discriminator(cfg, self.data.n_videos)
+        if opts.init:
+            self._load_init(opts.init, E, G, D)
+        self.E, self.G, self.D = (distributed.wrap(m.to(self.device), self.device) for m in (E, G, D))
+        betas = (0.0, 0.999)
+        self.opt_g = torch.optim.Adam([*self.E.parameters(), *self.G.parameters()], lr=opts.lr_g, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=opts.lr_d, betas=betas)
+        self.amp = opts.amp and self.device.type == "cuda"
+        self.step_no = 0
+        self.bad_in_a_row = 0
+        self.skipped = 0
+        self.lr_scale = 1.0
+
+    # --- init / checkpoints --------------------------------------------------------------------
+    def _load_init(self, folder, E, G, D) -> None:
+        """Start from existing weights of the same architecture; D's per-video columns only when the
+        video count matches."""
+        cfg, e, g, d = load_checkpoint(Path(folder), device="cpu", with_discriminator=True)
+        # the learned shot selection and warp setting are no network weights: the run keeps them, so its
+        # export still has them
+        if cfg.replace(selection=self.cfg.selection, warp_reg=self.cfg.warp_reg) != self.cfg:
+            raise AnimateError(f"--init {folder} has a different model config ({cfg.preset}, {cfg.generator}, "
+                               f"{cfg.resolution}px)")
+        self.cfg = self.cfg.replace(selection=cfg.selection, warp_reg=cfg.warp_reg)
+        E.load_state_dict(e.state_dict())
+        G.load_state_dict(g.state_dict())
+        if d is not None:
+            state = d.state_dict()
+            if state["W"].shape != D.W.shape:
+                state["W"] = D.W.detach().clone()
+            D.load_state_dict(state)
+
+    def save(self) -> None:
+        """Checkpoint the run (rank 0 writes; every process waits for it)."""
+        if self.rank == 0:
+            E, G, D = (distributed.unwrap(m) for m in (self.E, self.G, self.D))
+            rundir.save_run_checkpoint(self.run, self.cfg, E, G, D, {
+                "step": self.step_no, "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "rng": rundir.rng_state(), "skipped": self.skipped, "lr_scale": self.lr_scale,
+                "n_videos": self.data.n_videos})
+        distributed.barrier()
+
+    def load(self, restore_rng: bool = True) -> bool:
+        """Resume from the run folder's checkpoint; False when there is none."""
+        folder = rundir.find_checkpoint(self.run)
+        if folder is None:
+            return False
+        cfg, e, g, d, state = rundir.load_run_checkpoint(folder)
+        if cfg.to_dict() != self.cfg.to_dict():
+            raise AnimateError(f"{folder} was trained with another model config; use another --run-dir folder")
+        if state["n_videos"] != self.data.n_videos:
+            raise AnimateError(f"{folder} was trained on {state['n_videos']} videos, the cache now has "
+                               f"{self.data.n_videos}; use another --run-dir folder")
+        distributed.unwrap(self.E).load_state_dict(e.state_dict())
+        distributed.unwrap(self.G).load_state_dict(g.state_dict())
+        distributed.unwrap(self.D).load_state_dict(d.state_dict())
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.step_no, self.skipped, self.lr_scale = state["step"], state["skipped"], state["lr_scale"]
+        if restore_rng:
+            rundir.set_rng_state(state["rng"])
+        return True
+
+    # --- one step -------------------------------------------------------------------------------
+    def step(self, batch: dict) -> dict:
+        """E/G update (L_CNT + L_ADV + L_MCH) then `d_steps` D updates (hinge). Returns float losses;
+        'skipped': True when a non-finite loss/gradient made it skip the update (NaN guard)."""
+        o = self.opts
+        b = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        B, K = b["x_shots"].shape[:2]
+        D_raw = distributed.unwrap(self.D)
+        out = {}
+
+        # E and G
+        warped = self._episode_warp(b)
+        D_raw.requires_grad_(False)
+        with self._autocast():
+            e = self.E(b["x_shots"].flatten(0, 1), b["y_shots"].flatten(0, 1)).view(B, K, -1)
+            e_hat = e.mean(dim=1)
+            x_hat = self.G(b["y_t"], e_hat, warped=warped, landmarks=b["lm_t"])
+            score, feats = D_raw(torch.cat([x_hat, b["x_t"]]), torch.cat([b["y_t"], b["y_t"]]),
+                                 torch.cat([b["video"], b["video"]]))
+            fake_feats = [f[:B] for f in feats]
+            real_feats = [f[B:].detach() for f in feats]
+            w_i = D_raw.W[b["video"]]
+            parts = losses.generator_losses(score[:B].float(), fake_feats, real_feats, x_hat.float(), b["x_t"],
+                                            e_hat=e_hat.float(), w_i=w_i.detach(),
+                                            content_size=o.perceptual_size, landmarks=b["lm_t"],
+                                            weights=losses.LossWeights(mouth=o.mouth_weight))
+            loss_g = parts["total"]
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        D_raw.requires_grad_(True)
+        params_g = [p for g in self.opt_g.param_groups for p in g["params"]]
+        ok = self._finite(loss_g, params_g)
+        if ok:
+            self.opt_g.step()
+        out.update({("loss_g" if k == "total" else k): v.item() for k, v in parts.items()})
+
+        # D (hinge), on the same x̂ (detached): one forward of real ⊕ fake so DDP sees one pass
+        x_fake = x_hat.detach()
+        for _ in range(o.d_steps if ok else 0):
+            with self._autocast():
+                s, _ = self.D(torch.cat([b["x_t"], x_fake]), torch.cat([b["y_t"], b["y_t"]]),
+                              torch.cat([b["video"], b["video"]]))
+                # W_i's side of L_MCH (the paper trains both sides): taken with D's optimiser
+                loss_d = losses.d_hinge_loss(s[:B].float(), s[B:].float()) + losses.LossWeights().mch * \
+                    losses.match_loss(D_raw.W[b["video"]], e_hat.detach().float())
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            if not self._finite(loss_d, list(self.D.parameters())):
+                ok = False
+                break
+            self.opt_d.step()
+            out.update(loss_d=loss_d.item(), d_real=s[:B].float().mean().item(), d_fake=s[B:].float().mean().item())
+        self.opt_g.zero_grad(set_to_none=True)
+        self.opt_d.zero_grad(set_to_none=True)
+        return self._end_step(out, ok, b, x_hat, warped)
+
+    def _episode_warp(self, b: dict):
+        """The warp generator's reference for this step's episodes (None for fsth). In float32, outside
+        autocast: the spline solve needs it. Drawn from a generator of its own per (seed, step, rank), so
+        the draws do not depend on what else used the global RNG (an exact resume redraws them)."""
+        if self.cfg.generator != "warp":
+            return None
+        o = self.opts
+        with torch.no_grad():
+            draw = torch.Generator().manual_seed((o.seed * 1_000_003 + self.step_no) * 1_009 + self.rank)
+            return reference_warp(b["x_shots"], b["lm_shots"], b["lm_t"], o.random_reference, draw,
+                                  reg=self.cfg.warp_reg)
+
+    def _end_step(self, out: dict, ok: bool, b: dict, x_hat, warped) -> dict:
+        """Count the step, run the NaN guard when the update was skipped, keep the batch for samples."""
+        self.step_no += 1
+        out["skipped"] = not ok
+        if ok:
+            self.bad_in_a_row = 0
+        else:
+            self._bad_step()
+        self._last = {"x_shots": b["x_shots"], "y_t": b["y_t"], "x_t": b["x_t"], "x_hat": x_hat.detach(),
+                      "warped": warped}
+        return out
+
+    def _autocast(self):
+        """bf16 autocast for the forward passes on CUDA (TrainOptions.amp); a no-op context on the CPU."""
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
+
+    def _finite(self, loss, params) -> bool:
+        """Loss and (all-reduced) gradients finite on every process."""
+        grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+        norm = torch.stack(grads).norm() if grads else loss.new_zeros(())
+        bad = not (torch.isfinite(loss).item() and torch.isfinite(norm).item())
+        return not distributed.any_rank(bad, self.device)
+
+    def _bad_step(self) -> None:
+        """NaN guard: the update was skipped; after `nan_patience` in a row, go back to the last
+        checkpoint and halve the learning rates (keeping the step count, so data moves on)."""
+        self.skipped += 1
+        self.bad_in_a_row += 1
+        self.log(f"[yellow]NaN guard: non-finite loss or gradient at step {self.step_no}, update skipped")
+        if self.bad_in_a_row >= self.opts.nan_patience:
+            step = self.step_no
+            if self.load(restore_rng=False):
+                self.step_no = step
+            self.lr_scale *= 0.5
+            self.bad_in_a_row = 0
+            self.log(f"[yellow]NaN guard: restored the last checkpoint, learning rates x{self.lr_scale:g}")
+        for opt, lr in ((self.opt_g, self.opts.lr_g), (self.opt_d, self.opts.lr_d)):
+            for g in opt.param_groups:
+                g["lr"] = lr * self.lr_scale
+
+    # --- logging --------------------------------------------------------------------------------
+    def log(self, msg: str) -> None:
+        if self.rank == 0 and self.opts.progress:
+            Console(stderr=True).print(msg)
+
+    def write_samples(self, path: Path, n: int = 4) -> None:
+        """One row per episode: target landmarks | shots (up to 3) | warped reference | output | truth."""
+        last = self._last
+        rows = []
+        for i in range(min(n, last["x_t"].shape[0])):
+            tiles = [last["y_t"][i]] + list(last["x_shots"][i][:3])
+            if last["warped"] is not None:
+                tiles.append(last["warped"][i][:3])
+            rows.append(tiles + [last["x_hat"][i], last["x_t"][i]])
+        rundir.write_sample_grid(path, rows)
+
+    def _log_row(self, acc: dict, eps: float, epoch: int) -> None:
+        """Means of the losses since the last row: into losses.csv, and a table line on stderr."""
+        if self.rank != 0:
+            return
+        row = {"step": self.step_no, "epoch": epoch, "time": round(time.time(), 1), "episodes_per_s": round(eps, 3),
+               "lr_g": self.opts.lr_g * self.lr_scale}
+        for k in LOSS_COLUMNS:
+            vals = [v for v in acc.get(k, []) if math.isfinite(v)]
+            row[k] = round(sum(vals) / len(vals), 5) if vals else ""
+        row["skipped"] = int(sum(acc.get("skipped", [])))
+        rundir.append_losses(self.run, row)
+        if self.opts.progress:
+            t = Table(show_header=self.step_no // self.opts.log_every % 20 == 1, box=None, pad_edge=False)
+            shown = [k for k in row if k not in ("time", "lr_g")]
+            for k in shown:
+                t.add_column(k, justify="right", min_width=8)
+            t.add_row(*[str(row[k]) for k in shown])
+            Console(stderr=True, width=160).print(t)
+
+    # --- the loop -------------------------------------------------------------------------------
+    def loader(self, epoch: int, start: int) -> DataLoader:
+        self.data.set_epoch(epoch)
+        sampler = distributed.ResumableSampler(self.data, num_replicas=self.world, rank=self.rank, shuffle=True,
+                                               seed=self.opts.seed, drop_last=True)
+        sampler.set_epoch(epoch)
+        sampler.start = start
+        return DataLoader(self.data, batch_size=self.opts.batch_size, sampler=sampler, drop_last=True,
+                          num_workers=self.opts.workers, pin_memory=self.device.type == "cuda",
+                          persistent_workers=False)
+
+    def steps_per_epoch(self) -> int:
+        n = len(self.data) // self.world // self.opts.batch_size  # DistributedSampler and loader drop_last
+        if n < 1:
+            raise AnimateError(f"an epoch of {len(self.data)} episodes is smaller than one batch on each of "
+                               f"{self.world} processes (--batch-size {self.opts.batch_size})")
+        return n
+
+    def train(self) -> dict:
+        o = self.opts
+        resumed = self.load()
+        distributed.barrier()  # every process has looked for a checkpoint before rank 0 may write the first one
+        if not resumed and self.rank == 0:
+            rundir.write_options(self.run, o)
+        if not resumed:
+            self.save()  # step 0: the NaN guard always has something to go back to
+        self.log(f"{'resumed at' if resumed else 'starting at'} step {self.step_no}: {self.cfg.preset} "
+                 f"{self.cfg.generator} generator, {self.cfg.resolution}px, {self.data.n_videos} videos, "
+                 f"{self.world} process(es) on {self.device}, batch {o.batch_size}x{self.world}, K={o.k_shots}")
+        stop = {"signal": False}
+
+        def on_signal(*_):
+            stop["signal"] = True
+
+        old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        t_start = time.time()
+        start_step = self.step_no
+        spe = self.steps_per_epoch()
+        acc: dict[str, list[float]] = {}
+        t_log, steps_log = time.time(), 0
+        reason = "max steps"
+        finished = False
+        try:
+            while not finished and (o.max_steps is None or self.step_no < o.max_steps):
+                epoch, offset = divmod(self.step_no, spe)
+                for batch in self.loader(epoch, offset * o.batch_size):
+                    res = self.step(batch)
+                    steps_log += 1
+                    for k, v in res.items():
+                        acc.setdefault(k, []).append(float(v))
+                    s = self.step_no
+                    if s % o.log_every == 0 or (o.max_steps is not None and s >= o.max_steps):
+                        dt = time.time() - t_log
+                        self._log_row(acc, steps_log * o.batch_size * self.world / max(dt, 1e-9), epoch)
+                        acc, t_log, steps_log = {}, time.time(), 0
+                    if self.rank == 0 and o.sample_every and s % o.sample_every == 0:
+                        self.write_samples(self.run / rundir.SAMPLES / f"step_{s:07d}.png")
+                    if o.checkpoint_every and s % o.checkpoint_every == 0:
+                        self.save()
+                    late = o.max_minutes is not None and time.time() - t_start > o.max_minutes * 60
+                    if distributed.any_rank(late or stop["signal"], self.device):
+                        reason, finished = ("time limit" if late else "signal"), True
+                    if finished or (o.max_steps is not None and s >= o.max_steps):
+                        break
+        finally:
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+        self.save()
+        took = time.time() - t_start
+        done = self.step_no - start_step
+        summary = {"step": self.step_no, "steps_this_run": done, "stopped_by": reason, "seconds": round(took, 1),
+                   "episodes_per_s": round(done * o.batch_size * self.world / max(took, 1e-9), 3),
+                   "skipped_steps": self.skipped, "world_size": self.world, "rank": self.rank}
+        self.log(f"stopped ({reason}) at step {self.step_no}; {summary['episodes_per_s']} episodes/s; "
+                 f"checkpoint in {self.run / rundir.CHECKPOINT}")
+        return summary
+
+
+def train(opts: TrainOptions | None = None, **kwargs) -> dict:
+    """Meta-learn (or resume) in `opts.run`; returns a summary (steps, episodes/s, stop reason)."""
+    opts = dataclasses.replace(opts or TrainOptions(), **kwargs)
+    try:
+        return Trainer(opts).train()
+    finally:
+        distributed.shutdown()

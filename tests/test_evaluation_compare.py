@@ -1,0 +1,67 @@
+"""Paired comparison of two evaluation reports: the sign test, refusals, and the command's one-line errors."""
+import json
+
+import numpy as np
+import pytest
+
+from animate_cli.errors import AnimateError
+from animate_cli.evaluation import cli
+from animate_cli.evaluation.compare import compare, sign_test
+
+
+def test_sign_test_matches_the_binomial():
+    assert sign_test(0, 0) == 1.0
+    assert sign_test(5, 5) == 1.0
+    assert sign_test(6, 0) == pytest.approx(2 / 64) == sign_test(0, 6)
+    assert sign_test(8, 2) == pytest.approx(2 * (1 + 10 + 45) / 1024)
+    assert sign_test(150, 10) < 1e-20
+
+
+def _report(clips, ssim_values, per_frame=True):
+    setting = {"ssim": float(np.mean(ssim_values)), "frames": len(clips)}
+    if per_frame:
+        setting["per_frame"] = {"clip": clips, "ssim": ssim_values}
+    return {"models": {"m": {"self": {"K=1": setting}}}}
+
+
+def test_compare_counts_frames_and_clips_where_b_is_better():
+    a = _report(["x", "x", "y", "y"], [0.5, 0.5, 0.5, 0.5])
+    b = _report(["x", "x", "y", "y"], [0.6, 0.7, 0.4, 0.5])
+    (r,) = compare(a, b)
+    assert (r["better"], r["worse"], r["ties"], r["clips_better"], r["clips"]) == (2, 1, 1, 1, 2)
+    assert r["gain"] == pytest.approx(0.05) and r["p"] == pytest.approx(1.0)
+    # Equal frames tie: nothing better, nothing worse, p = 1.
+    (r,) = compare(a, a)
+    assert (r["better"], r["worse"], r["ties"], r["p"]) == (0, 0, 4, 1.0)
+
+
+def test_compare_refuses_reports_that_do_not_pair(tmp_path, capsys):
+    with pytest.raises(AnimateError, match="different clips"):
+        compare(_report(["a", "a"], [0.5, 0.6]), _report(["a", "b"], [0.5, 0.6]))
+    with pytest.raises(AnimateError, match="per-frame"):
+        compare(_report(["a"], [0.5], per_frame=False), _report(["a"], [0.6]))
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(_report(["a", "b"], [0.5, 0.6])))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    not_a_report = tmp_path / "list.json"
+    not_a_report.write_text("[1, 2]")
+    ragged = tmp_path / "ragged.json"  # two ssim values for one labelled frame
+    ragged.write_text(json.dumps(_report(["a"], [0.5, 0.6])))
+    cross_only = tmp_path / "cross.json"
+    cross_only.write_text(json.dumps({"models": {"m": {"self": {}, "cross": {}}}}))
+    for argv in (["--compare", str(good), str(bad)], ["--compare", str(good), str(tmp_path / "missing.json")], [],
+                 ["--compare", str(good), str(not_a_report)], ["--compare", str(ragged), str(ragged)],
+                 ["--compare", str(good), str(cross_only)]):
+        assert cli.main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and "\n" not in err, err
+    assert cli.main(["--compare", str(good), str(good)]) == 0
+    capsys.readouterr()
+
+
+def test_bad_usage_exits_2_with_one_line(tmp_path, capsys):
+    for argv in (["--compare", "only-one.json"], ["--targets", "many"], ["--static"]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and "animate-evaluate --help" in err and "\n" not in err, err

@@ -1,0 +1,132 @@
+"""Evaluation protocol: it lines targets up with their landmarks (an oracle animator scores perfectly, a
+shuffled one does not), keeps per-frame values for pairing, and refuses bad options in one line."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from animate_cli.errors import AnimateError
+from animate_cli.evaluation import cli, protocol
+from animate_cli.evaluation.compare import compare
+from animate_cli.evaluation.metrics import PSNR_MAX
+from conftest import shared_file
+
+
+class FakeAnimator:
+    """Returns the true target crop for given landmarks (oracle) or another target's (shuffled)."""
+
+    resolution = 64
+    registry: list = []
+
+    def __init__(self, shuffled: bool):
+        self.shuffled = shuffled
+
+    def prepare(self, shots, shot_landmarks):
+        assert 1 <= len(shots) == len(shot_landmarks) and shots[0].shape == (64, 64, 3)
+
+    def render(self, target_landmarks):
+        out = []
+        for lm in target_landmarks:
+            for clip in self.registry:
+                hit = [i for i, t in enumerate(clip.target_landmarks) if np.array_equal(t, lm)]
+                if hit:
+                    i = (hit[0] + 1) % len(clip.targets) if self.shuffled else hit[0]
+                    out.append(clip.targets[i])
+                    break
+            else:  # cross-identity landmarks: not a real frame; give the clip's first shot
+                out.append(self.registry[0].shots[0])
+        return np.stack(out)
+
+
+@pytest.mark.needs_shared
+@pytest.mark.slow
+def test_protocol_ranks_oracle_above_shuffled(tmp_path, monkeypatch, capsys):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    shutil.copy(shared_file("fixtures/single_face.mp4"), clips / "a.mp4")
+    shutil.copy(shared_file("fixtures/carphone.mp4"), clips / "b.mp4")
+    real_load = protocol.load_eval_clip
+    FakeAnimator.registry = []
+
+    def recording_load(*a, **k):
+        clip = real_load(*a, **k)
+        FakeAnimator.registry.append(clip)
+        return clip
+
+    monkeypatch.setattr(protocol, "load_eval_clip", recording_load)
+    monkeypatch.setattr(protocol, "make_animator", lambda model, **k: FakeAnimator(model == "shuffled"))
+    out = tmp_path / "eval.json"
+    report = protocol.evaluate(clips, models=("oracle", "shuffled"), shots=(1, 2), targets=3, out=str(out),
+                               max_frames=10)
+    assert json.loads(out.read_text()) == report
+    progress = capsys.readouterr().err
+    assert "oracle self-reenactment K=1" in progress and "per_frame" not in progress  # means only
+    assert report["clips"] == ["a.mp4", "b.mp4"]
+    o, s = report["models"]["oracle"]["self"]["K=1"], report["models"]["shuffled"]["self"]["K=1"]
+    assert o["frames"] == 6 and o["fid"] is None  # too few frames for FID
+    assert o["ssim"] == pytest.approx(1, abs=1e-4) and o["psnr"] == PSNR_MAX and o["lpips"] < 1e-4
+    assert o["csim"] > 0.99  # not exactly 1: the output's face is aligned by re-detected landmarks
+    assert s["ssim"] < o["ssim"] and s["psnr"] < o["psnr"] and s["lpips"] > o["lpips"]
+    for m in (o, s):
+        assert -1 <= m["ssim"] <= 1 and 0 <= m["face_detected"] <= 1 and 0 <= m["landmark_error"] < 1
+    assert s["landmark_error"] > o["landmark_error"]
+    cross = report["models"]["oracle"]["cross"]
+    assert -1 <= cross["csim"] <= 1 and cross["frames"] == 6
+    # Per-frame values, labelled by clip, in the protocol's order: what --compare pairs up.
+    assert o["per_frame"]["clip"] == ["a.mp4"] * 3 + ["b.mp4"] * 3
+    assert np.mean(s["per_frame"]["ssim"]) == pytest.approx(s["ssim"], abs=1e-6)
+    # The oracle beats the shuffled animator on every frame; ranked the other way round, on none.
+    shuffled = {**report, "models": {"shuffled": report["models"]["shuffled"]}}
+    oracle = {**report, "models": {"oracle": report["models"]["oracle"]}}
+    rows = {(r["setting"], r["metric"]): r for r in compare(shuffled, oracle)}
+    for metric in ("ssim", "lpips", "psnr"):
+        r = rows[("K=1", metric)]
+        assert (r["better"], r["worse"], r["clips_better"], r["clips"]) == (6, 0, 2, 2), metric
+        assert r["gain"] > 0 and r["p"] == pytest.approx(2 / 2 ** 6)
+    assert ("cross-id", "csim") in rows and ("cross-id", "ssim") not in rows
+    back = {(r["setting"], r["metric"]): r for r in compare(oracle, shuffled)}
+    assert back[("K=1", "lpips")]["worse"] == 6 and back[("K=1", "lpips")]["gain"] < 0
+    # The same comparison from the command line, from the written files.
+    a, b = tmp_path / "shuffled.json", tmp_path / "oracle.json"
+    a.write_text(json.dumps(shuffled))
+    b.write_text(json.dumps(oracle))
+    assert cli.main(["--compare", str(a), str(b)]) == 0
+    assert "frame by frame" in capsys.readouterr().out
+
+
+def test_frame_plan_puts_every_target_after_every_shot():
+    for n_frames, n_shots, n_targets in ((40, 8, 32), (10, 1, 3), (9, 8, 32), (200, 8, 32)):
+        shots, targets = protocol.frame_plan(n_frames, n_shots, n_targets)
+        assert len(shots) == min(n_shots, n_frames - 1) and len(set(targets)) == len(targets) >= 1
+        assert targets.min() > shots.max() and targets.max() < n_frames and len(targets) <= n_targets
+
+
+def test_command_options_reach_the_protocol(tmp_path, monkeypatch, capsys):
+    seen = {}
+
+    def fake(clips, opts):
+        seen.update(clips=clips, opts=opts)
+        return {}
+
+    monkeypatch.setattr(cli, "evaluate", fake)
+    assert cli.main([str(tmp_path), "--model", "warp", "--model", "w", "--shots", "1", "--targets", "4",
+                     "--finetune-steps", "0", "--no-cross", "--no-progress", "--out", str(tmp_path / "r.json")]) == 0
+    o = seen["opts"]
+    assert (o.models, o.shots, o.targets, o.finetune_steps, o.cross) == (("warp", "w"), (1,), 4, 0, False)
+    assert (o.fid, o.device, o.out, seen["clips"]) == (True, "cpu", str(tmp_path / "r.json"), tmp_path)
+
+
+def test_bad_options_are_one_line_and_write_nothing(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "eval.json"
+    for argv in (["--targets", "0"], ["--shots", "0"], ["--finetune-steps", "-1"], ["--max-clips", "0"]):
+        assert cli.main([str(tmp_path / "empty"), "--out", str(out)] + argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and argv[0] in err and "\n" not in err, err
+    for folder in ("empty", "missing"):
+        assert cli.main([str(tmp_path / folder), "--out", str(out)]) == 1
+        assert capsys.readouterr().err.startswith("error: ")
+    assert not out.exists()
+    with pytest.raises(AnimateError, match="no model"):
+        protocol.EvaluateOptions(models=())

@@ -1,0 +1,164 @@
+"""Meta-learning trainer: exact resume, NaN guard, time limit, --init, option checks."""
+import json
+
+import pytest
+import torch
+
+from animate_cli import losses
+from animate_cli.errors import AnimateError
+from animate_cli.models.checkpoint import load_checkpoint
+from animate_cli.references import SELECTION_FEATURES
+from animate_cli.train.rundir import export
+from animate_cli.train.selection import write_selection
+from animate_cli.train.trainer import Trainer, TrainOptions, train
+from test_episodes import make_cache
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return make_cache(tmp_path_factory.mktemp("cache"), frames=4, size=32)
+
+
+def opts(cache, run, **kw):
+    """Tiny networks at 32 px, two shots, a checkpoint every 2 steps, silent."""
+    base = dict(cache=str(cache), run=str(run), preset="tiny", generator="warp", resolution=32, k_shots=2,
+                batch_size=2, perceptual_size=None, val_per_identity=0, log_every=1, sample_every=0,
+                checkpoint_every=2, progress=False, threads=1)
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+def state_of(tr: Trainer) -> dict:
+    out = {}
+    for name, m in (("E", tr.E), ("G", tr.G), ("D", tr.D)):
+        out.update({f"{name}.{k}": v.detach().clone() for k, v in m.state_dict().items()})
+    return out
+
+
+def same(a, b) -> bool:
+    """Deep equality of nested state dicts with tensors."""
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@pytest.mark.slow
+def test_resume_continues_exactly(cache, tmp_path):
+    """2 steps, 'kill' (a new Trainer), resume to 4 == 4 steps straight: same weights, same Adam state."""
+    straight = Trainer(opts(cache, tmp_path / "a", max_steps=4))
+    straight.train()
+
+    first = Trainer(opts(cache, tmp_path / "b", max_steps=2))
+    first.train()
+    saved = torch.load(tmp_path / "b" / "checkpoint" / "train_state.pt", weights_only=True)
+    del first
+    resumed = Trainer(opts(cache, tmp_path / "b", max_steps=4))
+    assert resumed.load() and resumed.step_no == 2
+    assert same(resumed.opt_g.state_dict(), saved["opt_g"]) and same(resumed.opt_d.state_dict(), saved["opt_d"])
+    resumed = Trainer(opts(cache, tmp_path / "b", max_steps=4))
+    summary = resumed.train()
+    assert summary["step"] == 4 and summary["steps_this_run"] == 2
+    a, b = state_of(straight), state_of(resumed)
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+    assert same(straight.opt_g.state_dict()["param_groups"], resumed.opt_g.state_dict()["param_groups"])
+    sa, sb = straight.opt_g.state_dict()["state"], resumed.opt_g.state_dict()["state"]
+    assert all(torch.allclose(sa[i]["exp_avg"], sb[i]["exp_avg"], atol=1e-6) for i in sa)
+    rows = (tmp_path / "b" / "losses.csv").read_text().splitlines()
+    assert rows[0].startswith("step,") and len(rows) == 5  # one header, then steps 1-4 across both runs
+    assert json.loads((tmp_path / "b" / "options.json").read_text())["max_steps"] == 2  # the first start's
+
+
+def test_resume_after_kill_between_renames(cache, tmp_path):
+    tr = Trainer(opts(cache, tmp_path / "r", max_steps=2))
+    tr.train()
+    (tmp_path / "r" / "checkpoint").rename(tmp_path / "r" / "checkpoint.old")
+    again = Trainer(opts(cache, tmp_path / "r", max_steps=2))
+    assert again.load() and again.step_no == 2
+
+
+def test_resume_refuses_another_config_or_cache(cache, tmp_path):
+    Trainer(opts(cache, tmp_path / "r")).save()
+    with pytest.raises(AnimateError, match="another model config"):
+        Trainer(opts(cache, tmp_path / "r", generator="fsth")).load()
+    fewer = make_cache(tmp_path / "fewer", {"idA": {"v1": 1}}, frames=4, size=32)
+    with pytest.raises(AnimateError, match="4 videos"):
+        Trainer(opts(fewer, tmp_path / "r")).load()
+
+
+def test_nan_guard_skips_update_and_restores(cache, tmp_path, monkeypatch):
+    tr = Trainer(opts(cache, tmp_path / "n", max_steps=1, nan_patience=2))
+    tr.train()  # step 1, checkpoint written
+    before = state_of(tr)
+    real = losses.generator_losses
+
+    def poisoned(*a, **k):
+        out = real(*a, **k)
+        out["total"] = out["total"] * float("nan")
+        return out
+
+    monkeypatch.setattr(losses, "generator_losses", poisoned)
+    batch = next(iter(tr.loader(0, 0)))
+    r = tr.step(batch)
+    assert r["skipped"] and tr.skipped == 1
+    after = state_of(tr)
+    assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
+    # no weight moved (the spectral-norm power-iteration buffers may)
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.endswith(("_u", "_v")))
+    r = tr.step(batch)  # second in a row: back to the checkpoint, learning rates halved
+    assert r["skipped"] and tr.lr_scale == 0.5
+    assert tr.opt_g.param_groups[0]["lr"] == pytest.approx(2.5e-5)
+    assert tr.step_no == 3
+    monkeypatch.setattr(losses, "generator_losses", real)
+    assert not tr.step(batch)["skipped"]
+
+
+def test_time_limit_stops_cleanly_with_samples_and_export(cache, tmp_path):
+    s = train(opts(cache, tmp_path / "t", max_minutes=1e-6, generator="fsth", sample_every=1))
+    assert s["stopped_by"] == "time limit" and s["step"] == 1
+    state = torch.load(tmp_path / "t" / "checkpoint" / "train_state.pt", weights_only=True)
+    assert state["step"] == 1
+    assert (tmp_path / "t" / "samples" / "step_0000001.png").exists()
+    out = export(tmp_path / "t", tmp_path / "weights")
+    assert not (out / "train_state.pt").exists() and (out / "config.json").exists()
+    cfg, E, G, D = load_checkpoint(out, with_discriminator=True)
+    assert cfg.generator == "fsth" and cfg.resolution == 32 and D is not None
+
+
+def test_init_starts_from_the_weights_and_refuses_another_architecture(cache, tmp_path):
+    one = Trainer(opts(cache, tmp_path / "one", seed=3))
+    one.save()
+    other = Trainer(opts(cache, tmp_path / "two", seed=4, init=str(tmp_path / "one" / "checkpoint")))
+    assert same(state_of(other), state_of(one))  # E, G and D (same videos: its columns too) as saved
+    with pytest.raises(AnimateError, match="different model config"):
+        Trainer(opts(cache, tmp_path / "fsth", generator="fsth", init=str(tmp_path / "one" / "checkpoint")))
+
+
+def test_init_keeps_the_learned_shot_selection(cache, tmp_path):
+    """--init from weights with a fitted selection (weights/default has one): the run accepts them, keeps the
+    selection in its checkpoints and export, and resumes."""
+    base = Trainer(opts(cache, tmp_path / "base", seed=3))
+    base.save()
+    weights = export(tmp_path / "base", tmp_path / "w")
+    chosen = tuple(float(i + 1) / 100 for i in range(len(SELECTION_FEATURES)))
+    write_selection(weights, chosen, 0.02)
+    tr = Trainer(opts(cache, tmp_path / "more", init=str(weights)))
+    assert tr.cfg.selection == chosen and tr.cfg.warp_reg == 0.02
+    tr.save()
+    exported = load_checkpoint(export(tmp_path / "more", tmp_path / "w2"))[0]
+    assert exported.selection == chosen and exported.warp_reg == 0.02
+    again = Trainer(opts(cache, tmp_path / "more", init=str(weights)))
+    assert again.load() and again.cfg.selection == chosen  # resuming that run: the same config
+
+
+def test_options_out_of_range_are_refused_by_name():
+    for field, value, flag in (("random_reference", 1.5, "--random-reference"),
+                               ("random_reference", -0.1, "--random-reference"),
+                               ("mouth_weight", -1.0, "--mouth-weight"), ("batch_size", 0, "--batch-size"),
+                               ("k_shots", 0, "--k-shots"), ("log_every", 0, "--log-every")):
+        with pytest.raises(AnimateError, match=flag):
+            TrainOptions(**{field: value})
