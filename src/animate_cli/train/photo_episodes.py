@@ -39,8 +39,8 @@ from .preprocess import decode_frame, load_clip
 
 KINDS = ("view", "mouth", "eyes")
 # outer-lip points that move with the inner upper / lower lip, and how much (the ones by the corners half)
-UPPER_LIP = {49: 0.5, 50: 1.0, 51: 1.0, 52: 1.0, 53: 0.5, 61: 1.0, 62: 1.0, 63: 1.0}
-LOWER_LIP = {55: 0.5, 56: 1.0, 57: 1.0, 58: 1.0, 59: 0.5, 65: 1.0, 66: 1.0, 67: 1.0}
+UPPER_OUTER_LIP = {49: 0.5, 50: 1.0, 51: 1.0, 52: 1.0, 53: 0.5}
+LOWER_OUTER_LIP = {55: 0.5, 56: 1.0, 57: 1.0, 58: 1.0, 59: 0.5}
 # jaw points that rise with the lower lip when the mouth closes (the chin most; the jaw hinges by the ears)
 JAW_FOLLOW = {4: 0.2, 5: 0.4, 6: 0.6, 7: 0.8, 8: 1.0, 9: 0.8, 10: 0.6, 11: 0.4, 12: 0.2}
 EYE_POINTS = (slice(36, 42), slice(42, 48))
@@ -68,8 +68,10 @@ class PhotoEpisodeSettings:
     lip_overlap: float = 0.04  # a closed lip is read this far (inter-ocular distances) beyond its landmark
     lid_overlap: float = 0.02  # likewise an eyelid
     open_eye_gap: float = 0.05  # eyes episodes need both eyelid gaps above this (inter-ocular distances)
-    sharpen: float = 0.5  # unsharp mask of the made shots (amount, sigma px): after the trainer's warp a
-    sharpen_sigma: float = 0.7  # made shot keeps 0.82 of the photo's Laplacian energy, a real shot 0.83 (0.68 unsharpened)
+    # unsharp mask of the made shots (amount, sigma px): after the trainer's warp a made shot keeps 0.82 of
+    # the photo's Laplacian energy, a real shot 0.83 (0.68 without it; 20 LFW photos)
+    sharpen: float = 0.5
+    sharpen_sigma: float = 0.7
     warp_reg: float = DEFAULT_REG
     made_shots: int = 2  # an episode's K shots cycle through this many made ones (each costs ~0.1 s of CPU)
 
@@ -113,15 +115,11 @@ def close_mouth(landmarks: np.ndarray, upper_share: float = PhotoEpisodeSettings
     gaps = np.array([lm[lo] - lm[up] for up, lo in INNER_LIPS])  # (3,2) upper -> lower
     for i, (up, lo) in enumerate(INNER_LIPS):
         out[up] = out[lo] = lm[up] + upper_share * gaps[i]
-    down, up_move = upper_share * gaps.mean(0), -(1 - upper_share) * gaps.mean(0)
-    for i, w in UPPER_LIP.items():
-        if i not in (61, 62, 63):
-            out[i] = lm[i] + w * down
-    for i, w in LOWER_LIP.items():
-        if i not in (65, 66, 67):
-            out[i] = lm[i] + w * up_move
-    for i, w in JAW_FOLLOW.items():
-        out[i] = lm[i] + w * up_move
+    upper_move, lower_move = upper_share * gaps.mean(0), -(1 - upper_share) * gaps.mean(0)
+    for i, w in UPPER_OUTER_LIP.items():
+        out[i] = lm[i] + w * upper_move
+    for i, w in (LOWER_OUTER_LIP | JAW_FOLLOW).items():
+        out[i] = lm[i] + w * lower_move
     return out.astype(np.float32)
 
 
@@ -192,6 +190,20 @@ def _as_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
 
 
+def _spline_at(src: np.ndarray, dst: np.ndarray, points: np.ndarray, size, reg: float, coarse: int = 64) -> np.ndarray:
+    """Where the spline taking `dst` to `src` (px in a `size` frame) reads from at `points` (N,2) px.
+
+    The spline lives in normalised coordinates, so it is solved on a coarse × coarse frame (points
+    rescaled alike, evaluated exactly) and read there bilinearly: the same spline at a fraction of the cost."""
+    h, w = size
+    scale = np.array([coarse / w, coarse / h])
+    small = lambda p: torch.from_numpy(((np.asarray(p, np.float64) + 0.5) * scale - 0.5).astype(np.float32))  # noqa: E731
+    grid = tps_grid(small(src), small(dst), (coarse, coarse), reg=reg, step=1)  # (1,c,c,2) normalised
+    uv = torch.from_numpy(((np.asarray(points, np.float64) + 0.5) * [2.0 / w, 2.0 / h] - 1.0).astype(np.float32))
+    read = resample(grid.permute(0, 3, 1, 2), uv.view(1, 1, -1, 2))[0, :, 0].T  # (N,2) normalised
+    return (read.double().numpy() + 1.0) * [w / 2.0, h / 2.0] - 0.5
+
+
 def warp_photo(image: np.ndarray, src: np.ndarray, dst: np.ndarray, closing: str | None = None,
                overlap: float = 0.0, reg: float = DEFAULT_REG) -> np.ndarray:
     """(H,W,3) uint8 photo whose landmarks are `src` -> the photo moved so they sit at `dst` (px).
@@ -242,20 +254,6 @@ def sharpen(image: np.ndarray, amount: float, sigma: float) -> np.ndarray:
     x = image.astype(np.float32)
     x = x + amount * (x - cv2.GaussianBlur(x, (0, 0), sigma))
     return np.clip(np.round(x), 0, 255).astype(np.uint8)
-
-
-def _spline_at(src: np.ndarray, dst: np.ndarray, points: np.ndarray, size, reg: float, coarse: int = 64) -> np.ndarray:
-    """Where the spline taking `dst` to `src` (px in a `size` frame) reads from at `points` (N,2) px.
-
-    The spline lives in normalised coordinates, so it is solved on a coarse × coarse frame (points
-    rescaled alike, evaluated exactly) and read there bilinearly: the same spline at a fraction of the cost."""
-    h, w = size
-    scale = np.array([coarse / w, coarse / h])
-    small = lambda p: torch.from_numpy(((np.asarray(p, np.float64) + 0.5) * scale - 0.5).astype(np.float32))  # noqa: E731
-    grid = tps_grid(small(src), small(dst), (coarse, coarse), reg=reg, step=1)  # (1,c,c,2) normalised
-    uv = torch.from_numpy(((np.asarray(points, np.float64) + 0.5) * [2.0 / w, 2.0 / h] - 1.0).astype(np.float32))
-    read = resample(grid.permute(0, 3, 1, 2), uv.view(1, 1, -1, 2))[0, :, 0].T  # (N,2) normalised
-    return (read.double().numpy() + 1.0) * [w / 2.0, h / 2.0] - 0.5
 
 
 def make_shot(image: np.ndarray, landmarks: np.ndarray, kind: str, rng: np.random.Generator,
