@@ -35,6 +35,22 @@ def test_compare_counts_frames_and_clips_where_b_is_better():
     assert (r["better"], r["worse"], r["ties"], r["p"]) == (0, 0, 4, 1.0)
 
 
+def test_compare_pairs_a_partial_metric_on_the_frames_both_reports_cover():
+    """The mouth metric is null on closed-mouth frames: only frames defined in both reports are paired, and a
+    clip without one does not count."""
+    def report(values):
+        clips = ["x", "x", "y", "y", "z"]
+        return {"models": {"m": {"self": {"K=1": {"frames": 5, "per_frame": {"clip": clips, "mouth_lpips": values}}}}}}
+
+    a = report([0.5, None, 0.5, 0.5, None])
+    b = report([0.4, 0.1, 0.6, None, 0.1])
+    (r,) = compare(a, b)
+    assert r["metric"] == "mouth_lpips"
+    assert (r["better"], r["worse"], r["ties"], r["clips_better"], r["clips"]) == (1, 1, 0, 1, 2)
+    assert r["a"] == pytest.approx(0.5) and r["b"] == pytest.approx(0.5) and r["gain"] == pytest.approx(0.0)
+    assert compare(report([None] * 5), b) == []  # nothing to pair
+
+
 def test_compare_refuses_reports_that_do_not_pair(tmp_path, capsys):
     with pytest.raises(AnimateError, match="different clips"):
         compare(_report(["a", "a"], [0.5, 0.6]), _report(["a", "b"], [0.5, 0.6]))

@@ -11,6 +11,7 @@ from animate_cli.evaluation import cli, protocol
 from animate_cli.evaluation.compare import compare
 from animate_cli.evaluation.metrics import PSNR_MAX
 from conftest import shared_file
+from synthetic_faces import face
 
 
 class FakeAnimator:
@@ -71,6 +72,10 @@ def test_protocol_ranks_oracle_above_shuffled(tmp_path, monkeypatch, capsys):
     for m in (o, s):
         assert -1 <= m["ssim"] <= 1 and 0 <= m["face_detected"] <= 1 and 0 <= m["landmark_error"] < 1
     assert s["landmark_error"] > o["landmark_error"]
+    # The mouth metric: counted on open-mouth targets only, perfect for the oracle wherever it is defined.
+    assert 0 <= o["mouth_lpips_frames"] <= 6 and len(o["per_frame"]["mouth_lpips"]) == 6
+    if o["mouth_lpips_frames"]:
+        assert o["mouth_lpips"] < 1e-4
     cross = report["models"]["oracle"]["cross"]
     assert -1 <= cross["csim"] <= 1 and cross["frames"] == 6
     # Per-frame values, labelled by clip, in the protocol's order: what --compare pairs up.
@@ -130,3 +135,34 @@ def test_bad_options_are_one_line_and_write_nothing(tmp_path, capsys):
     assert not out.exists()
     with pytest.raises(AnimateError, match="no model"):
         protocol.EvaluateOptions(models=())
+
+
+def test_mouth_metric_counts_open_mouths_only_and_sees_missing_teeth():
+    """Targets 0 and 2 open their mouths, target 1 keeps it shut: the metric is NaN there. A prediction with
+    the mouth closed scores worse than the target itself on the open ones."""
+    opened, lm_open = face(128, mouth_gap=0.3)
+    shut, lm_shut = face(128, mouth_gap=0.0)
+    targets = np.stack([opened, shut, opened])
+    lms = np.stack([lm_open, lm_shut, lm_open])
+    same = protocol.open_mouth_lpips(targets, targets, lms)
+    assert np.isnan(same[1]) and np.all(np.abs(same[[0, 2]]) < 1e-5)
+    closed_pred = np.stack([shut, shut, shut])
+    worse = protocol.open_mouth_lpips(closed_pred, targets, lms)
+    assert np.isnan(worse[1]) and np.all(worse[[0, 2]] > 0.05)
+    none_open = protocol.open_mouth_lpips(targets[[1]], targets[[1]], lms[[1]])
+    assert np.isnan(none_open).all()
+
+
+def test_summary_averages_a_partial_metric_over_its_frames_and_writes_valid_json():
+    s = protocol._Scores()
+    s.add("a", lpips=[0.1, 0.2], mouth_lpips=[np.nan, 0.4])
+    s.add("b", lpips=[0.3], mouth_lpips=[0.2])
+    summary = protocol._summary(s, None)
+    assert summary["mouth_lpips"] == pytest.approx(0.3) and summary["mouth_lpips_frames"] == 2
+    assert summary["lpips"] == pytest.approx(0.2) and "lpips_frames" not in summary and summary["frames"] == 3
+    assert summary["per_frame"]["mouth_lpips"] == [None, 0.4, 0.2]
+    json.dumps(summary, allow_nan=False)  # strict JSON: no NaN
+    empty = protocol._Scores()
+    empty.add("a", mouth_lpips=[np.nan])
+    assert protocol._summary(empty, None)["mouth_lpips"] is None
+    assert protocol._summary(empty, None)["mouth_lpips_frames"] == 0

@@ -12,8 +12,8 @@ from rich.table import Table
 
 from ..errors import AnimateError
 
-HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "lpips": False, "csim": True, "id_dist": False,
-                    "landmark_error": False}
+HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "lpips": False, "mouth_lpips": False, "csim": True,
+                    "id_dist": False, "landmark_error": False}
 
 
 def sign_test(better: int, worse: int) -> float:
@@ -43,11 +43,18 @@ def _per_frame(setting: str, summary) -> dict:
     return frames
 
 
+def _values(per_frame: list) -> np.ndarray:
+    """A per-frame list as floats, null (a frame the metric does not cover) as NaN."""
+    return np.array([np.nan if v is None else v for v in per_frame], np.float64)
+
+
 def compare(a: dict, b: dict) -> list[dict]:
     """B against A frame by frame, for each pair of models and each setting both reports hold. Means differ
     in the fifth decimal between close models; a frame-by-frame count says whether that is one clip or all.
     Rows: model_a, model_b, setting, metric, a, b, gain (B's improvement, in the metric's better direction),
-    better/worse/ties (frames), clips_better/clips (per-clip mean gain > 0), p (sign test over frames)."""
+    better/worse/ties (frames), clips_better/clips (per-clip mean gain > 0), p (sign test over frames).
+    A metric defined on some frames only (null elsewhere, as the mouth metric on closed mouths) is paired on
+    the frames where both reports have it; clips without such a frame do not count."""
     rows = []
     for model_a, entry_a in a["models"].items():
         for model_b, entry_b in b["models"].items():
@@ -59,9 +66,13 @@ def compare(a: dict, b: dict) -> list[dict]:
                 for metric, higher in HIGHER_IS_BETTER.items():
                     if metric not in fa or metric not in fb:
                         continue
-                    x, y = np.asarray(fa[metric], np.float64), np.asarray(fb[metric], np.float64)
-                    gain = y - x if higher else x - y
-                    per_clip = [gain[clips == c].mean() for c in dict.fromkeys(fa["clip"])]
+                    x, y = _values(fa[metric]), _values(fb[metric])
+                    both = np.isfinite(x) & np.isfinite(y)
+                    if not both.any():
+                        continue
+                    gain = (y - x if higher else x - y)[both]
+                    x, y, where = x[both], y[both], clips[both]
+                    per_clip = [gain[where == c].mean() for c in dict.fromkeys(where.tolist())]
                     better, worse = int((gain > 0).sum()), int((gain < 0).sum())
                     rows.append(dict(model_a=model_a, model_b=model_b, setting=setting, metric=metric,
                                      a=float(x.mean()), b=float(y.mean()), gain=float(gain.mean()),
@@ -97,12 +108,14 @@ def print_comparison(rows: list[dict], name_a: str, name_b: str) -> None:
 
 def print_table(report: dict) -> None:
     """One row per model and setting: the paper's columns plus ours."""
-    cols = ["ssim", "psnr", "lpips", "csim", "id_dist", "landmark_error", "fid", "face_detected", "frames"]
+    cols = ["ssim", "psnr", "lpips", "mouth_lpips", "mouth_lpips_frames", "csim", "id_dist", "landmark_error", "fid",
+            "face_detected", "frames"]
     t = Table(title=f"evaluation on {report['clips_dir']} ({len(report['clips'])} clips)")
     t.add_column("model")
     t.add_column("setting")
     for c in cols:
-        t.add_column({"landmark_error": "lmk", "face_detected": "det", "frames": "n"}.get(c, c), justify="right")
+        t.add_column({"landmark_error": "lmk", "face_detected": "det", "frames": "n", "mouth_lpips": "mouth",
+                      "mouth_lpips_frames": "n open"}.get(c, c), justify="right")
     for model, entry in report["models"].items():
         rows = list(entry["self"].items()) + ([("cross-id", entry["cross"])] if "cross" in entry else [])
         for setting, m in rows:

@@ -2,7 +2,11 @@
 
 Self-reenactment: K shots from the start of each clip (K = 1 and 8), `targets` later frames as
 targets, each driven by its own landmarks; metrics against the real frame: SSIM, PSNR, LPIPS, CSIM
-(identity), landmark error (re-detected on the output vs the driving landmarks) and FID.
+(identity), landmark error (re-detected on the output vs the driving landmarks), FID, and the mouth
+metric: LPIPS on a crop of the mouth, over the target frames whose mouth is open (face.regions.mouth_open:
+inner-lip gap > 0.12 of the outer-eye-corner distance), where a warp of a closed mouth cannot show what
+the frame shows. A metric defined on some frames only is NaN on the others: its mean skips them and the
+report counts the frames it covers (`<metric>_frames`).
 Cross-identity: clip i's first frame driven by clip i+1 (relative motion transfer); metrics: CSIM to
 the portrait (does the person stay the same?) and landmark error to the transferred landmarks.
 The report keeps every frame's values, labelled by clip, so two reports can be paired (compare.py).
@@ -22,12 +26,14 @@ from ..animators import make_animator
 from ..errors import AnimateError
 from ..face.crop import CropSmoother, face_crop_transform, transform_points, warp_to_crop
 from ..face.landmarks import make_detector
+from ..face.regions import mouth_lpips, mouth_open
 from ..face.track import fill_missing, track_landmarks
 from ..motion import transfer_relative
 from ..video import is_video, read_frames
 from .metrics import FaceIdentity, Inception, frechet_distance, landmark_error, lpips, psnr, ssim
 
 FID_MIN_FRAMES = 64  # below this many frames per side the FID estimate is noise: reported as null
+PARTIAL_METRICS = ("mouth_lpips",)  # defined on some frames only: the report always counts them
 
 
 @dataclass
@@ -160,13 +166,33 @@ class _Lazy:
         return self.obj.features(images)
 
 
+def open_mouth_lpips(pred: np.ndarray, targets: np.ndarray, target_landmarks: np.ndarray, device="cpu") -> np.ndarray:
+    """The mouth metric per frame: LPIPS on the mouth crop (face.regions.mouth_lpips) where the target's mouth
+    is open, NaN where it is not (those frames do not count)."""
+    values = np.full(len(targets), np.nan)
+    is_open = mouth_open(target_landmarks)
+    if is_open.any():
+        values[is_open] = mouth_lpips(pred[is_open], targets[is_open], target_landmarks[is_open],
+                                      lambda a, b: lpips(a, b, device))
+    return values
+
+
 def _summary(s: _Scores, inception) -> dict:
     """Means over the frames, to 6 decimals: models that differ in the fourth (fine-tuned vs feed-forward) stay
-    comparable in the JSON; the table shows fewer."""
-    out = {k: round(float(np.mean(v)), 6) for k, v in s.values.items()}
+    comparable in the JSON; the table shows fewer. A metric that is NaN on some frames (not defined there, as
+    the mouth metric on closed mouths) is averaged over the others, counted in `<metric>_frames`, and null in
+    the per-frame lists (JSON has no NaN); with no frame at all its mean is null."""
+    out = {}
+    for k, v in s.values.items():
+        v = np.asarray(v, np.float64)
+        defined = np.isfinite(v)
+        out[k] = round(float(v[defined].mean()), 6) if defined.any() else None
+        if k in PARTIAL_METRICS or not defined.all():
+            out[f"{k}_frames"] = int(defined.sum())
     out["frames"] = len(s.clips)
     # Per-frame values (same clips and targets -> same order in every report): what `--compare` pairs up.
-    out["per_frame"] = {"clip": list(s.clips), **{k: [round(x, 6) for x in v] for k, v in s.values.items()}}
+    out["per_frame"] = {"clip": list(s.clips), **{k: [round(x, 6) if np.isfinite(x) else None for x in v]
+                                                  for k, v in s.values.items()}}
     if s.real and inception is not None:
         real, fake = np.concatenate(s.real), np.concatenate(s.fake)
         enough = min(len(real), len(fake)) >= FID_MIN_FRAMES
@@ -229,6 +255,7 @@ def evaluate(clips_dir, opts: EvaluateOptions | None = None, **kwargs) -> dict:
                 ids = np.array([ident.compare(o, g, t, tl) for o, g, t, tl in
                                 zip(out, got, c.targets, c.target_landmarks)])
                 s.add(c.name, ssim=ssim(out, c.targets), psnr=psnr(out, c.targets), lpips=lpips(out, c.targets, device),
+                      mouth_lpips=open_mouth_lpips(out, c.targets, c.target_landmarks, device),
                       csim=ids[:, 0], id_dist=ids[:, 1], landmark_error=landmark_error(got, c.target_landmarks),
                       face_detected=found)
                 s.real.append(c.targets)
