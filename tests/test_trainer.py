@@ -12,11 +12,18 @@ from animate_cli.train.rundir import export
 from animate_cli.train.selection import write_selection
 from animate_cli.train.trainer import Trainer, TrainOptions, train
 from test_episodes import make_cache
+from test_photo_episodes import _photo_cache
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return make_cache(tmp_path_factory.mktemp("cache"), frames=4, size=32)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Drawn faces of 3 people, 3 photos each, every other one open-mouthed (test_photo_episodes)."""
+    return _photo_cache(tmp_path_factory.mktemp("photos"), size=32)
 
 
 def opts(cache, run, **kw):
@@ -155,8 +162,32 @@ def test_init_keeps_the_learned_shot_selection(cache, tmp_path):
     assert again.load() and again.cfg.selection == chosen  # resuming that run: the same config
 
 
+def test_training_mixes_photo_episodes_with_their_own_discriminator_columns(cache, photos, tmp_path):
+    """--photos: D gets one column per photo person after the videos' columns, a batch holds both sources,
+    the run trains and resumes, and a run without the photos refuses its checkpoint."""
+    o = dict(photos=str(photos), photo_share=0.5, episodes_per_epoch=16)
+    tr = Trainer(opts(cache, tmp_path / "m", max_steps=2, **o))
+    assert tr.n_video_columns == 4 and tr.D.W.shape[0] == 4 + 3
+    columns = torch.cat([b["video"] for b in tr.loader(0, 0)])
+    assert (columns >= 4).any() and (columns < 4).any() and int(columns.max()) < 7
+    assert tr.train()["step"] == 2
+    assert Trainer(opts(cache, tmp_path / "m", max_steps=3, **o)).train()["steps_this_run"] == 1
+    with pytest.raises(AnimateError, match="videos and photo people"):
+        Trainer(opts(cache, tmp_path / "m")).load()
+
+
+def test_init_from_video_only_weights_keeps_the_video_columns(cache, photos, tmp_path):
+    one = Trainer(opts(cache, tmp_path / "one", seed=3))
+    one.save()
+    mixed = Trainer(opts(cache, tmp_path / "mixed", seed=4, photos=str(photos),
+                         init=str(tmp_path / "one" / "checkpoint")))
+    assert torch.equal(mixed.D.W[:4], one.D.W) and mixed.D.W.shape[0] == 7
+    assert not torch.equal(mixed.D.W[4:], torch.zeros_like(mixed.D.W[4:]))  # fresh columns, as for a new run
+    assert torch.equal(mixed.D.w0, one.D.w0)
+
+
 def test_options_out_of_range_are_refused_by_name():
-    for field, value, flag in (("random_reference", 1.5, "--random-reference"),
+    for field, value, flag in (("photo_share", 1.5, "--photo-share"), ("photo_share", -0.5, "--photo-share"),("random_reference", 1.5, "--random-reference"),
                                ("random_reference", -0.1, "--random-reference"),
                                ("mouth_weight", -1.0, "--mouth-weight"), ("batch_size", 0, "--batch-size"),
                                ("k_shots", 0, "--k-shots"), ("log_every", 0, "--log-every")):

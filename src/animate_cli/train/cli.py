@@ -5,6 +5,7 @@ comes from the options dataclass of the stage it runs (PreprocessOptions, PhotoC
     animate-preprocess SRC DST --resolution 256 --frames-per-clip 32
     animate-preprocess-photos PHOTOS DST_PHOTOS --resolution 256
     animate-train --cache DST --run-dir runs/small --preset small
+    animate-train --cache DST --photos DST_PHOTOS --photo-share 0.5 --run-dir runs/mixed --init weights/default
     torchrun --nproc_per_node 2 -m animate_cli.train.cli --cache DST --run-dir runs/small
     animate-train --run-dir runs/small --export weights/mine
     animate-fit-selection DST weights/mine
@@ -42,6 +43,10 @@ train_app = typer_app()
 @train_app.command()
 def train_command(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Preprocessed cache folder (animate-preprocess)."),
+    photos: Optional[Path] = typer.Option(T.photos, "--photos",
+                                          help="Photo cache (animate-preprocess-photos) to mix into the video episodes."),
+    photo_share: float = typer.Option(T.photo_share, "--photo-share",
+                                      help="Share of episodes made from one photo (with --photos)."),
     # not "--run": under torchrun that would abbreviate torchrun's own --run-path
     run_dir: Path = typer.Option(T.run, "--run-dir", help="Run folder: checkpoint, losses.csv, samples."),
     preset: Preset = typer.Option(T.preset, "--preset", help="Network sizes."),
@@ -84,7 +89,8 @@ def train_command(
         return
     if cache is None:
         raise typer.BadParameter("needed for training (or give --export DIR)", param_hint="'--cache'")
-    opts = TrainOptions(cache=str(cache), run=str(run_dir), preset=preset.value, generator=generator.value,
+    opts = TrainOptions(cache=str(cache), photos=None if photos is None else str(photos), photo_share=photo_share,
+                        run=str(run_dir), preset=preset.value, generator=generator.value,
                         resolution=resolution, k_shots=k_shots, batch_size=batch_size, lr_g=lr_g, lr_d=lr_d,
                         d_steps=d_steps, perceptual_size=perceptual_size or None, max_steps=max_steps,
                         max_minutes=max_minutes, checkpoint_every=checkpoint_every, log_every=log_every,

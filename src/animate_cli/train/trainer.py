@@ -30,6 +30,7 @@ from ..models.embedder import Embedder
 from ..models.generator import build_generator
 from . import distributed, rundir
 from .episodes import EpisodeDataset, reference_warp
+from .photo_episodes import MixedEpisodeDataset, PhotoEpisodeDataset
 
 LOSS_COLUMNS = ("loss_g", "cnt", "adv", "fm", "mch", "pix", "mouth", "loss_d", "d_real", "d_fake")
 
@@ -38,6 +39,11 @@ LOSS_COLUMNS = ("loss_g", "cnt", "adv", "fm", "mch", "pix", "mouth", "loss_d", "
 class TrainOptions:
     """Every meta-learning setting, with its default (the one place `animate-train` takes them from)."""
     cache: str = ""  # preprocessed cache folder (animate-preprocess)
+    photos: str | None = None  # photo cache (animate-preprocess-photos) mixed into the video episodes
+    # share of episodes made from one photo (with `photos`). Half: the video keeps real motion and real second
+    # views in every other episode; the photos bring thousands of people, and with PhotoEpisodeSettings'
+    # kinds a quarter of all episodes close an open mouth that G must paint open again
+    photo_share: float = 0.5
     run: str = "runs/meta"  # run folder: checkpoint, losses.csv, samples
     preset: str = "small"  # config.PRESETS
     generator: str = "warp"  # config.GENERATORS
@@ -68,6 +74,8 @@ class TrainOptions:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.photo_share <= 1.0:
+            raise AnimateError(f"--photo-share must be between 0 and 1 (got {self.photo_share})")
         if not 0.0 <= self.random_reference <= 1.0:
             raise AnimateError(f"--random-reference must be between 0 and 1 (got {self.random_reference})")
         if self.mouth_weight < 0:
@@ -96,12 +104,18 @@ class Trainer:
         cfg = preset(opts.preset, opts.generator)
         if opts.resolution:
             cfg = cfg.replace(resolution=opts.resolution)
-        self.data = EpisodeDataset(opts.cache, k_shots=opts.k_shots, resolution=cfg.resolution, split="train",
-                                   val_per_identity=opts.val_per_identity,
-                                   episodes_per_epoch=opts.episodes_per_epoch, seed=opts.seed,
-                                   augment=opts.augment)
-        if self.data.n_videos < 1:
+        videos = EpisodeDataset(opts.cache, k_shots=opts.k_shots, resolution=cfg.resolution, split="train",
+                                val_per_identity=opts.val_per_identity,
+                                episodes_per_epoch=opts.episodes_per_epoch, seed=opts.seed, augment=opts.augment)
+        if videos.n_videos < 1:
             raise AnimateError("no training videos")
+        self.n_video_columns = videos.n_videos  # D's first columns; photo people's follow (MixedEpisodeDataset)
+        self.data = videos
+        if opts.photos:
+            photos = PhotoEpisodeDataset(opts.photos, k_shots=opts.k_shots, resolution=cfg.resolution,
+                                         seed=opts.seed, augment=opts.augment)
+            self.data = MixedEpisodeDataset(videos, photos, photo_share=opts.photo_share, seed=opts.seed,
+                                            episodes_per_epoch=opts.episodes_per_epoch)
         self.cfg = cfg
         E, G, D = Embedder(cfg), build_generator(cfg), Discriminator(cfg, self.data.n_videos)
         if opts.init:
@@ -118,8 +132,9 @@ class Trainer:
 
     # --- init / checkpoints --------------------------------------------------------------------
     def _load_init(self, folder, E, G, D) -> None:
-        """Start from existing weights of the same architecture; D's per-video columns only when the
-        video count matches."""
+        """Start from existing weights of the same architecture. D's per-video columns: all of them when the
+        count matches; when the weights' columns are this run's videos alone (a video-only run continued
+        with photos), those, and the photo people's columns start fresh; otherwise all start fresh."""
         cfg, e, g, d = load_checkpoint(Path(folder), device="cpu", with_discriminator=True)
         # the learned shot selection and warp setting are no network weights: the run keeps them, so its
         # export still has them
@@ -132,7 +147,10 @@ class Trainer:
         if d is not None:
             state = d.state_dict()
             if state["W"].shape != D.W.shape:
-                state["W"] = D.W.detach().clone()
+                fresh = D.W.detach().clone()
+                if len(state["W"]) == self.n_video_columns:
+                    fresh[:self.n_video_columns] = state["W"]
+                state["W"] = fresh
             D.load_state_dict(state)
 
     def save(self) -> None:
@@ -154,8 +172,8 @@ class Trainer:
         if cfg.to_dict() != self.cfg.to_dict():
             raise AnimateError(f"{folder} was trained with another model config; use another --run-dir folder")
         if state["n_videos"] != self.data.n_videos:
-            raise AnimateError(f"{folder} was trained on {state['n_videos']} videos, the cache now has "
-                               f"{self.data.n_videos}; use another --run-dir folder")
+            raise AnimateError(f"{folder} was trained on {state['n_videos']} videos and photo people, the caches "
+                               f"now have {self.data.n_videos}; use another --run-dir folder")
         distributed.unwrap(self.E).load_state_dict(e.state_dict())
         distributed.unwrap(self.G).load_state_dict(g.state_dict())
         distributed.unwrap(self.D).load_state_dict(d.state_dict())
@@ -336,7 +354,9 @@ class Trainer:
         if not resumed:
             self.save()  # step 0: the NaN guard always has something to go back to
         self.log(f"{'resumed at' if resumed else 'starting at'} step {self.step_no}: {self.cfg.preset} "
-                 f"{self.cfg.generator} generator, {self.cfg.resolution}px, {self.data.n_videos} videos, "
+                 f"{self.cfg.generator} generator, {self.cfg.resolution}px, {self.n_video_columns} videos"
+                 + (f" + {self.data.n_videos - self.n_video_columns} photo people ({o.photo_share:g} of the "
+                    f"episodes)" if o.photos else "") + ", "
                  f"{self.world} process(es) on {self.device}, batch {o.batch_size}x{self.world}, K={o.k_shots}")
         stop = {"signal": False}
 
