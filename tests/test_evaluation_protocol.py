@@ -166,3 +166,26 @@ def test_summary_averages_a_partial_metric_over_its_frames_and_writes_valid_json
     empty.add("a", mouth_lpips=[np.nan])
     assert protocol._summary(empty, None)["mouth_lpips"] is None
     assert protocol._summary(empty, None)["mouth_lpips_frames"] == 0
+
+
+def test_painting_models_report_what_they_painted_on_open_mouths_only():
+    """An animator with a mouth painter gives paint_share / paint_size per frame; the protocol keeps them on
+    open-mouth targets only (as the mouth metric) and renders everyone else as before."""
+    class Painting:
+        paints = True
+
+        def render_with_paint_usage(self, lms):
+            n = len(lms)
+            return np.zeros((n, 8, 8, 3), np.uint8), {"paint_share": np.full(n, 0.9), "paint_size": np.full(n, 0.2)}
+
+    class Plain:
+        def render(self, lms):
+            return np.ones((len(lms), 8, 8, 3), np.uint8)
+
+    lms = np.stack([face(128, mouth_gap=g)[1] for g in (0.3, 0.0, 0.3)] * 4)  # 12 frames: batches of 8 and 4
+    frames, usage = protocol._render_painting(Painting(), lms)
+    assert frames.shape == (12, 8, 8, 3)
+    assert np.isnan(usage["paint_share"][1::3]).all() and (usage["paint_share"][0::3] == 0.9).all()
+    assert (usage["paint_size"][2::3] == 0.2).all()
+    frames, usage = protocol._render_painting(Plain(), lms)
+    assert usage == {} and frames.min() == 1

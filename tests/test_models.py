@@ -1,13 +1,24 @@
-"""The networks E, G (both kinds), D at the tiny preset (configs: test_config.py)."""
+"""The networks E, G (both kinds, the warp generator's mouth painter too), D at the tiny preset (configs:
+test_config.py)."""
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
-from animate_cli.config import preset
+from animate_cli.config import ModelConfig, preset
+from animate_cli.errors import AnimateError
+from animate_cli.face.draw import landmark_tensor
+from animate_cli.losses import mouth_crop
 from animate_cli.models.blocks import SelfAttention, adain
 from animate_cli.models.discriminator import Discriminator
 from animate_cli.models.embedder import Embedder
-from animate_cli.models.generator import FSTHGenerator, WarpGenerator, build_generator
+from animate_cli.models.generator import (FSTHGenerator, WarpGenerator, build_generator, extend_with_painter,
+                                          paint_usage)
 from animate_cli.models.stats import count_params_and_gflops
+from animate_cli.train.episodes import reference_warp, to_model_tensor
+from animate_cli.train.photo_episodes import PhotoEpisodeSettings, make_shot
+from synthetic_faces import face, face_landmarks
 
 TINY = preset("tiny")
 
@@ -178,3 +189,133 @@ def test_count_params_and_gflops():
     # the first down block's first conv alone: 6->8 channels, 3x3, at 64x64
     assert stats["generator_gflops"] > 2 * 64 * 64 * 8 * 6 * 9 / 1e9
     assert stats["generator_gflops"] < 1.0
+
+
+# ----------------------------------------------------------------------------------------------
+# The mouth painter (cfg.paint_size): at the small preset's design (space-to-depth stem), test size.
+
+PAINT = TINY_STEM.replace(paint_size=32)
+
+
+def _mouth_closing_episode(r=64):
+    """One photo episode that needs painting: a drawn open-mouthed face (teeth showing) as the target, its
+    mouth shut by the photo episodes' warp as the shot, that shot warped back to the target's landmarks."""
+    image, lm = face(r, mouth_gap=0.35)
+    shot, shot_lm = make_shot(image, lm, "mouth", np.random.default_rng(0),
+                              PhotoEpisodeSettings(closing_pose=0.0, sharpen=0.0))
+    x_t, x_s = to_model_tensor(image[None]), to_model_tensor(shot[None])
+    lm_t, lm_s = torch.from_numpy(lm)[None], torch.from_numpy(shot_lm)[None]
+    warped = reference_warp(x_s[:, None], lm_s[:, None], lm_t)
+    return x_t, warped, landmark_tensor(lm[None], r), lm_t, lm_s
+
+
+def _painting_pair(seed=0):
+    """The same generator without and with a painter (extend_with_painter)."""
+    torch.manual_seed(seed)
+    plain = build_generator(PAINT.replace(paint_size=0))
+    painting = build_generator(PAINT)
+    extend_with_painter(painting, plain)
+    return plain, painting
+
+
+def test_default_weights_give_the_output_they_gave_before_the_painter():
+    """weights/default has no painter (config without paint_size): its G computes what it computed before the
+    painter existed. Golden figures from the code before it (random inputs, seed 0)."""
+    from animate_cli.models.checkpoint import load_checkpoint
+
+    folder = Path(__file__).resolve().parents[1] / "src" / "animate_cli" / "weights" / "default"
+    if not (folder / "config.json").is_file():
+        pytest.skip("weights/default not in this checkout")
+    cfg, E, G, _ = load_checkpoint(folder)
+    assert cfg.paint_size == 0 and G.painter is None
+    g = torch.Generator().manual_seed(0)
+    x, y, w = (torch.rand(2, 3, 256, 256, generator=g) * 2 - 1 for _ in range(3))
+    with torch.no_grad():
+        d = (G(y, e_hat=E(x, y), warped=w) - w).double()
+    assert d.abs().mean().item() == pytest.approx(0.0015948186289464854, abs=1e-8)
+    got = [d[1, c, r, q].item() for c, r, q in ((0, 10, 20), (1, 128, 128), (2, 200, 100), (0, 180, 128))]
+    assert got == pytest.approx([0.00213873, -0.00137484, -0.00087189, 0.00213873], abs=2e-7)
+
+
+def test_a_painter_added_to_trained_weights_starts_from_their_output():
+    plain, painting = _painting_pair()
+    _wake_warp_head(plain)
+    extend_with_painter(painting, plain)  # again, now with a correction that is not zero
+    x_t, warped, y, lm_t, lm_s = _mouth_closing_episode()
+    e = torch.rand(1, PAINT.embed_dim)
+    with torch.no_grad():
+        before = plain(y, e_hat=e, warped=warped)
+        assert (before - warped).abs().max() > 1e-3
+        assert torch.equal(painting(y, e_hat=e, warped=warped, landmarks=lm_t, ref_landmarks=lm_s), before)
+    with pytest.raises(ValueError, match="landmarks"):
+        painting(y, e_hat=e, warped=warped)
+    with pytest.raises(ValueError, match="must have a painter"):
+        extend_with_painter(plain, painting)
+
+
+def test_blend_mask_starts_low_only_where_the_warp_has_no_open_mouth():
+    _, painting = _painting_pair()
+    x_t, warped, y, lm_t, lm_s = _mouth_closing_episode()
+    e = torch.rand(1, PAINT.embed_dim)
+    usage = {}
+    for name, ref in (("closed shot", lm_s), ("shot as open", lm_t)):
+        parts = {}
+        with torch.no_grad():
+            painting(y, e_hat=e, warped=warped, landmarks=lm_t, ref_landmarks=ref, parts=parts)
+        usage[name] = paint_usage(parts)
+        assert parts["inner"].sum() > 20  # the target's open mouth, in the painter's crop
+    assert usage["closed shot"]["paint_share"].item() > 0.8  # the painter owns the mouth the warp cannot give
+    assert usage["shot as open"]["paint_share"].item() < 0.1  # and leaves one the shot has to the warp
+    assert usage["closed shot"]["paint_size"].item() == 0  # its correction starts at zero
+    closed = torch.from_numpy(face_landmarks(64, mouth_gap=0.0))[None]
+    parts = {}
+    with torch.no_grad():
+        painting(y, e_hat=e, warped=warped, landmarks=closed, ref_landmarks=closed, parts=parts)
+    assert torch.isnan(paint_usage(parts)["paint_share"]).all()  # no open mouth: nothing to measure
+
+
+def test_gradient_reaches_the_painter_on_a_mouth_closing_episode():
+    x_t, warped, y, lm_t, lm_s = _mouth_closing_episode()
+    e = torch.rand(1, PAINT.embed_dim)
+    grads = {}
+    for name, ref in (("closed shot", lm_s), ("shot as open", lm_t)):
+        _, painting = _painting_pair()
+        out = painting(y, e_hat=e, warped=warped, landmarks=lm_t, ref_landmarks=ref)
+        (mouth_crop(out, lm_t) - mouth_crop(x_t, lm_t)).abs().mean().backward()
+        grads[name] = painting.painter.head.weight.grad.norm().item()
+    assert grads["closed shot"] > 0
+    assert grads["closed shot"] > 4 * grads["shot as open"]  # its gradient comes from the uncovered mouth
+
+
+@pytest.mark.slow
+def test_painter_learns_an_open_mouth_faster_than_the_trunk_alone():
+    """30 steps on one mouth-closing episode, the same trunk, the same optimiser: the painter, at the mouth's
+    own resolution, brings the mouth crop much closer to the truth than the trunk's correction alone."""
+    x_t, warped, y, lm_t, lm_s = _mouth_closing_episode()
+    e = torch.rand(1, PAINT.embed_dim, generator=torch.Generator().manual_seed(2))
+    final = {}
+    for name, g in zip(("plain", "painting"), _painting_pair()):
+        opt = torch.optim.Adam(g.parameters(), lr=3e-4, betas=(0.0, 0.999))
+        for _ in range(30):
+            out = g(y, e_hat=e, warped=warped, landmarks=lm_t, ref_landmarks=lm_s)
+            loss = (mouth_crop(out, lm_t) - mouth_crop(x_t, lm_t)).abs().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        final[name] = loss.item()
+    start = (mouth_crop(warped, lm_t) - mouth_crop(x_t, lm_t)).abs().mean().item()
+    assert final["plain"] < start
+    assert final["painting"] < 0.8 * final["plain"], final
+
+
+def test_painter_config_is_checked_and_old_configs_have_none():
+    assert preset("small").paint_size == 64 and preset("small", "fsth").paint_size == 0
+    assert ModelConfig.from_dict({k: v for k, v in TINY.to_dict().items() if k != "paint_size"}).paint_size == 0
+    for change, message in (({"generator": "fsth", "paint_size": 32}, "only the warp generator"),
+                            ({"paint_size": 30}, "multiple of 4"), ({"paint_size": 128}, "multiple of 4"),
+                            ({"paint_size": 8}, "multiple of 4")):
+        with pytest.raises(AnimateError, match=message):
+            TINY.replace(**change)
+    stats = count_params_and_gflops(PAINT)
+    assert stats["generator_params"] == sum(p.numel() for p in build_generator(PAINT).parameters())
+    assert stats["generator_gflops"] > count_params_and_gflops(PAINT.replace(paint_size=0))["generator_gflops"]

@@ -186,6 +186,36 @@ def test_init_from_video_only_weights_keeps_the_video_columns(cache, photos, tmp
     assert torch.equal(mixed.D.w0, one.D.w0)
 
 
+def test_init_adds_a_mouth_painter_that_starts_from_the_weights_output(cache, photos, tmp_path):
+    """--init weights without a painter into a run with one (--paint-size): E, D and G's trunk as saved, the
+    output exactly the old model's; the run trains on photo episodes and logs what the painter paints.
+    A run without a painter refuses weights that have one."""
+    base = Trainer(opts(cache, tmp_path / "base", seed=3))
+    with torch.no_grad():
+        base.G.head.weight.normal_(0, 0.05)  # a trained correction is not zero
+    base.save()
+    init = str(tmp_path / "base" / "checkpoint")
+    tr = Trainer(opts(cache, tmp_path / "paint", seed=4, init=init, paint_size=16, photos=str(photos),
+                      photo_share=1.0, max_steps=2))
+    assert tr.cfg.paint_size == 16 and tr.G.painter is not None
+    old, new = state_of(base), state_of(tr)
+    assert all(torch.equal(old[k], new[k]) for k in old if not k.startswith("D.W"))
+    b = next(iter(tr.loader(0, 0)))
+    warped, ref_lm = tr._episode_warp(b)
+    e = torch.rand(2, tr.cfg.embed_dim)
+    base.G.eval(), tr.G.eval()  # (train mode moves spectral norm's power iteration on every call)
+    with torch.no_grad():
+        assert torch.equal(tr.G(b["y_t"], e, warped=warped, landmarks=b["lm_t"], ref_landmarks=ref_lm),
+                           base.G(b["y_t"], e, warped=warped))
+    tr.G.train()
+    assert tr.train()["step"] == 2
+    rows = (tmp_path / "paint" / "losses.csv").read_text().splitlines()
+    column = rows[0].split(",").index("paint")
+    assert any(r.split(",")[column] != "" for r in rows[1:])  # open mouths among the targets: measured
+    with pytest.raises(AnimateError, match="different model config"):
+        Trainer(opts(cache, tmp_path / "none", init=str(tmp_path / "paint" / "checkpoint"), paint_size=0))
+
+
 def test_options_out_of_range_are_refused_by_name():
     for field, value, flag in (("photo_share", 1.5, "--photo-share"), ("photo_share", -0.5, "--photo-share"),("random_reference", 1.5, "--random-reference"),
                                ("random_reference", -0.1, "--random-reference"),

@@ -20,7 +20,8 @@ from .face.draw import landmark_tensor
 from .config import FinetuneConfig
 from .finetune import finetune
 from .models.checkpoint import load_checkpoint, load_person, save_person
-from .references import references_for
+from .models.generator import paint_usage
+from .references import references_with_landmarks
 from .warp import DEFAULT_REG
 
 DEFAULT_MODEL = "default"  # the name of the bundled weights, as --model takes it
@@ -96,9 +97,13 @@ class Animator:
     def warped_references(self, targets: np.ndarray) -> torch.Tensor:
         """The chosen shots (nearest, or by the model's learned selection), moved by the analytic warp into each
         target pose: (B,3,R,R) in [-1,1]."""
+        return self.references(targets)[0]
+
+    def references(self, targets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """warped_references and the landmarks (B,68,2) of the shot each target warps."""
         assert self.shots is not None and self.shot_landmarks is not None, "prepare() first"
-        return references_for(self.shots, self.shot_landmarks, np.asarray(targets, np.float32),
-                              selection=self.selection, reg=self.warp_reg)
+        return references_with_landmarks(self.shots, self.shot_landmarks, np.asarray(targets, np.float32),
+                                         selection=self.selection, reg=self.warp_reg)
 
     def render(self, target_landmarks: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -163,14 +168,37 @@ class NeuralAnimator(Animator):
                                      self.shots, y, self.shot_landmarks, FinetuneConfig(steps=self.steps),
                                      device=self.device, progress=on_step)
 
+    @property
+    def paints(self) -> bool:
+        """Whether the model has a mouth painter (render_with_paint_usage then reports what it painted)."""
+        return bool(self.cfg.paint_size)
+
     @torch.no_grad()
     def render(self, target_landmarks: np.ndarray) -> np.ndarray:
+        return self._render(target_landmarks, None)
+
+    def render_with_paint_usage(self, target_landmarks: np.ndarray) -> tuple[np.ndarray, dict]:
+        """render's frames and, per frame, what the mouth painter did on the target's open mouth
+        (models.generator.paint_usage: paint_share, paint_size; NaN where the mouth is closed)."""
+        if not self.paints:
+            raise AnimateError(f"{self.name} has no mouth painter")
+        parts: dict = {}
+        with torch.no_grad():
+            frames = self._render(target_landmarks, parts)
+        return frames, {k: v.float().cpu().numpy() for k, v in paint_usage(parts).items()}
+
+    @torch.no_grad()
+    def _render(self, target_landmarks: np.ndarray, parts: Optional[dict]) -> np.ndarray:
         assert self.person_model is not None, "prepare() first"
-        y = landmark_tensor(np.asarray(target_landmarks, np.float32), self.resolution).to(self.device)
-        warped = self.warped_references(target_landmarks) if self.cfg.generator == "warp" else None
+        targets = np.asarray(target_landmarks, np.float32)
+        y = landmark_tensor(targets, self.resolution).to(self.device)
+        warped = ref_landmarks = None
+        if self.cfg.generator == "warp":
+            warped, ref_landmarks = self.references(targets)
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.half else nullcontext()
         with autocast:
-            out = self.person_model.render(y, warped=warped)
+            out = self.person_model.render(y, warped=warped, landmarks=torch.from_numpy(targets),
+                                           ref_landmarks=ref_landmarks, parts=parts)
         return to_uint8(out)
 
     def save_person(self, path: Path) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import torch
 import typer
 from rich.console import Console
@@ -144,16 +145,20 @@ def models(presets: List[Preset] = typer.Option(list(MB.presets), "--preset", he
                 y = torch.randn(b, 3, R, R, device=dev)
                 warped = torch.randn(b, 3, R, R, device=dev) if generator == "warp" else None
                 psi = G.project(torch.randn(1, cfg.embed_dim, device=dev))
-                sec = time_call(lambda: G(y, psi=psi, warped=warped), repeat)
+                lm = torch.rand(b, 68, 2, device=dev) * R  # a mouth painter costs the same wherever the mouth is
+                paint = dict(landmarks=lm, ref_landmarks=lm) if cfg.paint_size else {}
+                sec = time_call(lambda: G(y, psi=psi, warped=warped, **paint), repeat)
                 row[f"generator_fps_batch{b}"] = b / sec
         for shots in (1, 8):
             x = torch.rand(shots, 3, R, R, device=dev) * 2 - 1
             y = torch.rand(shots, 3, R, R, device=dev) * 2 - 1
             warped = x if generator == "warp" else None
             timed = FinetuneConfig(steps=finetune_steps)
-            sec = time_call(lambda: finetune(cfg, E, G, D, x, y, None, timed, device=dev, warped=warped),
+            # a mouth painter needs the shots' landmarks (random ones cost the same)
+            lms = np.random.default_rng(0).random((shots, 68, 2), np.float32) * R if cfg.paint_size else None
+            sec = time_call(lambda: finetune(cfg, E, G, D, x, y, lms, timed, device=dev, warped=warped),
                             max(1, repeat - 1))
-            ff = time_call(lambda: finetune(cfg, E, G, D, x, y, None, timed.replace(steps=0), device=dev,
+            ff = time_call(lambda: finetune(cfg, E, G, D, x, y, lms, timed.replace(steps=0), device=dev,
                                             warped=warped), 1)
             per_step = max(sec - ff, 0.0) / finetune_steps
             row[f"finetune_s_per_step_{shots}shot"] = per_step

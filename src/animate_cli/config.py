@@ -52,6 +52,9 @@ class ModelConfig:
     # thin-plate-spline regularisation of the model's warps (warp.py, normalised units): larger = smoother,
     # less swayed by landmark noise; fitted with the selection. The default is the `warp` model's
     warp_reg: float = DEFAULT_REG
+    # the warp generator's mouth painter (models/generator.py, MouthPainter): the side of the mouth crop it
+    # paints; 0 = none (every model before it; their outputs stay exactly as they were)
+    paint_size: int = 0
     drawing_version: int = DRAWING_VERSION  # the landmark drawing the networks were trained on
     format_version: int = FORMAT_VERSION
 
@@ -77,6 +80,12 @@ class ModelConfig:
         if not isinstance(self.warp_reg, (int, float)) or isinstance(self.warp_reg, bool) or not (
                 math.isfinite(self.warp_reg) and 0 < self.warp_reg <= 1):
             raise AnimateError(f"warp_reg must be a number in (0, 1], got {self.warp_reg!r}")
+        if self.paint_size:
+            if self.generator != "warp":
+                raise AnimateError("only the warp generator has a mouth painter (paint_size)")
+            if not 16 <= self.paint_size <= self.resolution or self.paint_size % 4:
+                raise AnimateError(f"paint_size must be 0 or a multiple of 4 from 16 to the resolution, "
+                                   f"got {self.paint_size}")
         if self.format_version != FORMAT_VERSION:
             raise AnimateError(
                 f"model format version {self.format_version} is not supported by this animate-cli "
@@ -140,12 +149,13 @@ PRESETS: dict[str, ModelConfig] = {
     # The paper's sizes: E ~15M, G ~38M, D ~20M parameters at 256².
     "paper": ModelConfig(preset="paper", resolution=256, base_channels=64, max_channels=512, embed_dim=512,
                          g_down=4, g_res_blocks=5, attention=True,
-                         attn_embed_res=32, attn_down_res=32, attn_up_res=64),
+                         attn_embed_res=32, attn_down_res=32, attn_up_res=64, paint_size=96),
     # Narrow and shallow so that meta-learning and fine-tuning run on a 2-core CPU: space-to-depth stem
-    # (trunk at 128²), bottleneck at 8², attention at 32² only (64² attention alone cost ~25 ms).
+    # (trunk at 128²), bottleneck at 8², attention at 32² only (64² attention alone cost ~25 ms); the mouth
+    # painted at 64² (a 256² face's mouth box is about 100 px).
     "small": ModelConfig(preset="small", resolution=256, base_channels=16, max_channels=128, embed_dim=128,
                          g_down=4, g_res_blocks=3, shuffle_stem=True, attention=True,
-                         attn_embed_res=32, attn_down_res=32, attn_up_res=32),
+                         attn_embed_res=32, attn_down_res=32, attn_up_res=32, paint_size=64),
     # For tests only.
     "tiny": ModelConfig(preset="tiny", resolution=64, base_channels=8, max_channels=32, embed_dim=32,
                         g_down=3, g_res_blocks=1, attention=True,
@@ -154,10 +164,11 @@ PRESETS: dict[str, ModelConfig] = {
 
 
 def preset(name: str, generator: str = "warp") -> ModelConfig:
-    """A named preset with the chosen generator kind."""
+    """A named preset with the chosen generator kind (the paper's generator paints everything: no painter)."""
     if name not in PRESETS:
         raise AnimateError(f"unknown model preset {name!r} (choose from {', '.join(PRESETS)})")
-    return PRESETS[name].replace(generator=generator)
+    cfg = PRESETS[name]
+    return cfg.replace(generator=generator, paint_size=cfg.paint_size if generator == "warp" else 0)
 
 
 @dataclass(frozen=True)

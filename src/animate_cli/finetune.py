@@ -97,6 +97,8 @@ def finetune(cfg: ModelConfig, E: nn.Module, G: nn.Module, D: Optional[nn.Module
     lms = None if shot_landmarks is None else np.asarray(shot_landmarks, np.float32)
     if cfg.generator == "warp" and steps > 0 and warped is None and lms is None:
         raise AnimateError("the warp generator needs the shots' landmarks to fine-tune")
+    if cfg.paint_size and steps > 0 and lms is None:
+        raise AnimateError("the mouth painter needs the shots' landmarks to fine-tune")
     fixed_warp = None if cfg.generator != "warp" or warped is None else warped.to(device).float()
 
     e_hat, psi0, w0 = person_init(E, G, D, x, y)
@@ -131,7 +133,8 @@ def finetune(cfg: ModelConfig, E: nn.Module, G: nn.Module, D: Optional[nn.Module
                 round_trip_reference(x, lms, strength=settings.jitter, reg=cfg.warp_reg)
         # Generator step: L_CNT + L_ADV (-D(x̂) + 10·L_FM) [+ mouth]; D's weights frozen for this backward.
         with autocast():
-            x_hat = g(y, psi=psi, warped=ref)
+            # each shot is fitted from a warp of itself: its landmarks are the target's and the reference's
+            x_hat = g(y, psi=psi, warped=ref, landmarks=lms_t, ref_landmarks=lms_t)
         if d is not None:
             _set_grad(d_params, False)
             with autocast():

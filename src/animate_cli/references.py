@@ -125,6 +125,15 @@ def warp_references(shots: torch.Tensor, shot_landmarks, targets, chosen: torch.
 def references_for(shots: torch.Tensor, shot_landmarks, targets, *, selection, reg: float) -> torch.Tensor:
     """The best shot (choose_shots) warped into each target pose: (B,3,R,R); with `selection=()` and
     `reg=warp.DEFAULT_REG` what the `warp` model shows."""
+    return references_with_landmarks(shots, shot_landmarks, targets, selection=selection, reg=reg)[0]
+
+
+def references_with_landmarks(shots: torch.Tensor, shot_landmarks, targets, *, selection,
+                              reg: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """references_for's images and the landmarks (B,68,2) of the shot each target warps (K shots shared by
+    all targets): the mouth painter compares that shot's mouth with the target's."""
     with torch.no_grad():
         chosen = choose_shots(shot_landmarks, targets, selection)
-        return warp_references(shots, shot_landmarks, targets, chosen, reg=reg)
+        lms = torch.as_tensor(shot_landmarks).float().reshape(-1, 68, 2)
+        return (warp_references(shots, shot_landmarks, targets, chosen, reg=reg),
+                lms[chosen.reshape(-1).to(lms.device)])

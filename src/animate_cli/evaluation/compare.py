@@ -108,14 +108,15 @@ def print_comparison(rows: list[dict], name_a: str, name_b: str) -> None:
 
 def print_table(report: dict) -> None:
     """One row per model and setting: the paper's columns plus ours."""
-    cols = ["ssim", "psnr", "lpips", "mouth_lpips", "mouth_lpips_frames", "csim", "id_dist", "landmark_error", "fid",
-            "face_detected", "frames"]
+    cols = ["ssim", "psnr", "lpips", "mouth_lpips", "mouth_lpips_frames", "paint_share", "paint_size", "csim",
+            "id_dist", "landmark_error", "fid", "face_detected", "frames"]
     t = Table(title=f"evaluation on {report['clips_dir']} ({len(report['clips'])} clips)")
     t.add_column("model")
     t.add_column("setting")
     for c in cols:
         t.add_column({"landmark_error": "lmk", "face_detected": "det", "frames": "n", "mouth_lpips": "mouth",
-                      "mouth_lpips_frames": "n open"}.get(c, c), justify="right")
+                      "mouth_lpips_frames": "n open", "paint_share": "painted", "paint_size": "|Δp|"}.get(c, c),
+                     justify="right")
     for model, entry in report["models"].items():
         rows = list(entry["self"].items()) + ([("cross-id", entry["cross"])] if "cross" in entry else [])
         for setting, m in rows:

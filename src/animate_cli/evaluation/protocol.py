@@ -33,7 +33,9 @@ from ..video import is_video, read_frames
 from .metrics import FaceIdentity, Inception, frechet_distance, landmark_error, lpips, psnr, ssim
 
 FID_MIN_FRAMES = 64  # below this many frames per side the FID estimate is noise: reported as null
-PARTIAL_METRICS = ("mouth_lpips",)  # defined on some frames only: the report always counts them
+# defined on some frames only (open-mouth targets): the report always counts them. paint_share / paint_size:
+# what a mouth painter did there (models.generator.paint_usage), for models that have one
+PARTIAL_METRICS = ("mouth_lpips", "paint_share", "paint_size")
 
 
 @dataclass
@@ -155,6 +157,21 @@ def _render(animator, landmarks: np.ndarray, batch: int = 8) -> np.ndarray:
     return np.concatenate([animator.render(landmarks[i:i + batch]) for i in range(0, len(landmarks), batch)])
 
 
+def _render_painting(animator, landmarks: np.ndarray, batch: int = 8) -> tuple[np.ndarray, dict]:
+    """_render, and for an animator with a mouth painter what it painted on each open-mouth target
+    (paint_share, paint_size; NaN on the other frames); {} for the others."""
+    if not getattr(animator, "paints", False):
+        return _render(animator, landmarks, batch), {}
+    frames, usage = [], {}
+    for i in range(0, len(landmarks), batch):
+        out, used = animator.render_with_paint_usage(landmarks[i:i + batch])
+        frames.append(out)
+        for key, values in used.items():
+            usage.setdefault(key, []).append(values)
+    is_open = mouth_open(landmarks)
+    return np.concatenate(frames), {k: np.where(is_open, np.concatenate(v), np.nan) for k, v in usage.items()}
+
+
 class _Lazy:
     """Build the (large) Inception only when some setting has enough frames for FID."""
 
@@ -250,14 +267,15 @@ def evaluate(clips_dir, opts: EvaluateOptions | None = None, **kwargs) -> dict:
         for k in shots:
             s = _Scores()
             for c in clips:
-                out = _render(prepared(model, c.shots[:k], c.shot_landmarks[:k]), c.target_landmarks)
+                animator = prepared(model, c.shots[:k], c.shot_landmarks[:k])
+                out, paint = _render_painting(animator, c.target_landmarks)
                 got, found = _redetect(det, out, c.target_landmarks)
                 ids = np.array([ident.compare(o, g, t, tl) for o, g, t, tl in
                                 zip(out, got, c.targets, c.target_landmarks)])
                 s.add(c.name, ssim=ssim(out, c.targets), psnr=psnr(out, c.targets), lpips=lpips(out, c.targets, device),
                       mouth_lpips=open_mouth_lpips(out, c.targets, c.target_landmarks, device),
                       csim=ids[:, 0], id_dist=ids[:, 1], landmark_error=landmark_error(got, c.target_landmarks),
-                      face_detected=found)
+                      face_detected=found, **paint)
                 s.real.append(c.targets)
                 s.fake.append(out)
             per[f"K={k}"] = _summary(s, inception)

@@ -216,13 +216,20 @@ class PersonModel:
     losses: list = field(default_factory=list)
 
     @torch.no_grad()
-    def render(self, y: torch.Tensor, warped: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Landmark images y (B,3,R,R) [+ the warped references (B,3,R,R)] -> frames (B,3,R,R) in [-1,1]."""
+    def render(self, y: torch.Tensor, warped: Optional[torch.Tensor] = None, landmarks=None,
+               ref_landmarks=None, parts: Optional[dict] = None) -> torch.Tensor:
+        """Landmark images y (B,3,R,R) [+ the warped references (B,3,R,R)] -> frames (B,3,R,R) in [-1,1].
+        A mouth painter also needs the targets' `landmarks` and the warped shots' `ref_landmarks` (B,68,2);
+        `parts`: see WarpGenerator.forward."""
         dev = self.psi.device
         if self.cfg.generator == "warp" and warped is None:
             raise AnimateError("the warp generator needs the warped reference to render")
-        warped = warped.to(dev) if warped is not None else None
-        return self.generator(y.to(dev), psi=self.psi, warped=warped).float()
+        if self.cfg.paint_size and (landmarks is None or ref_landmarks is None):
+            raise AnimateError("the mouth painter needs the target and reference landmarks to render")
+        if self.cfg.generator != "warp":
+            return self.generator(y.to(dev), psi=self.psi).float()
+        extra = {} if not self.cfg.paint_size else dict(landmarks=landmarks, ref_landmarks=ref_landmarks, parts=parts)
+        return self.generator(y.to(dev), psi=self.psi, warped=warped.to(dev), **extra).float()
 
 
 def save_person(path, person, extra: Optional[dict] = None) -> Path:

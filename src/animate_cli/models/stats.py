@@ -52,6 +52,9 @@ def count_params_and_gflops(cfg: ModelConfig) -> dict:
     r = cfg.resolution
     x = torch.zeros(1, 3, r, r)
     psi = torch.zeros(1, g.n_adain)
+    # a mouth painter's cost does not depend on where the mouth is: any landmarks will do
+    lm = torch.rand(1, 68, 2, generator=torch.Generator().manual_seed(0)) * r
+    paint = dict(landmarks=lm, ref_landmarks=lm) if cfg.paint_size else {}
 
     def n(m):
         return sum(p.numel() for p in m.parameters())
@@ -61,7 +64,7 @@ def count_params_and_gflops(cfg: ModelConfig) -> dict:
         "generator_params": n(g),
         "discriminator_params": d.count_params(with_video_columns=False),
         "n_adain": g.n_adain,
-        "generator_gflops": 2 * count_macs(g, x, psi=psi, warped=x) / 1e9,
+        "generator_gflops": 2 * count_macs(g, x, psi=psi, warped=x, **paint) / 1e9,
         "embedder_gflops": 2 * count_macs(e, x, x) / 1e9,
         "discriminator_gflops": 2 * count_macs(d, x, x, w=torch.zeros(cfg.embed_dim)) / 1e9,
     }

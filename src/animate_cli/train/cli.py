@@ -52,6 +52,9 @@ def train_command(
     preset: Preset = typer.Option(T.preset, "--preset", help="Network sizes."),
     generator: Generator = typer.Option(T.generator, "--generator", help="fsth (the paper's) or warp."),
     resolution: Optional[int] = typer.Option(T.resolution, "--resolution", help="Image size (default: the preset's)."),
+    paint_size: Optional[int] = typer.Option(T.paint_size, "--paint-size",
+                                             help="Side of the warp generator's mouth painter crop (default: the "
+                                                  "preset's; 0 = no painter)."),
     k_shots: int = typer.Option(T.k_shots, "--k-shots", help="Shots per episode."),
     batch_size: int = typer.Option(T.batch_size, "--batch-size", help="Episodes per process per step."),
     lr_g: float = typer.Option(T.lr_g, "--lr-g", help="Learning rate of E and G."),
@@ -91,7 +94,7 @@ def train_command(
         raise typer.BadParameter("needed for training (or give --export DIR)", param_hint="'--cache'")
     opts = TrainOptions(cache=str(cache), photos=None if photos is None else str(photos), photo_share=photo_share,
                         run=str(run_dir), preset=preset.value, generator=generator.value,
-                        resolution=resolution, k_shots=k_shots, batch_size=batch_size, lr_g=lr_g, lr_d=lr_d,
+                        resolution=resolution, paint_size=paint_size, k_shots=k_shots, batch_size=batch_size, lr_g=lr_g, lr_d=lr_d,
                         d_steps=d_steps, perceptual_size=perceptual_size or None, max_steps=max_steps,
                         max_minutes=max_minutes, checkpoint_every=checkpoint_every, log_every=log_every,
                         sample_every=sample_every, val_per_identity=val_per_identity,

@@ -193,5 +193,14 @@ def reference_warp(x_shots: torch.Tensor, lm_shots: torch.Tensor, lm_t: torch.Te
     so without far references G never learns to paint an opening mouth. Random draws come from
     `generator` (a CPU generator; the trainer seeds one per step so that a resumed run draws the same),
     else torch's global RNG. `reg`: the model's spline regularisation (ModelConfig.warp_reg)."""
+    return reference_warp_and_landmarks(x_shots, lm_shots, lm_t, random_share, generator, reg)[0]
+
+
+def reference_warp_and_landmarks(x_shots: torch.Tensor, lm_shots: torch.Tensor, lm_t: torch.Tensor,
+                                 random_share: float = 0.0, generator: torch.Generator | None = None,
+                                 reg: float = DEFAULT_REG) -> tuple[torch.Tensor, torch.Tensor]:
+    """reference_warp's image and the landmarks (B,68,2) of the shot each row warped: the mouth painter
+    compares that shot's mouth with the target's."""
     chosen = choose_shots(lm_shots, lm_t, (), random_share=random_share, generator=generator)
-    return warp_references(x_shots, lm_shots, lm_t, chosen, reg=reg)
+    rows = torch.arange(len(chosen), device=lm_shots.device)
+    return warp_references(x_shots, lm_shots, lm_t, chosen, reg=reg), lm_shots[rows, chosen.to(lm_shots.device)]

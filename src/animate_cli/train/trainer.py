@@ -27,12 +27,13 @@ from ..errors import AnimateError
 from ..models.checkpoint import load_checkpoint
 from ..models.discriminator import Discriminator
 from ..models.embedder import Embedder
-from ..models.generator import build_generator
+from ..models.generator import build_generator, extend_with_painter, paint_usage
 from . import distributed, rundir
-from .episodes import EpisodeDataset, reference_warp
+from .episodes import EpisodeDataset, reference_warp_and_landmarks
 from .photo_episodes import MixedEpisodeDataset, PhotoEpisodeDataset
 
-LOSS_COLUMNS = ("loss_g", "cnt", "adv", "fm", "mch", "pix", "mouth", "loss_d", "d_real", "d_fake")
+# paint: the mouth painter's mean |correction| on the open mouths of the step's targets (paint_usage)
+LOSS_COLUMNS = ("loss_g", "cnt", "adv", "fm", "mch", "pix", "mouth", "paint", "loss_d", "d_real", "d_fake")
 
 
 @dataclass
@@ -47,6 +48,7 @@ class TrainOptions:
     run: str = "runs/meta"  # run folder: checkpoint, losses.csv, samples
     preset: str = "small"  # config.PRESETS
     generator: str = "warp"  # config.GENERATORS
+    paint_size: int | None = None  # the mouth painter's crop side (None: the preset's; 0: no painter)
     resolution: int | None = None  # default: the preset's
     k_shots: int = 8
     batch_size: int = 2  # episodes per process per step
@@ -104,6 +106,8 @@ class Trainer:
         cfg = preset(opts.preset, opts.generator)
         if opts.resolution:
             cfg = cfg.replace(resolution=opts.resolution)
+        if opts.paint_size is not None:
+            cfg = cfg.replace(paint_size=opts.paint_size)
         videos = EpisodeDataset(opts.cache, k_shots=opts.k_shots, resolution=cfg.resolution, split="train",
                                 val_per_identity=opts.val_per_identity,
                                 episodes_per_epoch=opts.episodes_per_epoch, seed=opts.seed, augment=opts.augment)
@@ -137,13 +141,19 @@ class Trainer:
         with photos), those, and the photo people's columns start fresh; otherwise all start fresh."""
         cfg, e, g, d = load_checkpoint(Path(folder), device="cpu", with_discriminator=True)
         # the learned shot selection and warp setting are no network weights: the run keeps them, so its
-        # export still has them
-        if cfg.replace(selection=self.cfg.selection, warp_reg=self.cfg.warp_reg) != self.cfg:
+        # export still has them. Weights without a mouth painter extend to a run with one (extend_with_painter)
+        adds_painter = cfg.paint_size == 0 and self.cfg.paint_size > 0
+        same = dict(selection=self.cfg.selection, warp_reg=self.cfg.warp_reg,
+                    paint_size=self.cfg.paint_size if adds_painter else cfg.paint_size)
+        if cfg.replace(**same) != self.cfg:
             raise AnimateError(f"--init {folder} has a different model config ({cfg.preset}, {cfg.generator}, "
-                               f"{cfg.resolution}px)")
+                               f"{cfg.resolution}px, paint_size {cfg.paint_size})")
         self.cfg = self.cfg.replace(selection=cfg.selection, warp_reg=cfg.warp_reg)
         E.load_state_dict(e.state_dict())
-        G.load_state_dict(g.state_dict())
+        if adds_painter:
+            extend_with_painter(G, g)
+        else:
+            G.load_state_dict(g.state_dict())
         if d is not None:
             state = d.state_dict()
             if state["W"].shape != D.W.shape:
@@ -195,22 +205,23 @@ class Trainer:
         out = {}
 
         # E and G
-        warped = self._episode_warp(b)
+        warped, ref_lm = self._episode_warp(b)
         D_raw.requires_grad_(False)
         with self._autocast():
             e = self.E(b["x_shots"].flatten(0, 1), b["y_shots"].flatten(0, 1)).view(B, K, -1)
             e_hat = e.mean(dim=1)
-            x_hat = self.G(b["y_t"], e_hat, warped=warped)
+            parts: dict = {}
+            x_hat = self.G(b["y_t"], e_hat, warped=warped, landmarks=b["lm_t"], ref_landmarks=ref_lm, parts=parts)
             score, feats = D_raw(torch.cat([x_hat, b["x_t"]]), torch.cat([b["y_t"], b["y_t"]]),
                                  torch.cat([b["video"], b["video"]]))
             fake_feats = [f[:B] for f in feats]
             real_feats = [f[B:].detach() for f in feats]
             w_i = D_raw.W[b["video"]]
-            parts = losses.generator_losses(score[:B].float(), fake_feats, real_feats, x_hat.float(), b["x_t"],
-                                            e_hat=e_hat.float(), w_i=w_i.detach(),
-                                            content_size=o.perceptual_size, landmarks=b["lm_t"],
-                                            weights=losses.LossWeights(mouth=o.mouth_weight))
-            loss_g = parts["total"]
+            losses_g = losses.generator_losses(score[:B].float(), fake_feats, real_feats, x_hat.float(), b["x_t"],
+                                               e_hat=e_hat.float(), w_i=w_i.detach(),
+                                               content_size=o.perceptual_size, landmarks=b["lm_t"],
+                                               weights=losses.LossWeights(mouth=o.mouth_weight))
+            loss_g = losses_g["total"]
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         D_raw.requires_grad_(True)
@@ -218,7 +229,11 @@ class Trainer:
         ok = self._finite(loss_g, params_g)
         if ok:
             self.opt_g.step()
-        out.update({("loss_g" if k == "total" else k): v.item() for k, v in parts.items()})
+        out.update({("loss_g" if k == "total" else k): v.item() for k, v in losses_g.items()})
+        if "painted" in parts:
+            painted = paint_usage(parts)["paint_size"]
+            if torch.isfinite(painted).any():
+                out["paint"] = painted[torch.isfinite(painted)].mean().item()
 
         # D (hinge), on the same x̂ (detached): one forward of real ⊕ fake so DDP sees one pass
         x_fake = x_hat.detach()
@@ -241,16 +256,17 @@ class Trainer:
         return self._end_step(out, ok, b, x_hat, warped)
 
     def _episode_warp(self, b: dict):
-        """The warp generator's reference for this step's episodes (None for fsth). In float32, outside
-        autocast: the spline solve needs it. Drawn from a generator of its own per (seed, step, rank), so
-        the draws do not depend on what else used the global RNG (an exact resume redraws them)."""
+        """The warp generator's reference for this step's episodes and the landmarks of the shot it warped
+        ((None, None) for fsth). In float32, outside autocast: the spline solve needs it. Drawn from a
+        generator of its own per (seed, step, rank), so the draws do not depend on what else used the
+        global RNG (an exact resume redraws them)."""
         if self.cfg.generator != "warp":
-            return None
+            return None, None
         o = self.opts
         with torch.no_grad():
             draw = torch.Generator().manual_seed((o.seed * 1_000_003 + self.step_no) * 1_009 + self.rank)
-            return reference_warp(b["x_shots"], b["lm_shots"], b["lm_t"], o.random_reference, draw,
-                                  reg=self.cfg.warp_reg)
+            return reference_warp_and_landmarks(b["x_shots"], b["lm_shots"], b["lm_t"], o.random_reference, draw,
+                                                reg=self.cfg.warp_reg)
 
     def _end_step(self, out: dict, ok: bool, b: dict, x_hat, warped) -> dict:
         """Count the step, run the NaN guard when the update was skipped, keep the batch for samples."""
