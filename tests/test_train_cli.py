@@ -40,14 +40,14 @@ def test_train_options_reach_the_trainer(cache, tmp_path, monkeypatch, capsys):
     assert cli.train_main(["--cache", str(cache), "--run-dir", str(tmp_path / "r"), "--preset", "paper",
                            "--generator", "fsth", "--perceptual-size", "0", "--no-amp", "--no-augment",
                            "--random-reference", "0.25", "--max-minutes", "1.5", "--init", "w",
-                           "--photos", "lfw", "--photo-share", "0.3"]) == 0
+                           "--photos", "lfw", "--photo-share", "0.3", "--paint-size", "32", "--lr-paint", "1e-3"]) == 0
     o = seen["opts"]
-    assert (o.photos, o.photo_share) == ("lfw", 0.3)
+    assert (o.photos, o.photo_share, o.paint_size, o.lr_paint) == ("lfw", 0.3, 32, 1e-3)
     assert (o.preset, o.generator, o.perceptual_size, o.amp, o.augment) == ("paper", "fsth", None, False, False)
     assert (o.random_reference, o.max_minutes, o.init, o.run) == (0.25, 1.5, "w", str(tmp_path / "r"))
     # everything not given is the dataclass default
     given = {"cache", "run", "preset", "generator", "perceptual_size", "amp", "augment", "random_reference",
-             "max_minutes", "init", "photos", "photo_share"}
+             "max_minutes", "init", "photos", "photo_share", "paint_size", "lr_paint"}
     d = TrainOptions()
     assert all(getattr(o, k) == getattr(d, k) for k in vars(d) if k not in given)
     assert json.loads(capsys.readouterr().out) == {"step": 0, "rank": 0}

@@ -198,6 +198,8 @@ def test_init_adds_a_mouth_painter_that_starts_from_the_weights_output(cache, ph
     tr = Trainer(opts(cache, tmp_path / "paint", seed=4, init=init, paint_size=16, photos=str(photos),
                       photo_share=1.0, max_steps=2))
     assert tr.cfg.paint_size == 16 and tr.G.painter is not None
+    assert [g["lr"] for g in tr.opt_g.param_groups] == [tr.opts.lr_g, tr.opts.lr_paint]
+    assert len(tr.opt_g.param_groups[1]["params"]) == len(list(tr.G.painter.parameters()))
     old, new = state_of(base), state_of(tr)
     assert all(torch.equal(old[k], new[k]) for k in old if not k.startswith("D.W"))
     b = next(iter(tr.loader(0, 0)))

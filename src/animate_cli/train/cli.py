@@ -59,6 +59,7 @@ def train_command(
     batch_size: int = typer.Option(T.batch_size, "--batch-size", help="Episodes per process per step."),
     lr_g: float = typer.Option(T.lr_g, "--lr-g", help="Learning rate of E and G."),
     lr_d: float = typer.Option(T.lr_d, "--lr-d", help="Learning rate of D."),
+    lr_paint: float = typer.Option(T.lr_paint, "--lr-paint", help="Learning rate of the mouth painter."),
     d_steps: int = typer.Option(T.d_steps, "--d-steps", help="D updates per E/G update."),
     perceptual_size: int = typer.Option(T.perceptual_size or 0, "--perceptual-size",
                                         help="Input size of L_CNT's networks (0 = full resolution)."),
@@ -94,7 +95,8 @@ def train_command(
         raise typer.BadParameter("needed for training (or give --export DIR)", param_hint="'--cache'")
     opts = TrainOptions(cache=str(cache), photos=None if photos is None else str(photos), photo_share=photo_share,
                         run=str(run_dir), preset=preset.value, generator=generator.value,
-                        resolution=resolution, paint_size=paint_size, k_shots=k_shots, batch_size=batch_size, lr_g=lr_g, lr_d=lr_d,
+                        resolution=resolution, paint_size=paint_size, k_shots=k_shots, batch_size=batch_size,
+                        lr_g=lr_g, lr_d=lr_d, lr_paint=lr_paint,
                         d_steps=d_steps, perceptual_size=perceptual_size or None, max_steps=max_steps,
                         max_minutes=max_minutes, checkpoint_every=checkpoint_every, log_every=log_every,
                         sample_every=sample_every, val_per_identity=val_per_identity,

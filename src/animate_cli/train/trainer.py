@@ -54,6 +54,9 @@ class TrainOptions:
     batch_size: int = 2  # episodes per process per step
     lr_g: float = 5e-5
     lr_d: float = 2e-4
+    # the mouth painter's (4 × lr_g): it starts from zero next to trained weights, and at lr_g its zero output
+    # layer would need thousands of steps to paint a visible mouth
+    lr_paint: float = 2e-4
     d_steps: int = 1  # D updates per E/G update
     perceptual_size: int | None = 128  # L_CNT input size (None = full); 128 keeps CPU steps affordable
     max_steps: int | None = None
@@ -126,8 +129,16 @@ class Trainer:
             self._load_init(opts.init, E, G, D)
         self.E, self.G, self.D = (distributed.wrap(m.to(self.device), self.device) for m in (E, G, D))
         betas = (0.0, 0.999)
-        self.opt_g = torch.optim.Adam([*self.E.parameters(), *self.G.parameters()], lr=opts.lr_g, betas=betas)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=opts.lr_d, betas=betas)
+        # the mouth painter has a learning rate of its own: it starts fresh where the rest may be trained weights
+        painter = getattr(distributed.unwrap(self.G), "painter", None)
+        painting = {id(p) for p in painter.parameters()} if painter is not None else set()
+        groups = [{"params": [*self.E.parameters(), *(p for p in self.G.parameters() if id(p) not in painting)],
+                   "lr": opts.lr_g, "base_lr": opts.lr_g}]
+        if painter is not None:
+            groups.append({"params": list(painter.parameters()), "lr": opts.lr_paint, "base_lr": opts.lr_paint})
+        self.opt_g = torch.optim.Adam(groups, betas=betas)
+        self.opt_d = torch.optim.Adam([{"params": list(self.D.parameters()), "lr": opts.lr_d, "base_lr": opts.lr_d}],
+                                      betas=betas)
         self.amp = opts.amp and self.device.type == "cuda"
         self.step_no = 0
         self.bad_in_a_row = 0
@@ -304,9 +315,9 @@ class Trainer:
             self.lr_scale *= 0.5
             self.bad_in_a_row = 0
             self.log(f"[yellow]NaN guard: restored the last checkpoint, learning rates x{self.lr_scale:g}")
-        for opt, lr in ((self.opt_g, self.opts.lr_g), (self.opt_d, self.opts.lr_d)):
+        for opt in (self.opt_g, self.opt_d):
             for g in opt.param_groups:
-                g["lr"] = lr * self.lr_scale
+                g["lr"] = g["base_lr"] * self.lr_scale
 
     # --- logging --------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
