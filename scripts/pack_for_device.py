@@ -1,10 +1,13 @@
 """Pack what scripts/gpu_check.sh needs into one small folder for a machine that gets files, not packages.
 
-A lent GPU machine may take only tens of MB with the working tree and may lack the stlpips package. This
-writes DIR/site/stlpips_pytorch/ (the perceptual VGG weights alone, in fp16: half the size; they are
-widened back to fp32 on load) and DIR/cache/ (whole clips of a preprocessed cache, one per video in a
-seeded random order, up to --mb MB, with their own index.json). Run gpu_check.sh with
-CACHE=DIR/cache and EXTRA_PYTHONPATH=DIR/site.
+A lent GPU machine takes 64 MiB with the working tree (about 18 MB of it tracked files) and lacks the
+stlpips package. This writes DIR/site/stlpips_pytorch/ (the perceptual VGG weights alone, in fp16: 29 MB,
+half the size; they are widened back to fp32 on load), DIR/cache/ (whole clips of a preprocessed video
+cache, one per video in a seeded random order, up to --mb MB, with their own index.json) and, with
+--photos, DIR/photos/ (photos of a photo cache, one per person, open and closed mouths alternating so that
+mouth-closing episodes have photos to draw from, up to --photo-mb MB, with their own photos.json). A 256²
+photo takes about 14 KB, a 32-frame clip about 0.45 MB. Run gpu_check.sh with CACHE=DIR/cache,
+PHOTOS=DIR/photos and EXTRA_PYTHONPATH=DIR/site; check the total with `du -sb DIR` before a run.
 """
 from __future__ import annotations
 
@@ -16,7 +19,9 @@ from pathlib import Path
 
 import torch
 
+from animate_cli.face.regions import OPEN_MOUTH_GAP
 from animate_cli.models.perceptual import stlpips_weights_path
+from animate_cli.train.photos import PHOTO_INDEX
 
 
 def pack_weights(dst: Path) -> Path:
@@ -52,17 +57,57 @@ def pack_cache(cache: Path, dst: Path, max_bytes: int, seed: int = 0) -> list[di
     return chosen
 
 
+def choose_photos(entries: list[dict], seed: int = 0) -> list[dict]:
+    """One photo per person, people in a seeded random order, open-mouthed and other photos alternating
+    (LFW has 29% open mouths; the mouth-closing episodes, half the photo episodes, can only use those)."""
+    rng = random.Random(seed)
+    shuffled = list(entries)
+    rng.shuffle(shuffled)
+    opened, other, people = [], [], set()
+    for e in shuffled:
+        if e["person"] not in people:
+            people.add(e["person"])
+            (opened if e["mouth_gap"] > OPEN_MOUTH_GAP else other).append(e)
+    order = []
+    for i in range(max(len(opened), len(other))):
+        order += [e[i] for e in (opened, other) if i < len(e)]
+    return order
+
+
+def pack_photos(photos: Path, dst: Path, max_bytes: int, seed: int = 0) -> list[dict]:
+    chosen, total = [], 0
+    for entry in choose_photos(json.loads((photos / PHOTO_INDEX).read_text()), seed):
+        size = (photos / entry["file"]).stat().st_size
+        if total + size > max_bytes:
+            break
+        chosen.append(entry)
+        total += size
+    for entry in chosen:
+        (dst / "photos" / entry["file"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(photos / entry["file"], dst / "photos" / entry["file"])
+    (dst / "photos" / PHOTO_INDEX).write_text(json.dumps(chosen, indent=0))
+    return chosen
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("cache", type=Path, help="a preprocessed cache (animate-preprocess)")
+    ap.add_argument("cache", type=Path, help="a preprocessed video cache (animate-preprocess)")
     ap.add_argument("dst", type=Path)
-    ap.add_argument("--mb", type=float, default=19.0, help="size of the cache subset")
+    ap.add_argument("--mb", type=float, default=6.0, help="size of the video cache subset")
+    ap.add_argument("--photos", type=Path, help="a photo cache (animate-preprocess-photos)")
+    ap.add_argument("--photo-mb", type=float, default=12.0, help="size of the photo cache subset")
     a = ap.parse_args()
     if not (a.cache / "index.json").is_file():  # before writing anything
         raise SystemExit(f"error: no index.json in {a.cache} (make one with animate-preprocess)")
+    if a.photos is not None and not (a.photos / PHOTO_INDEX).is_file():
+        raise SystemExit(f"error: no {PHOTO_INDEX} in {a.photos} (make one with animate-preprocess-photos)")
     print(pack_weights(a.dst))
     clips = pack_cache(a.cache, a.dst, int(a.mb * 1e6))
     print(f"{len(clips)} clips of {len({(c['identity'], c['video']) for c in clips})} videos")
+    if a.photos is not None:
+        chosen = pack_photos(a.photos, a.dst, int(a.photo_mb * 1e6))
+        n_open = sum(e["mouth_gap"] > OPEN_MOUTH_GAP for e in chosen)
+        print(f"{len(chosen)} photos of {len({e['person'] for e in chosen})} people, {n_open} open-mouthed")
 
 
 if __name__ == "__main__":
