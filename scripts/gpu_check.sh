@@ -11,7 +11,7 @@ set -u
 CACHE=$1 PHOTOS=$2 OUT=$3 BUDGET=${4:-480}
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda} TP_STEPS=${TP_STEPS:-30} TP_TIMEOUT=${TP_TIMEOUT:-90}  # overridable for a dry run on the CPU
-BATCH=${BATCH:-16}
+BATCH=${BATCH:-16} WORKERS=${WORKERS:-12}
 export PYTHONPATH=${5:+$5:}$PWD/src PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 T0=$(date +%s)
@@ -22,7 +22,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 timeout 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_warp.py tests/test_finetune.py -k cuda -rs 2>&1 | tail -4
 # the painter (preset small: paint_size 64) starts from weights/default's output; photo people get D columns
 COMMON=(--cache "$CACHE" --photos "$PHOTOS" --photo-share 0.5 --init weights/default --preset small --no-progress
-        --workers 12 --device "$DEVICE" --checkpoint-every 100000 --episodes-per-epoch 4096)
+        --workers "$WORKERS" --device "$DEVICE" --checkpoint-every 100000 --episodes-per-epoch 4096)
 throughput() {  # setting name, extra options: TP_STEPS steps, episodes/s logged every 10
   timeout "$TP_TIMEOUT" "$PY" -m animate_cli.train.cli "${COMMON[@]}" --run-dir "/tmp/gpu_tp_$1" --max-steps "$TP_STEPS" \
     --log-every 10 --sample-every 100000 "${@:2}" 2>&1 | tail -1

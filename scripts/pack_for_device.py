@@ -5,9 +5,10 @@ stlpips package. This writes DIR/site/stlpips_pytorch/ (the perceptual VGG weigh
 half the size; they are widened back to fp32 on load), DIR/cache/ (whole clips of a preprocessed video
 cache, one per video in a seeded random order, up to --mb MB, with their own index.json) and, with
 --photos, DIR/photos/ (photos of a photo cache, one per person, open and closed mouths alternating so that
-mouth-closing episodes have photos to draw from, up to --photo-mb MB, with their own photos.json). A 256²
-photo takes about 14 KB, a 32-frame clip about 0.45 MB. Run gpu_check.sh with CACHE=DIR/cache,
-PHOTOS=DIR/photos and EXTRA_PYTHONPATH=DIR/site; check the total with `du -sb DIR` before a run.
+mouth-closing episodes have photos to draw from, up to --photo-mb MB, in one flat folder with their own
+photos.json). A 256² photo takes about 14 KB, a 32-frame clip about 0.4 MB. With the defaults (6 + 11 MB) and
+about 18 MB of tracked files the tree is about 64 MB of files, under the 64 MiB (67.1 MB) a device call takes.
+Run gpu_check.sh with CACHE=DIR/cache, PHOTOS=DIR/photos and EXTRA_PYTHONPATH=DIR/site.
 """
 from __future__ import annotations
 
@@ -82,11 +83,15 @@ def pack_photos(photos: Path, dst: Path, max_bytes: int, seed: int = 0) -> list[
             break
         chosen.append(entry)
         total += size
+    # one flat folder: a folder per person would add hundreds of directory entries to the carry
+    (dst / "photos").mkdir(parents=True, exist_ok=True)
+    packed = []
     for entry in chosen:
-        (dst / "photos" / entry["file"]).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(photos / entry["file"], dst / "photos" / entry["file"])
-    (dst / "photos" / PHOTO_INDEX).write_text(json.dumps(chosen, indent=0))
-    return chosen
+        flat = entry["file"].replace("/", "__")
+        shutil.copy(photos / entry["file"], dst / "photos" / flat)
+        packed.append({**entry, "file": flat})
+    (dst / "photos" / PHOTO_INDEX).write_text(json.dumps(packed, indent=0))
+    return packed
 
 
 def main() -> None:
@@ -95,7 +100,7 @@ def main() -> None:
     ap.add_argument("dst", type=Path)
     ap.add_argument("--mb", type=float, default=6.0, help="size of the video cache subset")
     ap.add_argument("--photos", type=Path, help="a photo cache (animate-preprocess-photos)")
-    ap.add_argument("--photo-mb", type=float, default=12.0, help="size of the photo cache subset")
+    ap.add_argument("--photo-mb", type=float, default=11.0, help="size of the photo cache subset")
     a = ap.parse_args()
     if not (a.cache / "index.json").is_file():  # before writing anything
         raise SystemExit(f"error: no index.json in {a.cache} (make one with animate-preprocess)")

@@ -22,6 +22,7 @@ from .blocks import AdaINParams, ResBlock, ResBlockDown, ResBlockUp, SelfAttenti
 PAINT_PRIOR = 3.0
 PAINT_FEATHER = 0.2  # the painter's window fades out over this share of the crop's half-side at each edge
 MOUTH_HEIGHT_SCALE = 1.3  # the painter's box is also at least this × the lips' height (a wide-open mouth)
+INNER_LIP_POINTS, OUTER_LIP_POINTS = slice(60, 68), slice(48, 60)
 
 
 class Generator(nn.Module):
@@ -122,7 +123,8 @@ class WarpGenerator(Generator):
     has no skip connections (the paper's design).
 
     With the painter, x̂ = X + paste(window·(1 − m)·Δp), X = warped + Δ: the MouthPainter paints the mouth
-    box at its own resolution (see there); m is its blend mask, starting low only where the target's mouth
+    box at its own resolution (see there), from the crop of X, masks of the target's lips and the trunk's
+    features; m is its blend mask, starting low only where the target's mouth
     opens wider than the warped shot's (uncovered_mouth). Δp's convolution starts at zero, so a painter added
     to trained weights starts from exactly their output; the gradient it gets comes from the open mouths the
     warp cannot make (photo episodes that close a mouth and ask for it open).
@@ -133,8 +135,10 @@ class WarpGenerator(Generator):
         self.head = nn.Conv2d(self.head.in_channels, self.head.out_channels, 3, padding=1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
-        # in: X, y and the uncovered mouth at the crop, and the trunk's last activations (which carry ê)
-        self.painter = MouthPainter(3 + 3 + 1 + self.head.in_channels, cfg.base_channels) if cfg.paint_size else None
+        # in, at the crop: X, the target's lips as masks (inner, outer, the uncovered mouth) and the trunk's last
+        # activations (which carry y and ê). Masks, not the landmark image: the painter copied its part colours
+        # (purple inner lips, yellow nose) into the mouth early in training
+        self.painter = MouthPainter(3 + 3 + self.head.in_channels, cfg.base_channels) if cfg.paint_size else None
 
     def forward(self, y, e_hat=None, psi=None, warped=None, landmarks=None, ref_landmarks=None,
                 parts: dict | None = None) -> torch.Tensor:
@@ -152,9 +156,9 @@ class WarpGenerator(Generator):
             return out
         if landmarks is None or ref_landmarks is None:
             raise ValueError("the mouth painter needs the target's and the warped shot's landmarks")
-        return self._paint(out, y, F.relu(h), landmarks, ref_landmarks, parts)
+        return self._paint(out, F.relu(h), landmarks, ref_landmarks, parts)
 
-    def _paint(self, out, y, features, landmarks, ref_landmarks, parts):
+    def _paint(self, out, features, landmarks, ref_landmarks, parts):
         size, res = self.cfg.paint_size, out.shape[-1]
         lm = torch.as_tensor(landmarks, device=out.device).float().reshape(-1, 68, 2)
         ref = torch.as_tensor(ref_landmarks, device=out.device).float().reshape(-1, 68, 2)
@@ -163,9 +167,10 @@ class WarpGenerator(Generator):
         crop = lambda t: F.grid_sample(t.float(), grid, mode="bilinear", padding_mode="border",  # noqa: E731
                                        align_corners=False)
         with torch.no_grad():
-            inner = inner_mouth_mask(lm, theta, size, res)
+            inner = lips_mask(lm, theta, size, res, INNER_LIP_POINTS)
+            outer = lips_mask(lm, theta, size, res, OUTER_LIP_POINTS)
             uncovered = inner * mouth_stretch(lm, ref).view(-1, 1, 1, 1)
-        raw = self.painter(torch.cat([crop(out), crop(y), uncovered, crop(features)], dim=1))
+        raw = self.painter(torch.cat([crop(out), inner, outer, uncovered, crop(features)], dim=1))
         delta, logit = raw[:, :3], raw[:, 3:]
         m = torch.sigmoid(logit + PAINT_PRIOR * (1 - 2 * uncovered))
         share = paint_window(size, out.device) * (1 - m)
@@ -249,9 +254,11 @@ def polygon_mask(polygon: torch.Tensor, size: int) -> torch.Tensor:
     return F.avg_pool2d(inside, 3, stride=1, padding=1, count_include_pad=False)
 
 
-def inner_mouth_mask(landmarks: torch.Tensor, theta: torch.Tensor, size: int, resolution: int) -> torch.Tensor:
-    """(B,1,size,size): the inside of the target's inner lips (iBUG 60-67) in the painter's crop."""
-    return polygon_mask(to_crop_pixels(landmarks[:, 60:68], theta, size, resolution), size)
+def lips_mask(landmarks: torch.Tensor, theta: torch.Tensor, size: int, resolution: int,
+              points: slice = slice(60, 68)) -> torch.Tensor:
+    """(B,1,size,size): the inside of the target's inner lips (iBUG 60-67; the open mouth) or, with
+    OUTER_LIP_POINTS, of its outer lip line (48-59), in the painter's crop."""
+    return polygon_mask(to_crop_pixels(landmarks[:, points], theta, size, resolution), size)
 
 
 def mouth_gaps(landmarks: torch.Tensor) -> torch.Tensor:
