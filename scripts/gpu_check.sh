@@ -35,7 +35,7 @@ MIN=$("$PY" -c "print(round(max(0.5, $LEFT / 60), 2))")
 echo "throughput done at $(( $(date +%s) - T0 )) s; training for $MIN min"
 if "$PY" -m animate_cli.train.cli "${COMMON[@]}" --run-dir /tmp/gpu_run --batch-size "$BATCH" --perceptual-size 0 --no-amp \
     --mouth-weight 10 --max-minutes "$MIN" --log-every 20 --sample-every 400 2>&1 | tail -2; then
-  cp /tmp/gpu_run/losses.csv "$OUT/run_losses.csv"
+  [ -f /tmp/gpu_run/losses.csv ] && cp /tmp/gpu_run/losses.csv "$OUT/run_losses.csv"
   "$PY" -m animate_cli.train.cli --run-dir /tmp/gpu_run --export "$OUT/weights" | tail -1
 fi
 SAMPLE=$(ls /tmp/gpu_run/samples/*.png 2>/dev/null | tail -1); [ -n "$SAMPLE" ] && cp "$SAMPLE" "$OUT/sample.png"
