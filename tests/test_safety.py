@@ -270,7 +270,6 @@ def test_distinct_outputs_pass(tmp_path, inputs):
     check_not_an_input(tmp_path / "new.mp4", [driver, portrait, None])
 
 
-@pytest.mark.xfail(strict=True, reason="phase B: the pipeline calls check_not_an_input for -o")
 @pytest.mark.parametrize("how", ["same", "symlink"])
 def test_cli_never_replaces_its_driver(tmp_path, capsys, how):
     driver = tmp_path / "driver.mp4"
@@ -386,7 +385,6 @@ def test_truncated_png_no_opencv_warning(truncated_png, tmp_path, capfd):
     assert "error:" in err
 
 
-@pytest.mark.xfail(strict=True, reason="phase B: cli.CliProgress's empty live display prints a blank line on stop")
 def test_truncated_png_stderr_is_one_error_line(truncated_png, tmp_path, capfd):
     err = run_truncated(truncated_png, tmp_path, capfd)
     assert len(err.splitlines()) == 1 and err.startswith("error:"), repr(err)
@@ -394,7 +392,6 @@ def test_truncated_png_stderr_is_one_error_line(truncated_png, tmp_path, capfd):
 
 # --------------------------------------------------------------------------------- batch names
 
-@pytest.mark.xfail(strict=True, reason="phase B: batch output names are unique (face.jpg, face.png, face/)")
 def test_batch_items_with_the_same_stem_all_survive(tmp_path, capsys):
     import cv2
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import cv2
 import numpy as np
 
 from .errors import AnimateError
@@ -15,6 +16,11 @@ from .face.track import fill_missing, track_landmarks
 from .video import is_video, read_frames, read_image
 
 VIDEO_SHOTS = 8  # shots in total (portrait included) when a --ref video is given without --shots
+FINGERPRINT_SIZE = 16  # side of the thumbnail a person file keeps of its portrait's crop
+# Measured on the bundled portrait: the same picture re-encoded (JPEG q70) or resized is 1-3 levels and
+# <1 % of the crop apart; another picture of a face 20+ levels or 3+ %.
+SAME_THUMBNAIL = 8.0  # mean absolute difference, 0-255 levels
+SAME_LANDMARKS = 0.02  # mean point distance, in crop sides
 
 
 @dataclass
@@ -96,3 +102,23 @@ def load_shots(portrait: np.ndarray, portrait_landmarks: np.ndarray, refs: Seque
                                "(add --ref images or a --ref video)")
         result = result[:shots]
     return result
+
+
+def portrait_fingerprint(crop: np.ndarray, landmarks: np.ndarray) -> dict[str, np.ndarray]:
+    """What says whose a saved person is: its portrait's face crop shrunk to a 16x16 thumbnail, and the
+    landmarks in crop sides. Tolerant by design: the same picture re-encoded or resized still matches."""
+    thumb = cv2.resize(np.ascontiguousarray(crop), (FINGERPRINT_SIZE, FINGERPRINT_SIZE), interpolation=cv2.INTER_AREA)
+    return {"thumbnail": thumb.astype(np.float32),
+            "landmarks": np.asarray(landmarks, np.float32).reshape(68, 2) / crop.shape[0]}
+
+
+def fingerprint_distance(a: dict, b: dict) -> tuple[float, float]:
+    """(thumbnail difference in 0-255 levels, landmark distance in crop sides) of two fingerprints."""
+    pixels = float(np.abs(np.asarray(a["thumbnail"], np.float32) - np.asarray(b["thumbnail"], np.float32)).mean())
+    points = float(np.linalg.norm(np.asarray(a["landmarks"]) - np.asarray(b["landmarks"]), axis=-1).mean())
+    return pixels, points
+
+
+def same_portrait(a: dict, b: dict) -> bool:
+    pixels, points = fingerprint_distance(a, b)
+    return pixels <= SAME_THUMBNAIL and points <= SAME_LANDMARKS

@@ -289,9 +289,10 @@ def read_image(path) -> np.ndarray:
         raise AnimateError(f"cannot read image {path}: {e.strerror or e}") from None
     with _stderr_silenced():
         bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    del data
     if bgr is None:
         raise AnimateError(f"{path} is not an image that can be read (png, jpg, bmp, webp, tiff)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)  # in place: a huge portrait is held once
 
 
 # ----------------------------------------------------------------------------------------------- writing

@@ -108,8 +108,9 @@ def _nearest(boxes: list[np.ndarray], pts: np.ndarray) -> np.ndarray:
 
 def track_landmarks(frames: Iterable[np.ndarray], detector, face_index: int = 0, smooth: bool = True,
                     redetect_every: int = 15, min_cutoff: float = 0.02,
-                    beta: float = 4.0) -> Iterator[np.ndarray | None]:
-    """One (68,2) float32 per frame, or None where no face is found (see fill_missing)."""
+                    beta: float = 4.0, face_option: str = "--face-index") -> Iterator[np.ndarray | None]:
+    """One (68,2) float32 per frame, or None where no face is found (see fill_missing).
+    `face_index` counts faces from the largest in the first frame with one; `face_option` names it in errors."""
     prev = prev_patch = None      # raw landmarks/patch of the last frame where the face was tracked
     last_good = None              # last landmarks ever found: picks the same face after a loss
     filt = scale = None
@@ -139,7 +140,7 @@ def track_landmarks(frames: Iterable[np.ndarray], detector, face_index: int = 0,
             if boxes:
                 misses = 0
                 if not started and face_index >= len(boxes):
-                    raise AnimateError(f"--face-index {face_index} is out of range: {len(boxes)} face(s) "
+                    raise AnimateError(f"{face_option} {face_index} is out of range: {len(boxes)} face(s) "
                                        "in the driver's first frame with a face")
                 box = boxes[face_index] if not started else _nearest(boxes, last_good)
                 pts = detector.landmarks(frame, box)
