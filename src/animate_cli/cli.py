@@ -236,7 +236,7 @@ def run_batch(folder: Path, driver: Path, out_dir: Path, opts: AnimateOptions, q
                                                      f"{duration(report.wall)}"))
         except AnimateError as e:
             rows.append((shown, target.name, "failed", str(e)))
-            err.print(f"[red]error[/red] {escape(shown)}: {escape(str(e))}", highlight=False)
+            err.print(f"[red]error[/red] {escape(shown)}: {escape(str(e))}", highlight=False, soft_wrap=True)
     table = Table(title=f"batch: {len(items)} portrait(s) -> {out_dir}")
     for col in ("portrait", "output", "status", "detail"):
         table.add_column(col)
@@ -244,7 +244,7 @@ def run_batch(folder: Path, driver: Path, out_dir: Path, opts: AnimateOptions, q
         colour = {"done": "green", "failed": "red"}.get(status, "yellow")
         table.add_row(escape(shown), escape(name), f"[{colour}]{status}[/{colour}]", escape(detail))
     err.print(table)
-    failed = sum(1 for r in rows if r[1] == "failed")
+    failed = sum(1 for row in rows if row[2] == "failed")
     if failed:
         raise AnimateError(f"{failed} of {len(items)} portrait(s) failed")
 

@@ -17,9 +17,10 @@ from .video import is_video, read_frames, read_image
 
 VIDEO_SHOTS = 8  # shots in total (portrait included) when a --ref video is given without --shots
 FINGERPRINT_SIZE = 16  # side of the thumbnail a person file keeps of its portrait's crop
-# Measured on the bundled portrait: the same picture re-encoded (JPEG q70) or resized is 1-3 levels and
-# <1 % of the crop apart; another picture of a face 20+ levels or 3+ %.
-SAME_THUMBNAIL = 8.0  # mean absolute difference, 0-255 levels
+# Measured on the bundled portrait: the same picture as JPEG q30-70, resized to 60 % or 200 %, padded or
+# shifted is 2-5.2 levels and 0.5-1 % of the crop apart; another face, the picture mirrored, turned by
+# 8 degrees or 25 levels brighter is 24+ levels or 3+ % apart.
+SAME_THUMBNAIL = 10.0  # mean absolute difference, 0-255 levels
 SAME_LANDMARKS = 0.02  # mean point distance, in crop sides
 
 
