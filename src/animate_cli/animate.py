@@ -210,9 +210,8 @@ def read_portrait(portrait: np.ndarray, portrait_path: Path, detector: LandmarkD
     """The portrait's face landmarks; a huge portrait gets a note (the video keeps its size)."""
     h, w = portrait.shape[:2]
     if max(h, w) > HUGE_SIDE or h * w > HUGE_PIXELS:
-        progress.note(f"{portrait_path.name} is {w}x{h} ({h * w / 1e6:.0f} MP): the video keeps that size, which "
-                      f"is slow to compose and encode; a copy at {HUGE_SIDE // 2} px on its long side runs "
-                      "several times faster")
+        progress.note(f"{portrait_path.name} is {w}x{h} ({h * w / 1e6:.0f} MP): the video keeps that size and is "
+                      f"slow to make; a copy {HUGE_SIDE // 2} px on its long side runs several times faster")
     return image_landmarks(detector, portrait, opts.face_index, warn=progress.note, name=portrait_path.name)
 
 

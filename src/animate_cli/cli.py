@@ -129,7 +129,7 @@ class CliProgress:
 
     def note(self, message):
         if not self.quiet:
-            self.bars.console.print(f"[dim]{escape(message)}[/dim]", highlight=False)
+            self.bars.console.print(f"[dim]{escape(message)}[/dim]", highlight=False, soft_wrap=True)
 
 
 def summary(report: Report) -> str:
