@@ -499,6 +499,29 @@ def test_verbose_shows_the_loss_figures():
     assert any("step 2/40" in line and "cnt 0.031" in line for line in lines), lines
 
 
+class Stages(Progress):
+    def __init__(self):
+        self.seen = []
+
+    def start(self, stage, total):
+        self.seen.append(("start", stage, total))
+
+    def advance(self, stage, n=1, **info):
+        self.seen.append(("advance", stage, n))
+
+
+def test_reference_video_has_its_bar(driver, portrait):
+    from animate_cli.face.landmarks import image_landmarks, make_detector
+    from animate_cli.shots import load_shots
+
+    det = make_detector("dlib")
+    progress = Stages()
+    shots = load_shots(portrait, image_landmarks(det, portrait), [driver], 2, det, 0, 64, progress=progress)
+    assert len(shots) == 2
+    assert progress.seen[0] == ("start", "reference video", 3)
+    assert [e for e in progress.seen if e[0] == "advance"] == [("advance", "reference video", 1)] * 3
+
+
 def test_failing_run_prints_no_blank_line(capsys):
     console = Console(file=io.StringIO(), width=80, force_terminal=True)
     with CliProgress(quiet=False, console=console):

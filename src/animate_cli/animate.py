@@ -158,7 +158,7 @@ def animate(portrait_path: Path, driver_path: Path, output: Path, opts: AnimateO
     if opts.save_person is not None and not animator.can_save_person:
         raise AnimateError(f"--save-person needs a neural model (not --model {animator.name})")
     shots = load_shots(portrait, portrait_lms, opts.refs, opts.shots, detector, opts.face_index,
-                       animator.resolution, warn=progress.note)
+                       animator.resolution, warn=progress.note, progress=progress)
     identity = animator.check_portrait(shots[0].crop, shots[0].landmarks, portrait_path.name)
     if identity:
         progress.note(identity)

@@ -13,7 +13,7 @@ from .errors import AnimateError
 from .face.crop import face_crop_transform, transform_points, warp_to_crop
 from .face.landmarks import image_landmarks
 from .face.track import fill_missing, track_landmarks
-from .video import is_video, read_frames, read_image
+from .video import is_video, probe_video, read_frames, read_image
 
 VIDEO_SHOTS = 8  # shots in total (portrait included) when a --ref video is given without --shots
 FINGERPRINT_SIZE = 16  # side of the thumbnail a person file keeps of its portrait's crop
@@ -69,15 +69,27 @@ def spread_pose_frames(landmarks: np.ndarray, n: int) -> list[int]:
     return sorted(chosen)
 
 
-def video_reference_frames(path: Path, detector, n: int, face_index: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(frame, landmarks) pairs from a reference video: n frames spread across it, varied poses."""
-    lms = fill_missing(list(track_landmarks(read_frames(path), detector, face_index=face_index)), path.name)
+def video_reference_frames(path: Path, detector, n: int, face_index: int,
+                           progress=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(frame, landmarks) pairs from a reference video: n frames spread across it, varied poses.
+    `progress` (animate.Progress) gets a "reference video" bar over the landmark pass."""
+    stage = "reference video"
+    if progress is not None:
+        progress.start(stage, probe_video(path).n_frames)
+    raw = []
+    for lm in track_landmarks(read_frames(path), detector, face_index=face_index):
+        raw.append(lm)
+        if progress is not None:
+            progress.advance(stage)
+    if progress is not None:
+        progress.finish(stage)
+    lms = fill_missing(raw, path.name)
     wanted = set(spread_pose_frames(lms, n))
     return [(f, lms[i]) for i, f in enumerate(read_frames(path)) if i in wanted]
 
 
 def load_shots(portrait: np.ndarray, portrait_landmarks: np.ndarray, refs: Sequence[Path], shots: int | None,
-               detector, face_index: int, resolution: int, warn=None) -> list[Shot]:
+               detector, face_index: int, resolution: int, warn=None, progress=None) -> list[Shot]:
     """The portrait first, then reference images, then frames from reference videos, up to `shots`."""
     result = [crop_shot(portrait, portrait_landmarks, resolution, "portrait")[0]]
     images = [r for r in refs if not is_video(r)]
@@ -95,7 +107,7 @@ def load_shots(portrait: np.ndarray, portrait_landmarks: np.ndarray, refs: Seque
         for k, ref in enumerate(videos):
             want = per_video + (1 if k < extra else 0)
             if want:
-                for frame, lm in video_reference_frames(ref, detector, want, face_index):
+                for frame, lm in video_reference_frames(ref, detector, want, face_index, progress):
                     result.append(crop_shot(frame, lm, resolution, ref.name)[0])
     if shots is not None:
         if shots > len(result):
