@@ -496,7 +496,7 @@ def test_progress_fits_80_columns_counts_steps_and_tells_time_left():
 
 def test_verbose_shows_the_loss_figures():
     lines = captured_progress(verbose=True)
-    assert any("step 2/40" in line and "cnt 0.031" in line for line in lines), lines
+    assert any("step 2/40" in line and "cnt=0.031" in line for line in lines), lines
 
 
 class Stages(Progress):

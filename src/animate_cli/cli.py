@@ -117,9 +117,9 @@ class CliProgress:
         self.bars.update(self.tasks[stage], advance=n)
         if self.verbose and info:
             task = next(t for t in self.bars.tasks if t.id == self.tasks[stage])
-            figures = "  ".join(f"{k} {v:.3f}" for k, v in info.items() if isinstance(v, (int, float)))
+            figures = " ".join(f"{k}={v:.3f}" for k, v in info.items() if isinstance(v, (int, float)))
             self.bars.console.print(f"[dim]{UNITS.get(stage, 'frame')} {int(task.completed)}/{int(task.total or 0)}"
-                                    f"  {figures}[/dim]", highlight=False)
+                                    f" {figures}[/dim]", highlight=False, soft_wrap=True)
 
     def finish(self, stage):
         tid = self.tasks.pop(stage, None)
