@@ -96,6 +96,9 @@ def test_save_person_never_replaces_an_input(tmp_path, capsys, driver):
                          "--quiet"] + WARP, capsys)
         assert code == 1 and "--save-person" in one_error_line(err) and "input" in err
     assert portrait.read_bytes() == (EXAMPLES / "portrait.png").read_bytes()
+    code, err = run([portrait, driver, "-o", tmp_path / "o.mp4", "--save-person", tmp_path / "o.mp4", "--quiet"]
+                    + WARP, capsys)
+    assert code == 1 and "names the output" in one_error_line(err)
 
 
 def test_output_never_replaces_a_reference(tmp_path, capsys, driver):

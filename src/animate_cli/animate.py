@@ -193,6 +193,8 @@ def check_job(portrait_path: Path, driver_path: Path, output: Path, opts: Animat
         check_not_an_input(preview_path(output), inputs, what="preview")
     if opts.save_person is not None:
         check_not_an_input(opts.save_person, inputs, what="--save-person")
+        if Path(opts.save_person).resolve() in {output.resolve(), preview_path(output).resolve()}:
+            raise AnimateError(f"--save-person {opts.save_person} names the output video: choose another name")
     if not is_video(driver_path) and driver_path.exists() and is_image(driver_path):
         raise AnimateError(f"{driver_path.name} is an image, the driver must be a video")
     info = probe_video(driver_path)
