@@ -3,7 +3,8 @@
 Portraits at 256, 512, 1024 and 2048 px are made by resizing two square pictures: the fixture astronaut.png
 (512²) and frame 0 of the val clip retalking_2.mp4 (844²) — INTER_AREA to shrink, INTER_CUBIC to enlarge
 (so the 1024/2048 versions carry no detail the source lacks). Landmarks are detected once on the source
-picture (dlib) and scaled. The motion: the first --frames frames of a driver (default the fixture
+picture (dlib) and scaled. One more row: the fixture einstein.jpg as it is (1024x817, a real photo with
+film grain) with its hand-placed landmarks. The motion: the first --frames frames of a driver (default the fixture
 single_face.mp4), tracked, transferred onto the portrait (motion.transfer_relative), warped by the spline
 at 256² exactly as the warp model does. Reported: face-box Laplacian-variance ratio output ÷ portrait at
 frame 0 and its mean over the clip, and per-frame milliseconds of PasteBack and of the composite (CPU time
@@ -40,6 +41,12 @@ def sources(shared: Path) -> dict[str, np.ndarray]:
     clip = shared / "data" / "val" / "retalking_2.mp4"
     return {"astronaut": read_image(shared / "fixtures" / "astronaut.png"),
             "retalking_2": next(read_frames(clip, max_frames=1))}
+
+
+def einstein(shared: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A real high-resolution photo (1024x817, film grain) with its 68 hand-placed points, as it is."""
+    pts = np.loadtxt(shared / "fixtures" / "einstein.pts", skiprows=3, comments="}") - 1
+    return read_image(shared / "fixtures" / "einstein.jpg"), pts.astype(np.float32)
 
 
 def resized(image: np.ndarray, landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,26 +143,28 @@ def main() -> None:
     print("| portrait | size | face region px | today f0 | today mean | native f0 | native mean | paste ms "
           "| composite ms |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for name, image in sources(args.shared).items():
-        lms = image_landmarks(detector, image, name=name)
-        for size in args.sizes:
-            portrait, plms = resized(image, lms, size)
-            targets = transfer_relative(plms, driver)
-            M = face_crop_transform(plms, R)
-            grids = grids_for(plms, targets, M)
-            row = {"portrait": name, "size": size, "region": Compositor(portrait, M, R).region_size[0]}
-            for label, fn in (("today", today), ("native", native)):
-                frames, ms = fn(portrait, M, grids)
-                ratios = [sharpness_ratio(f, portrait, t, plms) for f, t in zip(frames, targets)]
-                row.update({f"{label}_f0": ratios[0], f"{label}_mean": float(np.mean(ratios)), f"{label}_ms": ms})
-            results.append(row)
-            print(f"| {name} | {size} | {row['region']}² | {row['today_f0']:.3f} | {row['today_mean']:.3f} | {row['native_f0']:.3f} "
-                  f"| {row['native_mean']:.3f} | {row['today_ms']:.2f} | {row['native_ms']:.2f} |", flush=True)
+    found = [(name, image, image_landmarks(detector, image, name=name)) for name, image in sources(args.shared).items()]
+    cases = [(name, image, lms, size) for name, image, lms in found for size in args.sizes]
+    cases.append(("einstein (as is)", *einstein(args.shared), None))
+    for name, image, lms, size in cases:
+        portrait, plms = resized(image, lms, size) if size else (image, lms)
+        size = size or max(image.shape[:2])
+        targets = transfer_relative(plms, driver)
+        M = face_crop_transform(plms, R)
+        grids = grids_for(plms, targets, M)
+        row = {"portrait": name, "size": size, "region": Compositor(portrait, M, R).region_size[0]}
+        for label, fn in (("today", today), ("native", native)):
+            frames, ms = fn(portrait, M, grids)
+            ratios = [sharpness_ratio(f, portrait, t, plms) for f, t in zip(frames, targets)]
+            row.update({f"{label}_f0": ratios[0], f"{label}_mean": float(np.mean(ratios)), f"{label}_ms": ms})
+        results.append(row)
+        print(f"| {name} | {size} | {row['region']}² | {row['today_f0']:.3f} | {row['today_mean']:.3f} "
+              f"| {row['native_f0']:.3f} | {row['native_mean']:.3f} | {row['today_ms']:.2f} | {row['native_ms']:.2f} |",
+              flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     if args.strip:
-        name, image = next(iter(sources(args.shared).items()))
-        render_strip(image, image_landmarks(detector, image, name=name), args.strip)
+        render_strip(found[0][1], found[0][2], args.strip)
 
 
 if __name__ == "__main__":

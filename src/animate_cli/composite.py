@@ -6,7 +6,9 @@ back into the portrait (face/crop.py's PasteBack) throws away every detail finer
 grid is used instead of the crop: each output pixel p of the face region goes
     p -> crop px (M of the portrait) -> grid (bilinear, as grid_sample reads it) -> the shot's crop px
       -> the shot's source px (its M⁻¹)
-and the shot's full-resolution picture is sampled once, there. The network's correction is upsampled and
+and the shot's full-resolution picture is sampled once, there: bicubic, from a copy of the face's
+surroundings oversampled 2x with a long Lanczos filter once per shot (oversample2), because a short kernel
+read at fractional positions would blur pixel-scale detail. The network's correction is upsampled and
 added only where it is not negligible, so skin the network did not repaint keeps all its detail.
 
 The seam: the spline is pinned at the crop border, and the displacement is faded to exactly zero over a
@@ -137,7 +139,7 @@ def _prepare_source(image: np.ndarray, M, canvas_to_crop: np.ndarray, resolution
     return _Source(image, (crop_to_source @ canvas_to_crop)[:2], crop_to_source[:2, :2].astype(np.float32), blend)
 
 
-def _as_numpy(x, name: str) -> np.ndarray:
+def _as_numpy(x) -> np.ndarray:
     if hasattr(x, "detach"):  # a torch tensor (torch stays an optional import here)
         x = x.detach().float().cpu().numpy()
     return np.asarray(x, np.float32)
@@ -214,7 +216,7 @@ class Compositor:
 
     def displacement(self, grid) -> np.ndarray:
         """(R,R,2) float32 crop px: where each output crop pixel reads, minus itself (zero = still)."""
-        g = _as_numpy(grid, "grid")
+        g = _as_numpy(grid)
         R = self.resolution
         if g.ndim == 4 and g.shape[0] == 1:
             g = g[0]
@@ -271,6 +273,7 @@ class Compositor:
                 else:
                     m += np.add.outer(b * ys, a * xs + c).astype(np.float32)
                 maps.append(m)
+            # reads past an oversampled copy's edge (its margin exceeded: implausibly strong motion) mirror there
             moved = cv2.remap(source.image, maps[0], maps[1], INTERPOLATION, borderMode=cv2.BORDER_REFLECT_101)
             if corr is not None or source.blend or moved.dtype != np.uint8:
                 moved = moved.astype(np.float32, copy=False)
@@ -297,7 +300,7 @@ class Compositor:
         if correction is None:
             return None
         R = self.resolution
-        c = _as_numpy(correction, "correction")
+        c = _as_numpy(correction)
         if c.ndim == 4 and c.shape[0] == 1:
             c = c[0]
         if c.shape == (3, R, R):
@@ -305,7 +308,7 @@ class Compositor:
         if c.shape != (R, R, 3):
             raise AnimateError(f"the correction must be (3, {R}, {R}), got {c.shape}")
         c = np.ascontiguousarray(c * 127.5)
-        weight = correction_weight(c) if where is None else _as_numpy(where, "where").reshape(R, R)
+        weight = correction_weight(c) if where is None else _as_numpy(where).reshape(R, R)
         weight = weight * self.blend_mask
         if not weight.any():
             return None
