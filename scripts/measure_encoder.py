@@ -99,7 +99,8 @@ def main() -> None:
                     path = Path(tmp) / "out.mp4"
                     cpu = encode(frames, path, crf, preset, args.tune)
                     ratios = [laplacian_variance(f, b) / r for f, b, r in zip(read_frames(path), boxes, refs)]
-                    print(f"| {name} | {crf} | {preset} | {args.tune or '-'} | {np.mean(ratios):.3f} | {cpu / FRAMES * 1000:.1f} "
+                    print(f"| {name} | {crf} | {preset} | {args.tune or '-'} | {np.mean(ratios):.3f} "
+                          f"| {cpu / FRAMES * 1000:.1f} "
                           f"| {path.stat().st_size / 1024:.0f} |", flush=True)
 
 

@@ -192,12 +192,13 @@ def test_the_correction_is_added_where_it_is_large_and_ignored_where_it_is_noise
     paint = noise.copy()
     paint[:, 60:76, 36:60] += 0.4  # ~51 levels brighter on the mouth
     out = comp(grid, correction=torch.from_numpy(paint)[None])
-    mouth = transform_points(np.array([[36 + 12, 60 + 8]], np.float32) - 0.0, cv2.invertAffineTransform(M))[0]
+    mouth = transform_points(np.array([[36 + 12, 60 + 8]], np.float32), cv2.invertAffineTransform(M))[0]
     mx, my = np.round(mouth).astype(int)
     lift = out[my - 2:my + 3, mx - 2:mx + 3].astype(int) - plain[my - 2:my + 3, mx - 2:mx + 3]
     assert lift.mean() == pytest.approx(51, abs=6)
     far = np.ones(portrait.shape[:2], bool)
-    box = np.round(transform_points(np.array([[30, 54], [82, 82]], np.float32), cv2.invertAffineTransform(M))).astype(int)
+    box = transform_points(np.array([[30, 54], [82, 82]], np.float32), cv2.invertAffineTransform(M))
+    box = np.round(box).astype(int)
     far[box[0, 1]:box[1, 1], box[0, 0]:box[1, 0]] = False
     assert np.array_equal(out[far], plain[far])  # skin away from the paint keeps its own pixels
     where = np.zeros((R, R), np.float32)
@@ -214,7 +215,8 @@ def test_crop_only_at_native_size_and_at_a_requested_size():
     still = native(grid_for(pts, pts, M))
     n = native.shape[0]
     k = n / R  # crop px -> output px, pixel centres kept: q = k·c + (k − 1)/2
-    expected = warp_to_crop(portrait, np.array([[k, 0, (k - 1) / 2], [0, k, (k - 1) / 2]]) @ np.vstack([M, [0, 0, 1]]), n)
+    to_out = np.array([[k, 0, (k - 1) / 2], [0, k, (k - 1) / 2]]) @ np.vstack([M, [0, 0, 1]])
+    expected = warp_to_crop(portrait, to_out, n)
     assert np.abs(still.astype(int) - expected).mean() < 1.0  # the same square, resampled once
     small = Compositor(portrait, M, R, crop_only=True, size=64)(grid_for(pts, moved(pts, 4, (2, 2), 5), M))
     assert small.shape == (64, 64, 3)

@@ -209,7 +209,8 @@ class Compositor:
         h, w = self.shape
         R = self.resolution
         inv = invert_affine(self.to_crop)
-        corners = np.array([[-0.5, -0.5], [R - 0.5, -0.5], [-0.5, R - 0.5], [R - 0.5, R - 0.5]]) @ inv[:, :2].T + inv[:, 2]
+        square = np.array([[-0.5, -0.5], [R - 0.5, -0.5], [-0.5, R - 0.5], [R - 0.5, R - 0.5]])
+        corners = square @ inv[:, :2].T + inv[:, 2]
         x0, y0 = np.clip(np.floor(corners.min(0)).astype(int), 0, [w, h])
         x1, y1 = np.clip(np.ceil(corners.max(0)).astype(int) + 1, 0, [w, h])
         return slice(int(y0), int(y1)), slice(int(x0), int(x1))
