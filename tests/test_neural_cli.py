@@ -57,7 +57,7 @@ def test_saved_person_renders_exactly_what_was_fine_tuned(tmp_path, tiny_weights
 
     det = make_detector("dlib")
     cfg_res = 64
-    shot, _ = crop_shot(portrait, image_landmarks(det, portrait), cfg_res, "portrait")
+    shot = crop_shot(portrait, image_landmarks(det, portrait), cfg_res, "portrait")
     torch.manual_seed(1)
     a = make_animator(str(tiny_weights), device="cpu", finetune_steps=2)
     assert isinstance(a, NeuralAnimator)

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from .errors import AnimateError
-from .face.crop import DEFAULT_FEATHER, invert_affine, soft_mask
+from .face.crop import DEFAULT_FEATHER, PasteBack, invert_affine, soft_mask
 
 MOTION_FEATHER = 0.05  # displacement fades to 0 over this fraction of the crop side inside its border
 CORRECTION_LOW = 3.0  # correction below this (uint8 levels, after a small blur) is ignored ...
@@ -152,7 +152,7 @@ class Compositor:
     crop px) at the animator's `resolution`. shots: the pictures the animator's shots came from, in its
     order (default: the portrait alone); a shot whose image is the portrait array itself with the same M
     needs no blending. crop_only: the output is the crop square itself, at its native size in portrait
-    pixels or at `size` px.
+    pixels (rounded to an even number, as H.264 needs) or at `size` px.
     """
 
     def __init__(self, portrait: np.ndarray, M, resolution: int, shots: Sequence[ShotSource] | None = None,
@@ -171,7 +171,7 @@ class Compositor:
 
         # The canvas (the output frame), where its pixels fall in the crop, and the region the face covers.
         if crop_only:
-            n = int(size) if size is not None else max(2, int(round(R / _scale(self.M))))
+            n = int(size) if size is not None else max(2, 2 * int(round(R / _scale(self.M) / 2)))
             k = R / n  # crop px per canvas px, pixel centres matched: c = (q + 0.5)·k − 0.5
             self.to_crop = np.array([[k, 0, 0.5 * k - 0.5], [0, k, 0.5 * k - 0.5]])
             self.shape = (n, n)
@@ -196,6 +196,7 @@ class Compositor:
             source = _prepare_source(image, shot.M, canvas_to_crop, R, not is_portrait, budget)
             budget -= source.image.nbytes if source.image.dtype == np.float32 else 0
             self.sources.append(source)
+        self.pasteback = None  # made when a painted crop first comes (paste)
         self.background = None
         if crop_only and any(s.blend for s in self.sources):  # the still portrait on the crop canvas
             still = next((s for s in self.sources if not s.blend), None)  # sampled as the portrait's frames are
@@ -246,6 +247,20 @@ class Compositor:
             self._render(out, source, (np.ascontiguousarray(d_src[..., 0]), np.ascontiguousarray(d_src[..., 1])),
                          self._weighted_correction(correction, where))
         return out
+
+    def paste(self, crop: np.ndarray) -> np.ndarray:
+        """One output frame from a crop (R,R,3 uint8) a network painted whole, with no motion to apply at full
+        resolution (an fsth generator): resized to the crop canvas, or pasted back into the portrait through the
+        feathered mask. As sharp as the crop, no sharper."""
+        crop = _checked_image(crop, "a painted crop")
+        if crop.shape[:2] != (self.resolution,) * 2:
+            raise AnimateError(f"a painted crop must be {self.resolution}² (got {crop.shape[1]}x{crop.shape[0]})")
+        if self.crop_only:
+            interp = cv2.INTER_AREA if self.shape[0] < self.resolution else cv2.INTER_CUBIC
+            return cv2.resize(crop, self.shape[::-1], interpolation=interp)
+        if self.pasteback is None:
+            self.pasteback = PasteBack(self.portrait, self.M, self.resolution, self.blend_mask)
+        return self.pasteback(crop)
 
     def _render(self, out: np.ndarray, source: _Source, d_src: tuple[np.ndarray, np.ndarray],
                 corr: np.ndarray | None) -> None:
