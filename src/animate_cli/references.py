@@ -10,6 +10,7 @@ weights and the spline's regularisation are the caller's (ModelConfig, or the `w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -131,11 +132,18 @@ def warp_references(shots: torch.Tensor, shot_landmarks, targets, chosen: torch.
 
 @dataclass
 class ReferenceMotion:
-    """The reference each target pose gets, and the motion that took it there."""
+    """The reference each target pose gets, and the motion that takes it there."""
 
     chosen: torch.Tensor  # (B,) index of the shot
     grid: torch.Tensor  # (B,R,R,2) where each pixel reads in that shot's crop (grid_sample, align_corners=False)
-    warped: torch.Tensor  # (B,3,R,R) the shot resampled through the grid
+    pictures: torch.Tensor  # (B,3,R,R) the chosen shots
+
+    @cached_property
+    def warped(self) -> torch.Tensor:
+        """(B,3,R,R) the shots resampled through the grids (computed when first asked: the compositor needs
+        only the grids)."""
+        with torch.no_grad():
+            return resample(self.pictures, self.grid)
 
 
 def reference_motion(shots: torch.Tensor, shot_landmarks, targets, *, selection, reg: float) -> ReferenceMotion:
@@ -146,7 +154,7 @@ def reference_motion(shots: torch.Tensor, shot_landmarks, targets, *, selection,
         chosen = choose_shots(shot_landmarks, targets, selection)
         src_img, src_lm, dst = _chosen(shots, shot_landmarks, targets, chosen)
         grid = tps_grid(src_lm, dst, src_img.shape[-2:], reg=reg)  # as warp_image computes it
-        return ReferenceMotion(chosen, grid, resample(src_img, grid))
+        return ReferenceMotion(chosen, grid, src_img)
 
 
 def references_for(shots: torch.Tensor, shot_landmarks, targets, *, selection, reg: float) -> torch.Tensor:
