@@ -70,6 +70,27 @@ def test_saved_person_renders_exactly_what_was_fine_tuned(tmp_path, tiny_weights
     assert np.array_equal(b.render(targets), before)
 
 
+def test_render_motion_is_what_render_shows(tiny_weights):
+    """The pipeline's render_motion carries the same frames as render (the evaluation's crops): for the warp
+    generator as warped shot + correction, with the grid and shot that the compositor applies at full
+    resolution; the fsth generator paints whole crops, so there is no motion to give."""
+    rng = np.random.default_rng(0)
+    shots = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(2)]
+    lms = [rng.uniform(10, 54, (68, 2)).astype(np.float32) for _ in range(2)]
+    a = make_animator(str(tiny_weights), device="cpu", finetune_steps=0)
+    a.prepare(shots, lms)
+    targets = np.stack([lms[1] + 0.5, lms[0] - 1.0, lms[1]])
+    motion = a.render_motion(targets)
+    assert np.array_equal(motion.crops, a.render(targets))
+    if a.cfg.generator == "fsth":
+        assert motion.grids is None and motion.corrections is None
+        return
+    assert motion.shots.tolist() == [1, 0, 1] and motion.grids.shape == (3, 64, 64, 2)
+    warped = torch.nn.functional.grid_sample(a.shots[torch.from_numpy(motion.shots)], torch.from_numpy(motion.grids),
+                                             align_corners=False, padding_mode="border")
+    painted = (warped + torch.from_numpy(motion.corrections)).clamp(-1, 1)
+    assert np.abs((painted.permute(0, 2, 3, 1).numpy() + 1) * 127.5 - motion.crops).max() <= 0.5 + 1e-3
+
 def test_seed_makes_fine_tuning_deterministic(tiny_weights):
     shots = [np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)]
     lms = [np.random.default_rng(1).uniform(10, 54, (68, 2)).astype(np.float32)]
