@@ -11,6 +11,7 @@ from animate_cli.face.crop import PasteBack, face_crop_transform, transform_poin
 from animate_cli.sharpness import sharpness_ratio
 from animate_cli.warp import DEFAULT_REG, resample, tps_grid
 from conftest import shared_file
+from test_face_crop import smooth_image as smooth  # slow colour waves: a jump between neighbours is the composite's
 from test_motion import face, open_mouth, rot
 
 R = 96  # model resolution for these tests: small and fast, still well below the portraits' crop sides
@@ -21,15 +22,6 @@ def textured(h, w, seed=0, sigma=0.6):
     rng = np.random.default_rng(seed)
     noise = rng.normal(128, 45, (h, w, 3)).astype(np.float32)
     return np.clip(cv2.GaussianBlur(noise, (0, 0), sigma), 0, 255).astype(np.uint8)
-
-
-def smooth(h, w):
-    """Slow colour waves: any jump between neighbours in a result is the composite's, not the picture's."""
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    r = 128 + 100 * np.sin(x / 37.0) * np.cos(y / 29.0)
-    g = 128 + 90 * np.cos(x / 23.0 + y / 41.0)
-    b = 60 + 0.3 * x + 0.2 * y
-    return np.clip(np.dstack([r, g, b]), 0, 255).astype(np.uint8)
 
 
 def moved(pts, deg=0.0, shift=(0.0, 0.0), mouth=0.0):
