@@ -30,7 +30,7 @@ from .errors import AnimateError
 from .face.crop import PasteBack, invert_affine, transform_points
 from .face.landmarks import image_landmarks, make_detector
 from .face.track import fill_missing, track_landmarks
-from .sharpness import sharpness_ratio
+from .sharpness import face_box, laplacian_variance, sharpness_ratio
 from .shots import crop_shot
 from .video import VideoWriter, read_frames, read_image
 from .cli_common import Generator, Preset, run_app, typer_app
@@ -196,6 +196,8 @@ def sharpness(sizes: List[int] = typer.Option(list(SB.sizes), "--sizes", help="P
     frames of fixtures/single_face.mp4 (dlib, tracked), transferred as `animate` does. "old": the model's 256²
     crop pasted back (face/crop.py PasteBack, the pipeline before issue 17); "new": the pipeline's composite at
     the portrait's resolution (composite.py), before encoding and, "enc", after VideoWriter and decoding.
+    "face var": the portrait's own face-box variance; near 1-2 it is only uint8 rounding noise (an enlarged
+    picture has no pixel-scale detail), and any resampling, with its fresh rounding, reads as a ratio above 1.
     Milliseconds are per frame, CPU time of this process (on a shared machine wall time measures the
     neighbours), for the paste and the composite alone."""
     torch.set_num_threads(1)
@@ -209,7 +211,7 @@ def sharpness(sizes: List[int] = typer.Option(list(SB.sizes), "--sizes", help="P
     R = animator.resolution
     cols = ("old f0", "old mean", "new f0", "new mean", "enc f0", "enc mean", "paste ms", "composite ms")
     table = Table(title=f"face sharpness, output ÷ portrait, model {animator.name}, {len(driver)} frames, {machine()}")
-    for col in ("portrait", "crop px") + cols:
+    for col in ("portrait", "crop px", "face var") + cols:
         table.add_column(col, justify="left" if col == "portrait" else "right")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -228,13 +230,14 @@ def sharpness(sizes: List[int] = typer.Option(list(SB.sizes), "--sizes", help="P
             t = time.process_time()
             new = [composite_frame(comp, m, i) for m in motions for i in range(len(m.shots))]
             comp_ms = (time.process_time() - t) / len(new) * 1000
-            row = {"portrait": name, "crop_px": comp.region_size[0]}
+            row = {"portrait": name, "crop_px": comp.region_size[0],
+                   "portrait_var": laplacian_variance(portrait, face_box(plms, portrait.shape))}
             for label, result in (("old", old), ("new", new), ("enc", encoded(new, Path(tmp)))):
                 row[f"{label}_f0"], row[f"{label}_mean"] = face_sharpness(result, portrait, full, plms)
             row.update(paste_ms=paste_ms, composite_ms=comp_ms)
             rows.append(row)
-            table.add_row(name, str(row["crop_px"]), *[f"{v:.3f}" if "ms" not in k else f"{v:.1f}"
-                                                       for k, v in list(row.items())[2:]])
+            table.add_row(name, str(row["crop_px"]), f"{row['portrait_var']:.1f}",
+                          *[f"{v:.3f}" if "ms" not in k else f"{v:.1f}" for k, v in list(row.items())[3:]])
     wide(console).print(table)
     if json_out:
         json_out.write_text(json.dumps(dict(model=animator.name, frames=len(driver), machine=machine(), rows=rows),
