@@ -1,9 +1,10 @@
-"""The neural model through the pipeline and the CLI: weights folders, fine-tuning, saved persons."""
+"""The neural model through the CLI: weights folders, fine-tuning, saved persons, batches."""
+import cv2
 import numpy as np
 import pytest
 import torch
 
-from animate_cli.animators import NeuralAnimator, make_animator
+import animate_cli.animate as pipeline
 from animate_cli.cli import main
 from animate_cli.config import preset
 from animate_cli.models.checkpoint import save_checkpoint
@@ -50,58 +51,6 @@ def test_weights_folder_end_to_end_and_saved_person(tmp_path, capsys, tiny_weigh
     assert max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(first, again)) < 1.0
 
 
-def test_saved_person_renders_exactly_what_was_fine_tuned(tmp_path, tiny_weights):
-    portrait = read_image(EXAMPLES / "portrait.png")
-    from animate_cli.shots import crop_shot
-    from animate_cli.face.landmarks import image_landmarks, make_detector
-
-    det = make_detector("dlib")
-    cfg_res = 64
-    shot = crop_shot(portrait, image_landmarks(det, portrait), cfg_res, "portrait")
-    torch.manual_seed(1)
-    a = make_animator(str(tiny_weights), device="cpu", finetune_steps=2)
-    assert isinstance(a, NeuralAnimator)
-    a.prepare([shot.crop], [shot.landmarks])
-    targets = np.stack([shot.landmarks, shot.landmarks + np.float32([1.5, -1.0])])
-    before = a.render(targets)
-    a.save_person(tmp_path / "p.person")
-    b = make_animator("default", device="cpu", person=tmp_path / "p.person")
-    b.prepare([shot.crop], [shot.landmarks])  # a saved person ignores new shots
-    assert np.array_equal(b.render(targets), before)
-
-
-def test_render_motion_is_what_render_shows(tiny_weights):
-    """The pipeline's render_motion carries the same frames as render (the evaluation's crops): for the warp
-    generator as warped shot + correction, with the grid and shot that the compositor applies at full
-    resolution; the fsth generator paints whole crops, so there is no motion to give."""
-    rng = np.random.default_rng(0)
-    shots = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(2)]
-    lms = [rng.uniform(10, 54, (68, 2)).astype(np.float32) for _ in range(2)]
-    a = make_animator(str(tiny_weights), device="cpu", finetune_steps=0)
-    a.prepare(shots, lms)
-    targets = np.stack([lms[1] + 0.5, lms[0] - 1.0, lms[1]])
-    motion = a.render_motion(targets)
-    assert np.array_equal(motion.crops, a.render(targets))
-    if a.cfg.generator == "fsth":
-        assert motion.grids is None and motion.corrections is None
-        return
-    assert motion.shots.tolist() == [1, 0, 1] and motion.grids.shape == (3, 64, 64, 2)
-    warped = torch.nn.functional.grid_sample(a.shots[torch.from_numpy(motion.shots)], torch.from_numpy(motion.grids),
-                                             align_corners=False, padding_mode="border")
-    painted = (warped + torch.from_numpy(motion.corrections)).clamp(-1, 1)
-    assert np.abs((painted.permute(0, 2, 3, 1).numpy() + 1) * 127.5 - motion.crops).max() <= 0.5 + 1e-3
-
-def test_seed_makes_fine_tuning_deterministic(tiny_weights):
-    shots = [np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)]
-    lms = [np.random.default_rng(1).uniform(10, 54, (68, 2)).astype(np.float32)]
-    renders = []
-    for _ in range(2):
-        a = make_animator(str(tiny_weights), device="cpu", finetune_steps=2, seed=7)
-        a.prepare(shots, lms)
-        renders.append(a.render(np.stack(lms)))
-    assert np.array_equal(renders[0], renders[1])
-
-
 def test_missing_default_weights_says_how_to_get_them(tmp_path, capsys, driver, monkeypatch):
     monkeypatch.setenv("ANIMATE_WEIGHTS", str(tmp_path / "nowhere"))
     code = main([str(EXAMPLES / "portrait.png"), str(driver), "-o", str(tmp_path / "o.mp4"), "--quiet",
@@ -137,3 +86,25 @@ def test_save_person_refuses_to_overwrite_before_any_work(tmp_path, capsys, tiny
     err = capsys.readouterr().err
     assert code == 1 and "exists" in err
     assert person.read_bytes() == b"keep me" and not (tmp_path / "o.mp4").exists()
+
+
+def test_batch_loads_the_model_once_and_each_portrait_as_if_alone(tmp_path, capsys, tiny_weights, driver,
+                                                                    monkeypatch):
+    """Fine-tuning one portrait of a batch must not leak into the next: each result equals its run alone."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    portrait = read_image(EXAMPLES / "portrait.png")
+    (folder / "a.png").write_bytes((EXAMPLES / "portrait.png").read_bytes())
+    cv2.imwrite(str(folder / "b.png"), cv2.cvtColor(np.ascontiguousarray(portrait[40:, ::-1]), cv2.COLOR_RGB2BGR))
+    loads = []
+    real_make = pipeline.make_animator
+    monkeypatch.setattr(pipeline, "make_animator", lambda *a, **k: loads.append(a) or real_make(*a, **k))
+    opts = ["--model", str(tiny_weights), "--finetune-steps", "2", "--landmarks", "dlib", "--quiet",
+            "--device", "cpu", "--no-audio"]
+    assert main([str(folder), str(driver), "-o", str(tmp_path / "batch")] + opts) == 0, capsys.readouterr().err
+    assert len(loads) == 1
+    for name in ("a", "b"):
+        alone = tmp_path / f"{name}_alone.mp4"
+        assert main([str(folder / f"{name}.png"), str(driver), "-o", str(alone)] + opts) == 0
+        batch = list(read_frames(tmp_path / "batch" / f"{name}.mp4"))
+        assert len(batch) == 4 and all(np.array_equal(x, y) for x, y in zip(batch, read_frames(alone)))

@@ -125,8 +125,10 @@ class Animator:
         raise NotImplementedError
 
     def render_motion(self, target_landmarks: np.ndarray) -> Motion:
-        """The frames as the compositor draws them at full resolution (Motion)."""
-        raise NotImplementedError
+        """The frames as the compositor draws them at full resolution (Motion). By default an animator has no
+        motion to give: its crops are pasted (as sharp as the crops); the warp and neural ones give their grids."""
+        crops = self.render(target_landmarks)
+        return Motion(np.zeros(len(crops), np.int64), None, None, crops)
 
     def save_person(self, path: Path) -> None:
         raise AnimateError(f"--save-person needs a neural model (not --model {self.name})")
@@ -208,10 +210,10 @@ class NeuralAnimator(Animator):
         return to_uint8(self._generate(target_landmarks)[0])
 
     def render_motion(self, target_landmarks: np.ndarray) -> Motion:
+        if self.cfg.generator != "warp":  # the fsth generator paints the whole face: no motion to give
+            return super().render_motion(target_landmarks)
         out, motion = self._generate(target_landmarks)
         crops = to_uint8(out)
-        if motion is None:  # the fsth generator paints the whole face: no motion to apply at full resolution
-            return Motion(np.zeros(len(crops), np.int64), None, None, crops)
         correction = out.float().clamp(-1, 1) - motion.warped.float()
         return Motion(motion.chosen.cpu().numpy(), _numpy(motion.grid), _numpy(correction), crops)
 

@@ -1,8 +1,9 @@
-"""The training commands: `animate-preprocess`, `animate-train` (also `python -m animate_cli.train.cli`, the
-module torchrun starts) and `animate-fit-selection`. Every default comes from the options dataclass of
-the stage it runs (PreprocessOptions, TrainOptions, FitSelectionOptions).
+"""The training commands: `animate-preprocess`, `animate-preprocess-photos`, `animate-train` (also
+`python -m animate_cli.train.cli`, the module torchrun starts) and `animate-fit-selection`. Every default
+comes from the options dataclass of the stage it runs (PreprocessOptions, PhotoCacheOptions, TrainOptions, FitSelectionOptions).
 
     animate-preprocess SRC DST --resolution 256 --frames-per-clip 32
+    animate-preprocess-photos PHOTOS DST_PHOTOS --resolution 256
     animate-train --cache DST --run-dir runs/small --preset small
     torchrun --nproc_per_node 2 -m animate_cli.train.cli --cache DST --run-dir runs/small
     animate-train --run-dir runs/small --export weights/mine
@@ -18,12 +19,13 @@ from typing import List, Optional
 import typer
 
 from ..cli_common import Generator, Preset, run_app, typer_app
+from .photos import PhotoCacheOptions, cache_photos
 from .preprocess import PreprocessOptions, preprocess_dataset
 from .rundir import export
 from .selection import FitSelectionOptions, fit_selection_into
 from .trainer import TrainOptions, train
 
-T, P, S = TrainOptions(), PreprocessOptions(), FitSelectionOptions()
+T, P, S, PH = TrainOptions(), PreprocessOptions(), FitSelectionOptions(), PhotoCacheOptions()
 
 
 class Detector(str, Enum):
@@ -121,6 +123,29 @@ def preprocess_command(
 
 
 # ----------------------------------------------------------------------------------------------
+# animate-preprocess-photos
+
+photos_app = typer_app()
+
+
+@photos_app.command()
+def preprocess_photos_command(
+    src: Path = typer.Argument(..., help="Folder of photos: <person>/<file>.jpg (LFW), or images side by side."),
+    dst: Path = typer.Argument(..., help="Cache folder to create or complete (outside SRC)."),
+    resolution: int = typer.Option(PH.resolution, "--resolution", help="Face crop size in pixels."),
+    workers: int = typer.Option(PH.workers, "--workers", help="Processes."),
+    detector: Detector = typer.Option(PH.detector, "--detector", help="Landmark backend."),
+    limit: Optional[int] = typer.Option(PH.limit, "--limit", help="Only the first N photos (trial runs)."),
+    progress: bool = typer.Option(PH.progress, "--progress/--no-progress", help="Progress bar."),
+):
+    """Cache face crops + landmarks of a folder of photos for training, with each photo's person and how open
+    its mouth and eyes are (resumable; skipped photos listed with the reason); prints a JSON summary."""
+    opts = PhotoCacheOptions(resolution=resolution, workers=workers, detector=detector.value, limit=limit,
+                             progress=progress)
+    print(json.dumps(cache_photos(src, dst, opts)))
+
+
+# ----------------------------------------------------------------------------------------------
 # animate-fit-selection
 
 selection_app = typer_app()
@@ -154,6 +179,10 @@ def preprocess_main(argv: Optional[List[str]] = None) -> int:
     return run_app(preprocess_app, argv, "animate-preprocess")
 
 
+def preprocess_photos_main(argv: Optional[List[str]] = None) -> int:
+    return run_app(photos_app, argv, "animate-preprocess-photos")
+
+
 def fit_selection_main(argv: Optional[List[str]] = None) -> int:
     return run_app(selection_app, argv, "animate-fit-selection")
 
@@ -164,6 +193,10 @@ def train_entry() -> None:
 
 def preprocess_entry() -> None:
     raise SystemExit(preprocess_main())
+
+
+def preprocess_photos_entry() -> None:
+    raise SystemExit(preprocess_photos_main())
 
 
 def fit_selection_entry() -> None:
