@@ -61,7 +61,7 @@ def detector():
 
 def test_any_animator_drives_the_pipeline_and_its_progress(tmp_path, driver, detector):
     animator, progress = GreyAnimator(steps=3), Recorder()
-    opts = AnimateOptions(crop_only=True, device="cpu")
+    opts = AnimateOptions(crop_only=True, size=64, device="cpu")
     report = animate(EXAMPLES / "portrait.png", driver, tmp_path / "o.mp4", opts, progress=progress,
                      detector=detector, animator=animator)
     assert report.frames == 3 and report.model == "grey" and animator.prepared == 1

@@ -126,11 +126,11 @@ SLOW_CLI_CHILD = textwrap.dedent("""
     import sys, time
     from animate_cli.animators import WarpAnimator
     from animate_cli.cli import main
-    render = WarpAnimator.render
+    render = WarpAnimator.render_motion
     def slow_render(self, targets):
         time.sleep(0.5)
         return render(self, targets)
-    WarpAnimator.render = slow_render
+    WarpAnimator.render_motion = slow_render
     sys.exit(main(sys.argv[1:]))
 """)
 

@@ -242,7 +242,7 @@ def test_fingerprint_tolerates_re_encoding_not_another_picture(portrait):
     det = make_detector("dlib")
 
     def fingerprint(image):
-        shot, _ = crop_shot(image, image_landmarks(det, image), 64, "x")
+        shot = crop_shot(image, image_landmarks(det, image), 64, "x")
         return portrait_fingerprint(shot.crop, shot.landmarks)
 
     ok, data = cv2.imencode(".jpg", portrait, [cv2.IMWRITE_JPEG_QUALITY, 50])
@@ -535,7 +535,7 @@ def test_failing_run_prints_no_blank_line(capsys):
 def test_closing_line_says_where_the_time_went():
     report = Report(output=Path("out.mp4"), frames=72, wall=41.2, finetune_steps=40,
                     seconds={"portrait": 1.1, "prepare": 35.3, "decode": 0.2, "landmarks": 0.1, "motion": 0.01,
-                             "render": 3.0, "paste": 1.0, "encode": 0.5})
+                             "render": 3.0, "composite": 1.0, "encode": 0.5})
     line = summary(report)
     assert line == "wrote out.mp4: 72 frames in 41 s (setup 1.1 s, fine-tuning 35 s, rendering 4.5 s)"
     assert "fps" not in line

@@ -7,7 +7,8 @@
   prepare          the animator takes the shots (fine-tuning for neural models; animators.py)
   driver_landmarks decode the driver (stream) -> landmarks, tracked + smoothed, gaps held
   motion_targets   motion transfer onto the portrait, then into the crop the shots came from
-  render_video     animator.render (batched) -> paste back into the portrait -> encode (stream) + audio
+  render_video     animator.render_motion (batched) -> composite at the portrait's resolution -> encode
+                   (stream) + audio
 The driver is decoded twice (landmarks first, frames again only for --preview) so memory stays flat:
 only its landmarks (544 bytes a frame) are kept.
 """
@@ -22,9 +23,11 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from .animators import DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_RESOLUTION, Animator, make_animator, resolve_device
+from .animators import (DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_RESOLUTION, Animator, Motion, make_animator,
+                        resolve_device, to_uint8)
+from .composite import Compositor, ShotSource
 from .errors import AnimateError
-from .face.crop import PasteBack, face_crop_transform, transform_points
+from .face.crop import face_crop_transform, transform_points
 from .face.landmarks import LandmarkDetector, image_landmarks, make_detector
 from .face.track import fill_missing, gap_note, track_landmarks
 from .motion import find_best_frame, transfer_absolute, transfer_relative
@@ -50,6 +53,7 @@ class AnimateOptions:
     absolute: bool = False
     find_best_frame: bool = False
     crop_only: bool = False
+    size: int | None = None  # side of the --crop-only video; None: the face's own size in the portrait
     preview: bool = False
     audio: bool = True
     overwrite: bool = False
@@ -92,7 +96,7 @@ class Report:
         parts = [("setup", s("portrait", 0.0)),
                  ("fine-tuning" if self.finetune_steps else "preparing", s("prepare", 0.0)),
                  ("driver landmarks", s("decode", 0.0) + s("landmarks", 0.0)),
-                 ("rendering", s("motion", 0.0) + s("render", 0.0) + s("paste", 0.0) + s("encode", 0.0))]
+                 ("rendering", sum(s(k, 0.0) for k in ("motion", "render", "composite", "paste", "encode")))]
         return [(what, sec) for what, sec in parts if sec >= 0.5]
 
 
@@ -175,7 +179,7 @@ def animate(portrait_path: Path, driver_path: Path, output: Path, opts: AnimateO
     targets, M = motion_targets(portrait_lms, driver_lms, opts, animator.resolution)
     watch.add("motion", t)
 
-    n = render_video(animator, targets, M, portrait, driver_path, info, output, opts, watch, progress)
+    n = render_video(animator, targets, M, portrait, shots, driver_path, info, output, opts, watch, progress)
     total = sum(watch.seconds.values())
     return Report(output=output, frames=n, fps=n / max(total, 1e-9), seconds=watch.seconds,
                   detector=detector.name, model=animator.name, shots=len(shots),
@@ -259,14 +263,19 @@ def motion_targets(portrait_lms: np.ndarray, driver_lms: np.ndarray, opts: Anima
     return targets, M
 
 
-def render_video(animator: Animator, targets: np.ndarray, M: np.ndarray, portrait: np.ndarray, driver_path: Path,
-                 info: VideoInfo, output: Path, opts: AnimateOptions, watch: Stopwatch, progress: Progress) -> int:
-    """Pass 2: render in batches, paste back, encode (the driver is re-read only for --preview); -> frames."""
+def render_video(animator: Animator, targets: np.ndarray, M: np.ndarray, portrait: np.ndarray, shots: list[Shot],
+                 driver_path: Path, info: VideoInfo, output: Path, opts: AnimateOptions, watch: Stopwatch,
+                 progress: Progress) -> int:
+    """Pass 2: render in batches, composite at full resolution, encode (the driver is re-read only for
+    --preview); -> frames."""
     audio = driver_path if (opts.audio and info.has_audio) else None
     n = len(targets)
+    t = time.perf_counter()
+    compositor = Compositor(portrait, M, animator.resolution, shot_sources(animator, shots),
+                            crop_only=opts.crop_only, size=opts.size)
+    watch.add("prepare", t)  # once per run (the shots' oversampled copies), not per frame
     progress.start("rendering", n)
     drivers = read_frames(driver_path) if opts.preview else None
-    paste = PasteBack(portrait, M, animator.resolution)
     writer_ctx = VideoWriter(output, info.fps, audio_from=audio, overwrite=opts.overwrite)
     preview_ctx = (VideoWriter(preview_path(output), info.fps, audio_from=audio,
                                overwrite=opts.overwrite or not output.exists()) if opts.preview else nullcontext())
@@ -277,11 +286,11 @@ def render_video(animator: Animator, targets: np.ndarray, M: np.ndarray, portrai
         for start in range(0, n, opts.batch_size):
             batch = targets[start:start + opts.batch_size]
             t = time.perf_counter()
-            crops = animator.render(batch)
+            motion = animator.render_motion(batch)
             t = watch.add("render", t)
-            for crop in crops:
-                frame = crop if opts.crop_only else paste(crop)
-                t = watch.add("paste", t)
+            for i in range(len(batch)):
+                frame = composite_frame(compositor, motion, i)
+                t = watch.add("composite", t)
                 writer.write(frame)
                 if pwriter is not None:
                     drv = next(drivers, None)
@@ -289,11 +298,28 @@ def render_video(animator: Animator, targets: np.ndarray, M: np.ndarray, portrai
                         shown = fit_height(portrait, min(frame.shape[0], PREVIEW_HEIGHT))
                     pwriter.write(preview_frame(drv if drv is not None else np.zeros_like(frame), shown, frame))
                 t = watch.add("encode", t)
-            progress.advance("rendering", len(crops))
+            progress.advance("rendering", len(batch))
         t = time.perf_counter()
     watch.add("encode", t)
     progress.finish("rendering")
     return n
+
+
+def shot_sources(animator: Animator, shots: list[Shot]) -> list[ShotSource]:
+    """The full-resolution pictures behind the animator's shots, in its order. A saved person (--person)
+    brings its own shots as crops: then the crops are all there is to sample (identity transform)."""
+    if animator.loaded_person:
+        return [ShotSource(crop, np.eye(2, 3)) for crop in to_uint8(animator.shots)]
+    return [ShotSource(s.image, s.M) for s in shots]
+
+
+def composite_frame(compositor: Compositor, motion: Motion, i: int) -> np.ndarray:
+    """Frame i of a rendered batch at the output's resolution: its shot moved at full resolution (plus what
+    the network painted), or a crop the network painted whole, pasted."""
+    if motion.grids is None:
+        return compositor.paste(motion.crops[i])
+    correction = None if motion.corrections is None else motion.corrections[i]
+    return compositor(motion.grids[i], shot=int(motion.shots[i]), correction=correction)
 
 
 def preview_frame(driver: np.ndarray, portrait: np.ndarray, result: np.ndarray) -> np.ndarray:

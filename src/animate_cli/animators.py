@@ -1,14 +1,18 @@
-"""Animators: what turns target landmarks (in crop pixels) into face crops.
+"""Animators: what turns target landmarks (in crop pixels) into face crops, or into the motion behind them.
 
 An animator owns its loaded networks, its device and precision, and the tensors going in and out;
 the pipeline (animate.py) only asks it what it needs through the Animator interface: its resolution,
 how many fine-tuning steps prepare() will run (for the progress bar), and whether it can save a person.
+Two ways to render: render() gives the frames as crops at model resolution (the evaluation protocol's
+unit); render_motion() gives what the compositor needs to draw them at the portrait's own resolution
+(composite.py): which shot each frame moves, the sampling grid that moves it, and what a network paints on top.
 """
 from __future__ import annotations
 
 import difflib
 import os
 from contextlib import nullcontext
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -22,7 +26,7 @@ from .face.draw import landmark_tensor
 from .config import FinetuneConfig
 from .finetune import finetune
 from .models.checkpoint import load_checkpoint, load_person, save_person
-from .references import references_for
+from .references import ReferenceMotion, reference_motion
 from .shots import portrait_fingerprint, same_portrait
 from .warp import DEFAULT_REG
 
@@ -109,6 +113,21 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
+@dataclass
+class Motion:
+    """A batch of frames as the compositor (composite.Compositor) draws them, all arrays on the CPU."""
+
+    shots: np.ndarray  # (B,) int: the shot each frame moves
+    grids: np.ndarray | None  # (B,R,R,2) float32 grid_sample coordinates in that shot's crop (tps_grid);
+    #                           None: the network paints whole crops (an fsth generator), there is no motion
+    corrections: np.ndarray | None  # (B,3,R,R) float32, network output − warped shot in [-1,1]; None: warp only
+    crops: np.ndarray | None  # (B,R,R,3) uint8, the frames at model resolution where a network painted them
+
+
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().float().cpu().numpy()
+
+
 class Animator:
     """Base: holds the shots (reference crops + their landmarks) and warps them to targets."""
 
@@ -116,6 +135,7 @@ class Animator:
     selection: tuple = ()  # learned shot-selection weights (references.selection_cost); () = nearest shape
     warp_reg: float = DEFAULT_REG  # the spline's regularisation (warp.tps_grid); a model may set its own
     can_save_person = False  # whether save_person() has a fine-tuned person to write
+    loaded_person = False  # its shots came from a saved person (--person), not from this run's pictures
 
     def __init__(self, resolution: int = DEFAULT_RESOLUTION, device: str | torch.device = DEFAULT_DEVICE):
         self.resolution = resolution
@@ -140,15 +160,22 @@ class Animator:
         """Refuse a portrait this animator cannot animate (a saved person's is fixed); -> a note or None."""
         return None
 
-    def warped_references(self, targets: np.ndarray) -> torch.Tensor:
+    def reference_motion(self, targets: np.ndarray) -> ReferenceMotion:
         """The chosen shots (nearest, or by the model's learned selection), moved by the analytic warp into each
-        target pose: (B,3,R,R) in [-1,1]."""
+        target pose: which shot, its grid, and the warped crops (B,3,R,R) in [-1,1]."""
         assert self.shots is not None and self.shot_landmarks is not None, "prepare() first"
-        return references_for(self.shots, self.shot_landmarks, np.asarray(targets, np.float32),
-                              selection=self.selection, reg=self.warp_reg)
+        return reference_motion(self.shots, self.shot_landmarks, np.asarray(targets, np.float32),
+                                selection=self.selection, reg=self.warp_reg)
 
     def render(self, target_landmarks: np.ndarray) -> np.ndarray:
+        """The frames as uint8 crops (B,R,R,3) at model resolution."""
         raise NotImplementedError
+
+    def render_motion(self, target_landmarks: np.ndarray) -> Motion:
+        """The frames as the compositor draws them at full resolution (Motion). By default an animator has no
+        motion to give: its crops are pasted (as sharp as the crops); the warp and neural ones give their grids."""
+        crops = self.render(target_landmarks)
+        return Motion(np.zeros(len(crops), np.int64), None, None, crops)
 
     def save_person(self, path: Path, source: str = "") -> None:
         raise AnimateError(f"--save-person needs a neural model (not --model {self.name})")
@@ -161,7 +188,12 @@ class WarpAnimator(Animator):
 
     @torch.no_grad()
     def render(self, target_landmarks: np.ndarray) -> np.ndarray:
-        return to_uint8(self.warped_references(target_landmarks))
+        return to_uint8(self.reference_motion(target_landmarks).warped)
+
+    @torch.no_grad()
+    def render_motion(self, target_landmarks: np.ndarray) -> Motion:
+        m = self.reference_motion(target_landmarks)
+        return Motion(m.chosen.cpu().numpy(), _numpy(m.grid), None, None)
 
 
 class NeuralAnimator(Animator):
@@ -229,14 +261,26 @@ class NeuralAnimator(Animator):
         return None
 
     @torch.no_grad()
-    def render(self, target_landmarks: np.ndarray) -> np.ndarray:
+    def _generate(self, target_landmarks: np.ndarray) -> tuple[torch.Tensor, ReferenceMotion | None]:
+        """The generator's frames (B,3,R,R) in [-1,1], and the warped references it was given (warp generator)."""
         assert self.person_model is not None, "prepare() first"
         y = landmark_tensor(np.asarray(target_landmarks, np.float32), self.resolution).to(self.device)
-        warped = self.warped_references(target_landmarks) if self.cfg.generator == "warp" else None
+        motion = self.reference_motion(target_landmarks) if self.cfg.generator == "warp" else None
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.half else nullcontext()
         with autocast:
-            out = self.person_model.render(y, warped=warped)
-        return to_uint8(out)
+            out = self.person_model.render(y, warped=None if motion is None else motion.warped)
+        return out, motion
+
+    def render(self, target_landmarks: np.ndarray) -> np.ndarray:
+        return to_uint8(self._generate(target_landmarks)[0])
+
+    def render_motion(self, target_landmarks: np.ndarray) -> Motion:
+        if self.cfg.generator != "warp":  # the fsth generator paints the whole face: no motion to give
+            return super().render_motion(target_landmarks)
+        out, motion = self._generate(target_landmarks)
+        crops = to_uint8(out)
+        correction = out.float().clamp(-1, 1) - motion.warped.float()
+        return Motion(motion.chosen.cpu().numpy(), _numpy(motion.grid), _numpy(correction), crops)
 
     def save_person(self, path: Path, source: str = "") -> None:
         assert self.person_model is not None, "prepare() first"

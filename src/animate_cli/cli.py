@@ -23,6 +23,7 @@ from .shots import VIDEO_SHOTS
 from .video import remove_stale_temporaries
 
 DEFAULTS = AnimateOptions()  # every option's default comes from here
+MAX_SIZE = 8192  # --size: larger than any face crop a portrait holds, and within H.264's limits
 
 EXAMPLES = """\b
 Examples:
@@ -168,6 +169,7 @@ def animate_command(
     face_index: int = typer.Option(DEFAULTS.face_index, "--face-index", help="Which face of the portrait (and of --ref pictures) to animate when there are several: 0 = the largest."),
     driver_face: int = typer.Option(DEFAULTS.driver_face, "--driver-face", help="Which face of the driver to follow when there are several: 0 = the largest (in its first frame with a face)."),
     crop_only: bool = typer.Option(DEFAULTS.crop_only, "--crop-only", help="Write only the square face crop, not the whole portrait."),
+    size: Optional[int] = typer.Option(DEFAULTS.size, "--size", metavar="N", help="With --crop-only: the crop's side in pixels, even (default: the face's own size in the portrait)."),
     preview: bool = typer.Option(DEFAULTS.preview, "--preview", help="Also write OUT.preview.mp4: driver | portrait | result side by side (at most 720 px tall)."),
     no_audio: bool = typer.Option(not DEFAULTS.audio, "--no-audio", help="Do not copy the driver's audio."),
     overwrite: bool = typer.Option(DEFAULTS.overwrite, "--overwrite", help="Replace existing outputs."),
@@ -183,10 +185,14 @@ def animate_command(
 ):
     opts = AnimateOptions(model=model, landmarks=landmarks.value, face_index=face_index, driver_face=driver_face,
                           refs=list(ref), shots=shots, absolute=absolute, find_best_frame=find_best_frame,
-                          crop_only=crop_only, preview=preview, audio=not no_audio, overwrite=overwrite,
+                          crop_only=crop_only, size=size, preview=preview, audio=not no_audio, overwrite=overwrite,
                           device=device, half=not no_half, finetune_steps=finetune_steps, batch_size=batch_size,
                           seed=seed, person=person, save_person=save_person, threads=threads)
     opts.check()
+    if size is not None and not crop_only:
+        raise AnimateError("--size sets the side of the --crop-only video: add --crop-only")
+    if size is not None and not (2 <= size <= MAX_SIZE and size % 2 == 0):
+        raise AnimateError(f"--size must be even, from 2 to {MAX_SIZE} (got {size})")
     for path, what in [(portrait, "portrait"), (driver, "driver")] + [(r, "reference") for r in ref]:
         if not path.exists():
             raise AnimateError(f"{what} not found: {path}")

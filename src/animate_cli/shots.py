@@ -1,5 +1,6 @@
 """References ("shots"): the portrait plus any --ref images or videos of the same person, as square face
-crops with their landmarks in crop pixels -- what an animator prepares on."""
+crops with their landmarks in crop pixels -- what an animator prepares on -- and the full-resolution
+pictures they were cut from, which the compositor samples the output from (composite.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,17 +27,21 @@ SAME_LANDMARKS = 0.02  # mean point distance, in crop sides
 
 @dataclass
 class Shot:
-    """One reference picture of the person: its square face crop and landmarks in crop pixels."""
+    """One reference picture of the person: its square face crop and landmarks in crop pixels, the picture
+    itself and the 2x3 transform from its pixels to the crop's."""
 
     crop: np.ndarray
     landmarks: np.ndarray
     source: str
+    image: np.ndarray
+    M: np.ndarray
 
 
-def crop_shot(image: np.ndarray, landmarks: np.ndarray, resolution: int, source: str) -> tuple[Shot, np.ndarray]:
-    """The shot cut from `image`, and the 2x3 transform from image to crop pixels."""
+def crop_shot(image: np.ndarray, landmarks: np.ndarray, resolution: int, source: str) -> Shot:
+    """The shot cut from `image` (which it keeps, not a copy)."""
     M = face_crop_transform(landmarks, resolution)
-    return Shot(warp_to_crop(image, M, resolution), transform_points(landmarks, M).astype(np.float32), source), M
+    return Shot(warp_to_crop(image, M, resolution), transform_points(landmarks, M).astype(np.float32), source,
+                image, M)
 
 
 def normalised_shape(landmarks: np.ndarray) -> np.ndarray:
@@ -91,13 +96,13 @@ def video_reference_frames(path: Path, detector, n: int, face_index: int,
 def load_shots(portrait: np.ndarray, portrait_landmarks: np.ndarray, refs: Sequence[Path], shots: int | None,
                detector, face_index: int, resolution: int, warn=None, progress=None) -> list[Shot]:
     """The portrait first, then reference images, then frames from reference videos, up to `shots`."""
-    result = [crop_shot(portrait, portrait_landmarks, resolution, "portrait")[0]]
+    result = [crop_shot(portrait, portrait_landmarks, resolution, "portrait")]
     images = [r for r in refs if not is_video(r)]
     videos = [r for r in refs if is_video(r)]
     for ref in images:
         img = read_image(ref)
         result.append(crop_shot(img, image_landmarks(detector, img, face_index, warn=warn, name=ref.name),
-                                resolution, ref.name)[0])
+                                resolution, ref.name))
     if shots is not None and shots < 1:
         raise AnimateError(f"--shots must be at least 1 (got {shots})")
     if videos:
@@ -108,7 +113,7 @@ def load_shots(portrait: np.ndarray, portrait_landmarks: np.ndarray, refs: Seque
             want = per_video + (1 if k < extra else 0)
             if want:
                 for frame, lm in video_reference_frames(ref, detector, want, face_index, progress):
-                    result.append(crop_shot(frame, lm, resolution, ref.name)[0])
+                    result.append(crop_shot(frame, lm, resolution, ref.name))
     if shots is not None:
         if shots > len(result):
             raise AnimateError(f"--shots {shots} is more than the {len(result)} reference picture(s) available "

@@ -457,7 +457,10 @@ class VideoWriter:
         self._size = (height, width)
         self._pad = (height % 2, width % 2)  # yuv420p needs even sizes
         size = (width + self._pad[1], height + self._pad[0])
-        output = ["-f", "mp4", "-preset", "faster"] + ([] if self.audio else ["-movflags", "+faststart"])
+        # veryfast + grain keeps pixel-scale detail of a moving face (issue 17: 0.96 of the face-box Laplacian
+        # variance at crf 15, against 0.83 with "faster" alone) and encodes faster; files ~30% larger
+        output = (["-f", "mp4", "-preset", "veryfast", "-tune", "grain"]
+                  + ([] if self.audio else ["-movflags", "+faststart"]))
         self._gen = imageio_ffmpeg.write_frames(
             str(self._tmp), size, fps=self.fps, quality=self.quality, codec="libx264",
             pix_fmt_out="yuv420p", macro_block_size=1, ffmpeg_log_level="error", output_params=output)
