@@ -290,7 +290,7 @@ def test_error_while_rendering_leaves_nothing(tmp_path, capsys, driver, monkeypa
     def broken(self, targets):
         raise MemoryError("out of memory")
 
-    monkeypatch.setattr(animators.WarpAnimator, "render", broken)
+    monkeypatch.setattr(animators.WarpAnimator, "render_motion", broken)
     out = tmp_path / "o.mp4"
     code, err = run([EXAMPLES / "portrait.png", driver, "-o", out, "--preview", "--quiet"] + WARP, capsys)
     assert code == 1 and "MemoryError" in one_error_line(err)
@@ -342,11 +342,11 @@ SLOW_CLI_CHILD = textwrap.dedent("""
     import sys, time
     from animate_cli.animators import WarpAnimator
     from animate_cli.cli import main
-    render = WarpAnimator.render
+    render = WarpAnimator.render_motion
     def slow_render(self, targets):
         time.sleep(0.5)
         return render(self, targets)
-    WarpAnimator.render = slow_render
+    WarpAnimator.render_motion = slow_render
     sys.exit(main(sys.argv[1:]))
 """)
 
