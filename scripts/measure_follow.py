@@ -2,7 +2,10 @@
 result's eyes, gaze and mouth follow the driver's and how much more it shakes (face.measures).
 
 The result and the driver are both measured with mediapipe's mesh (--measure-with), a detector other
-than the one that drove (--landmarks), so the figures do not flatter. Usage:
+than the one that drove (--landmarks), so the figures do not flatter. --pipeline animate runs
+animate.animate() as it is; --pipeline staged runs the new driver stages (raw tracking -> face.smooth ->
+motion -> gaze field composed with the warp) for the warp model, until animate.py strings them itself.
+Usage:
 
   PYTHONPATH=src python scripts/measure_follow.py --frames 100 --out eval/follow/before.json
 """
@@ -18,11 +21,18 @@ from pathlib import Path
 
 import imageio_ffmpeg
 import numpy as np
+import torch
 
 from animate_cli.animate import AnimateOptions, animate
+from animate_cli.face.crop import PasteBack, face_crop_transform, transform_points, warp_to_crop
 from animate_cli.face.landmarks import make_detector
 from animate_cli.face.measures import follow_scores, video_landmarks
-from animate_cli.video import read_frames
+from animate_cli.face.smooth import smooth_driver
+from animate_cli.face.track import fill_missing, track_faces
+from animate_cli.gaze import gaze_field, iris_shifts, portrait_gaze, relative_gaze
+from animate_cli.motion import transfer_relative
+from animate_cli.references import references_for
+from animate_cli.video import VideoWriter, probe_video, read_frames, read_image
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PORTRAITS = ("data/val/tpsmm_source.png", "fixtures/astronaut.png", "fixtures/einstein.jpg")
@@ -37,6 +47,42 @@ def trim(src: Path, dst: Path, frames: int) -> Path:
     return dst
 
 
+def staged_warp(portrait_path: Path, driver_path: Path, out: Path, detector, size: int = 256, smooth: bool = True,
+                use_gaze: bool = True, batch: int = 8) -> dict:
+    """The warp model through the new driver stages; returns seconds per stage."""
+    secs, t = {}, time.perf_counter()
+    portrait = read_image(portrait_path)
+    fit = detector.fit(portrait, detector.detect(portrait)[0])
+    M = face_crop_transform(fit.points, size)
+    shot = torch.from_numpy(warp_to_crop(portrait, M, size)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    shot_lms = transform_points(fit.points, M).astype(np.float32)[None]
+    fits = list(track_faces(read_frames(driver_path), detector, smooth=not smooth))  # raw when face.smooth runs
+    points = fill_missing([f.points if f else None for f in fits], driver_path.name)
+    irises = fill_missing([f.irises if f else None for f in fits], driver_path.name, shape=(2, 2))
+    secs["landmarks"], t = time.perf_counter() - t, time.perf_counter()
+    if smooth:
+        points, irises = smooth_driver(points, irises)
+    targets = transform_points(transfer_relative(fit.points, points).reshape(-1, 2), M).reshape(-1, 68, 2)
+    targets = targets.astype(np.float32)
+    shifts = None
+    if use_gaze:
+        own = portrait_gaze(shot_lms[0], transform_points(fit.irises, M))
+        shifts = iris_shifts(targets, relative_gaze(points, irises), own)
+    secs["motion"], t = time.perf_counter() - t, time.perf_counter()
+    paste = PasteBack(portrait, M, size)
+    with VideoWriter(out, probe_video(driver_path).fps, overwrite=True) as writer:
+        for i in range(0, len(targets), batch):
+            tb = targets[i:i + batch]
+            field = gaze_field(tb, shifts[i:i + batch], size) if shifts is not None else None
+            with torch.no_grad():
+                crops = references_for(shot, shot_lms, tb, field=field)
+            crops = ((crops.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+            for c in crops:
+                writer.write(paste(c))
+    secs["render"] = time.perf_counter() - t
+    return secs
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=SHARED)
@@ -45,6 +91,10 @@ def main(argv=None) -> int:
     ap.add_argument("--landmarks", default="dlib", help="the detector that drives")
     ap.add_argument("--measure-with", default="mesh", help="the detector that measures (another one)")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--pipeline", choices=("animate", "staged"), default="animate")
+    ap.add_argument("--no-smooth", action="store_true", help="staged: the tracker's old One-Euro instead")
+    ap.add_argument("--no-gaze", action="store_true", help="staged: no gaze field")
+    ap.add_argument("--drivers", nargs="*", default=list(DRIVERS), help="paths under --shared")
     a = ap.parse_args(argv)
     if a.landmarks == a.measure_with:
         print("warning: measuring with the driving detector flatters the scores", file=sys.stderr)
@@ -52,19 +102,25 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for drv in DRIVERS:
+        driving = make_detector(a.landmarks) if a.pipeline == "staged" else None
+        for drv in a.drivers:
             driver = trim(a.shared / drv, tmp / Path(drv).name, a.frames)
             d_pts, d_iris = video_landmarks(read_frames(driver), measurer)
             for por in PORTRAITS:
                 out = tmp / f"{Path(por).stem}__{Path(drv).stem}.mp4"
                 t = time.perf_counter()
-                rep = animate(a.shared / por, driver, out,
-                              AnimateOptions(model=a.model, landmarks=a.landmarks, audio=False, overwrite=True,
-                                             device="cpu"))
+                if a.pipeline == "staged":
+                    stages = staged_warp(a.shared / por, driver, out, driving, smooth=not a.no_smooth,
+                                         use_gaze=not a.no_gaze)
+                else:
+                    rep = animate(a.shared / por, driver, out,
+                                  AnimateOptions(model=a.model, landmarks=a.landmarks, audio=False, overwrite=True,
+                                                 device="cpu"))
+                    stages = rep.seconds
                 secs = time.perf_counter() - t
                 r_pts, r_iris = video_landmarks(read_frames(out), measurer)
                 s = follow_scores(r_pts, d_pts, r_iris, d_iris).as_dict()
-                s.update(portrait=Path(por).name, driver=Path(drv).name, fps=rep.fps, seconds=secs)
+                s.update(portrait=Path(por).name, driver=Path(drv).name, seconds=secs, stages=stages)
                 rows.append(s)
                 print(f"{s['portrait']:18s} {s['driver']:20s} eyes {s['eye_right']:+.2f} {s['eye_left']:+.2f} "
                       f"(blinks {int(s['driver_blinks'])}) gaze {s['gaze_h']:+.2f} {s['gaze_v']:+.2f} "

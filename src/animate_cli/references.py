@@ -115,11 +115,12 @@ def reference_slots(shot_landmarks, targets, n_refs: int = 1, random_share: floa
 
 
 def warp_references(shots: torch.Tensor, shot_landmarks, targets, slots: torch.Tensor,
-                    reg: float = DEFAULT_REG) -> torch.Tensor:
+                    reg: float = DEFAULT_REG, field: torch.Tensor | None = None) -> torch.Tensor:
     """Warp the chosen shots into the target poses: (B, 3·n_refs, R, R), slot after slot.
 
     shots (K,3,R,R) shared by all targets or (B,K,3,R,R) per row; landmarks alike, in pixels. `reg`: the
-    spline's regularisation (warp.tps_grid).
+    spline's regularisation (warp.tps_grid). `field` (B,R,R,2): a local motion in the target frame composed
+    with every warp (gaze.gaze_field: the irises).
     """
     lms = torch.as_tensor(shot_landmarks, device=shots.device).to(shots.dtype)
     dst = torch.as_tensor(targets, device=shots.device).to(shots.dtype).reshape(-1, 68, 2)
@@ -133,15 +134,15 @@ def warp_references(shots: torch.Tensor, shot_landmarks, targets, slots: torch.T
         else:
             ar = torch.arange(b, device=shots.device)
             src_img, src_lm = shots[ar, idx], lms[ar, idx]
-        out.append(warp_image(src_img, src_lm, dst, reg=reg))
+        out.append(warp_image(src_img, src_lm, dst, reg=reg, field=field))
     return torch.cat(out, dim=1)
 
 
 def references_for(shots: torch.Tensor, shot_landmarks, targets, n_refs: int = 1, reg: float = DEFAULT_REG,
-                   **kwargs) -> torch.Tensor:
+                   field: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
     """The n best shots (reference_slots: the nearest shape, or `selection=` learned weights) warped into each
     target pose: (B, 3·n_refs, R, R); slot 0 without weights and at the default `reg` = what the `warp`
-    model shows."""
+    model shows. `field`: see warp_references."""
     with torch.no_grad():
         slots = reference_slots(shot_landmarks, targets, n_refs, **kwargs)
-        return warp_references(shots, shot_landmarks, targets, slots, reg=reg)
+        return warp_references(shots, shot_landmarks, targets, slots, reg=reg, field=field)

@@ -126,8 +126,18 @@ def tps_flow(src, dst, size, **kwargs) -> torch.Tensor:
     return (grid - _base_grid(h, w, grid.device, grid.dtype)) * grid.new_tensor([w / 2.0, h / 2.0])
 
 
-def warp_image(image: torch.Tensor, src, dst, anchors: bool = True, **kwargs) -> torch.Tensor:
-    """`image` (B,C,H,W) moved so that what sat at `src` (px) now sits at `dst` (px).
+def displace_grid(grid: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
+    """The sampling grid `grid` (B,H,W,2) read at x − field(x) (B,H,W,2, grid units): a local motion in
+    the output frame (gaze.gaze_field) composed with the warp, so the image is still resampled once."""
+    h, w = grid.shape[1:3]
+    where = _base_grid(h, w, grid.device, grid.dtype) - field.to(grid.dtype)
+    return resample(grid.permute(0, 3, 1, 2), where).permute(0, 2, 3, 1)
+
+
+def warp_image(image: torch.Tensor, src, dst, anchors: bool = True, field: torch.Tensor | None = None,
+               **kwargs) -> torch.Tensor:
+    """`image` (B,C,H,W) moved so that what sat at `src` (px) now sits at `dst` (px), then by `field`
+    (displace_grid) where one is given.
 
     Bilinear sampling with border padding, so nothing black enters from outside the frame.
     """
@@ -136,6 +146,8 @@ def warp_image(image: torch.Tensor, src, dst, anchors: bool = True, **kwargs) ->
     src = torch.as_tensor(src, device=image.device).to(image.dtype)
     dst = torch.as_tensor(dst, device=image.device).to(image.dtype)
     grid = tps_grid(src, dst, image.shape[-2:], anchors=anchors, **kwargs)
+    if field is not None:
+        grid = displace_grid(grid.expand(field.shape[0], -1, -1, -1) if grid.shape[0] == 1 else grid, field)
     if grid.shape[0] != image.shape[0]:  # one image, many poses, or one pose for many images
         if 1 not in (grid.shape[0], image.shape[0]):
             raise AnimateError(f"warp batch mismatch: {image.shape[0]} images, {grid.shape[0]} landmark sets")

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from ..errors import AnimateError
+from .iris import iris_centres
 
 FAN_FILES = ("s3fd-619a316812.pth", "2DFAN4-11f355bf06.pth.tar")
 _CACHE: dict = {}
@@ -78,11 +79,11 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
 
 @dataclass
 class FaceFit:
-    """One face in one image: 68 iBUG points (68,2) and, when the backend sees them, iris centres (2,2)
-    in the eye order of face.measures (eye of points 36-41 first). Points are NaN where the fit failed."""
+    """One face in one image: 68 iBUG points (68,2) and iris centres (2,2) in the eye order of
+    face.measures (eye of points 36-41 first). Points are NaN where the fit failed."""
 
     points: np.ndarray
-    irises: np.ndarray | None = None
+    irises: np.ndarray | None = None  # None: the fit failed
 
 
 class LandmarkDetector:
@@ -102,8 +103,10 @@ class LandmarkDetector:
         raise NotImplementedError
 
     def fit(self, image: np.ndarray, box) -> FaceFit:
-        """Landmarks and, where the backend has them, irises of the face in `box`."""
-        return FaceFit(self.landmarks(image, box))
+        """Landmarks and irises of the face in `box`; backends without irises of their own get the dark
+        blob in each eye (face.iris)."""
+        pts = self.landmarks(image, box)
+        return FaceFit(pts, iris_centres(image, pts) if np.isfinite(pts).all() else None)
 
     def box_from_landmarks(self, pts: np.ndarray) -> np.ndarray:
         """The box this backend's detector would give for a face with these landmarks (for tracking)."""

@@ -18,6 +18,8 @@ from .landmarks import FaceFit, _iou
 from .smooth import OneEuroFilter
 
 PATCH = 32  # side of the grey patch compared between frames to notice a lost/changed face
+BOX_HOLD = 0.04  # keep the last box while a new one differs by less than this share of its side
+DRIFT = 0.15     # a periodic re-detection replaces the tracked box only when they differ by this share
 
 
 def _face_width(pts: np.ndarray) -> float:
@@ -73,6 +75,20 @@ def _region_detect(detector, frame: np.ndarray, box: np.ndarray, work: int = 256
     return best
 
 
+def _hold(held: np.ndarray | None, box: np.ndarray) -> np.ndarray:
+    """The held box unless `box` has moved or resized by more than BOX_HOLD of its side.
+
+    Each frame's box comes from the last frame's fit, and a fit moves with its box (the mesh by up to 4%
+    of a face for a pixel), so a box that followed every fit would make a still face tremble; held,
+    identical frames give identical points."""
+    if held is None:
+        return box
+    side = max(float(held[2] - held[0]), float(held[3] - held[1]), 1.0)
+    if np.abs(np.asarray(box, np.float64) - held).max() > BOX_HOLD * side:
+        return box
+    return held
+
+
 def _nearest(boxes: list[np.ndarray], pts: np.ndarray) -> np.ndarray:
     c = pts.mean(0)
     return min(boxes, key=lambda b: float(np.hypot((b[0] + b[2]) / 2 - c[0], (b[1] + b[3]) / 2 - c[1])))
@@ -95,7 +111,7 @@ def track_faces(frames: Iterable[np.ndarray], detector, face_index: int = 0, smo
     apart)."""
     prev = prev_patch = None      # raw landmarks/patch of the last frame where the face was tracked
     last_good = None              # last landmarks ever found: picks the same face after a loss
-    filt = scale = None
+    filt = scale = held = None
     since_check = misses = 0
     started = False
     for frame in frames:
@@ -107,8 +123,10 @@ def track_faces(frames: Iterable[np.ndarray], detector, face_index: int = 0, smo
             if since_check >= redetect_every:
                 since_check = 0
                 found = _region_detect(detector, frame, box)
-                if found is not None:
-                    box = found
+                side = max(float(box[2] - box[0]), float(box[3] - box[1]), 1.0)
+                if found is not None and np.abs(found - box).max() > DRIFT * side:
+                    box, held = found, None  # the track had drifted: start again from the detection
+            box = held = _hold(held, box)
             fit = detector.fit(frame, box)
             patch = _patch(frame, fit.points) if np.isfinite(fit.points).all() else None
             if not _plausible(fit.points, prev, patch, prev_patch):
@@ -127,6 +145,10 @@ def track_faces(frames: Iterable[np.ndarray], detector, face_index: int = 0, smo
                 box = boxes[face_index] if not started else _nearest(boxes, last_good)
                 fit = detector.fit(frame, box)
                 if np.isfinite(fit.points).all():
+                    # refit in the box tracking will use, so the next frame does not jump to it
+                    box = held = detector.box_from_landmarks(fit.points)
+                    refit = detector.fit(frame, box)
+                    fit = refit if np.isfinite(refit.points).all() else fit
                     patch = _patch(frame, fit.points)
                     started, since_check = True, 0
                     filt, scale = OneEuroFilter(min_cutoff, beta), _face_width(fit.points)  # restart: no slide
