@@ -16,6 +16,7 @@ import torch
 
 from .errors import AnimateError
 from .face.measures import eye_frames, eye_openness, gaze
+from .warp import LocalField
 
 MAX_SHIFT = 0.2     # the driver's gaze change, in eye widths, is clamped to this (sideways)
 MAX_ECCENTRIC = 0.25  # and the portrait's iris centre stays this close to its eye's centre (corners at 0.5)
@@ -66,25 +67,32 @@ def eye_ellipses(targets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return centre, axis, semi
 
 
-def gaze_field(targets, shifts, size: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Backward displacement (B,H,W,2) in grid_sample units: output pixel x should show what sits at
-    x − field(x). Full shift over most of each eye's opening, so the iris slides as a whole; zero at and
-    beyond the lids (a thin ramp: lashes stay) and the corners (a wider one: the white is squeezed there)."""
-    c, ax, semi = (torch.as_tensor(a, device=device, dtype=dtype) for a in eye_ellipses(targets))
-    s = torch.as_tensor(np.asarray(shifts), device=device, dtype=dtype)
-    b = c.shape[0]
-    ys, xs = torch.meshgrid(torch.arange(size, device=device, dtype=dtype),
-                            torch.arange(size, device=device, dtype=dtype), indexing="ij")
-    px = torch.stack([xs, ys], -1).reshape(1, 1, size * size, 2)
+def gaze_field(targets, shifts, size: int, device=None, dtype=torch.float32) -> LocalField:
+    """Backward displacement in grid_sample units over the window holding both eyes of every target:
+    output pixel x should show what sits at x − field(x). Full shift over most of each eye's opening, so
+    the iris slides as a whole; zero at and beyond the lids (a thin ramp: lashes stay) and the corners
+    (a wider one: the white is squeezed there)."""
+    centre, axis, semi = eye_ellipses(targets)
+    s = np.asarray(shifts, np.float64)
+    reach = semi[..., :1] + np.abs(s).max(-1, keepdims=True)  # the ellipse and where it reads from
+    lo = np.floor((centre - reach).reshape(-1, 2).min(0)).astype(int) - 1
+    hi = np.ceil((centre + reach).reshape(-1, 2).max(0)).astype(int) + 2
+    x0, y0 = np.clip(lo, 0, size - 1)
+    x1, y1 = np.maximum(np.clip(hi, 1, size), [x0 + 1, y0 + 1])
+    c, ax, semi_t, s_t = (torch.as_tensor(a, device=device, dtype=dtype) for a in (centre, axis, semi, s))
+    ys, xs = torch.meshgrid(torch.arange(y0, y1, device=device, dtype=dtype),
+                            torch.arange(x0, x1, device=device, dtype=dtype), indexing="ij")
+    px = torch.stack([xs, ys], -1).reshape(1, 1, -1, 2)
     rel = px - c.unsqueeze(2)  # (B,2,P,2)
-    along = (rel * ax.unsqueeze(2)).sum(-1) / semi[..., :1]
+    along = (rel * ax.unsqueeze(2)).sum(-1) / semi_t[..., :1]
     normal = torch.stack([-ax[..., 1], ax[..., 0]], -1)
-    across = (rel * normal.unsqueeze(2)).sum(-1) / semi[..., 1:]
+    across = (rel * normal.unsqueeze(2)).sum(-1) / semi_t[..., 1:]
     half_row = (1 - across ** 2).clamp_min(0).sqrt()  # the opening's half-width on this row
     weight = (((1 - across.abs()) / LID_RAMP).clamp(0, 1)
               * ((half_row - along.abs()) / CORNER_RAMP).clamp(0, 1))  # (B,2,P)
-    field_px = (weight.unsqueeze(-1) * s.unsqueeze(2)).sum(1)  # (B,P,2): eyes do not overlap
-    return (field_px * (2.0 / size)).reshape(b, size, size, 2)
+    field_px = (weight.unsqueeze(-1) * s_t.unsqueeze(2)).sum(1)  # (B,P,2): eyes do not overlap
+    values = (field_px * (2.0 / size)).reshape(len(s), y1 - y0, x1 - x0, 2)
+    return LocalField(values, int(y0), int(x0))
 
 
 def portrait_gaze(points, irises) -> np.ndarray | None:

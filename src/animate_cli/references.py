@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from .errors import AnimateError
-from .warp import DEFAULT_REG, warp_image
+from .warp import DEFAULT_REG, LocalField, warp_image
 
 
 def _normalised(points: torch.Tensor) -> torch.Tensor:
@@ -115,11 +115,11 @@ def reference_slots(shot_landmarks, targets, n_refs: int = 1, random_share: floa
 
 
 def warp_references(shots: torch.Tensor, shot_landmarks, targets, slots: torch.Tensor,
-                    reg: float = DEFAULT_REG, field: torch.Tensor | None = None) -> torch.Tensor:
+                    reg: float = DEFAULT_REG, field: LocalField | None = None) -> torch.Tensor:
     """Warp the chosen shots into the target poses: (B, 3·n_refs, R, R), slot after slot.
 
     shots (K,3,R,R) shared by all targets or (B,K,3,R,R) per row; landmarks alike, in pixels. `reg`: the
-    spline's regularisation (warp.tps_grid). `field` (B,R,R,2): a local motion in the target frame composed
+    spline's regularisation (warp.tps_grid). `field`: a local motion in the target frame composed
     with every warp (gaze.gaze_field: the irises).
     """
     lms = torch.as_tensor(shot_landmarks, device=shots.device).to(shots.dtype)
@@ -139,7 +139,7 @@ def warp_references(shots: torch.Tensor, shot_landmarks, targets, slots: torch.T
 
 
 def references_for(shots: torch.Tensor, shot_landmarks, targets, n_refs: int = 1, reg: float = DEFAULT_REG,
-                   field: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+                   field: LocalField | None = None, **kwargs) -> torch.Tensor:
     """The n best shots (reference_slots: the nearest shape, or `selection=` learned weights) warped into each
     target pose: (B, 3·n_refs, R, R); slot 0 without weights and at the default `reg` = what the `warp`
     model shows. `field`: see warp_references."""

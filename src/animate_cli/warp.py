@@ -7,6 +7,8 @@ expects: u = (2x + 1) / W − 1.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -126,15 +128,31 @@ def tps_flow(src, dst, size, **kwargs) -> torch.Tensor:
     return (grid - _base_grid(h, w, grid.device, grid.dtype)) * grid.new_tensor([w / 2.0, h / 2.0])
 
 
-def displace_grid(grid: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
-    """The sampling grid `grid` (B,H,W,2) read at x − field(x) (B,H,W,2, grid units): a local motion in
-    the output frame (gaze.gaze_field) composed with the warp, so the image is still resampled once."""
+@dataclass
+class LocalField:
+    """A backward displacement (B,h,w,2, grid units) over the window of the output frame whose top-left
+    pixel is (top, left); zero elsewhere. Local, so a small motion (the irises) costs only its window."""
+
+    values: torch.Tensor
+    top: int = 0
+    left: int = 0
+
+
+def displace_grid(grid: torch.Tensor, field: LocalField) -> torch.Tensor:
+    """The sampling grid `grid` (B,H,W,2) read at x − field(x): a local motion in the output frame
+    (gaze.gaze_field) composed with the warp, so the image is still resampled once."""
     h, w = grid.shape[1:3]
-    where = _base_grid(h, w, grid.device, grid.dtype) - field.to(grid.dtype)
-    return resample(grid.permute(0, 3, 1, 2), where).permute(0, 2, 3, 1)
+    fh, fw = field.values.shape[1:3]
+    y0, x0 = field.top, field.left
+    if y0 < 0 or x0 < 0 or y0 + fh > h or x0 + fw > w:
+        raise AnimateError(f"a {fh}x{fw} field at ({y0}, {x0}) does not fit a {h}x{w} grid")
+    where = _base_grid(h, w, grid.device, grid.dtype)[y0:y0 + fh, x0:x0 + fw] - field.values.to(grid.dtype)
+    out = grid.clone()
+    out[:, y0:y0 + fh, x0:x0 + fw] = resample(grid.permute(0, 3, 1, 2), where).permute(0, 2, 3, 1)
+    return out
 
 
-def warp_image(image: torch.Tensor, src, dst, anchors: bool = True, field: torch.Tensor | None = None,
+def warp_image(image: torch.Tensor, src, dst, anchors: bool = True, field: LocalField | None = None,
                **kwargs) -> torch.Tensor:
     """`image` (B,C,H,W) moved so that what sat at `src` (px) now sits at `dst` (px), then by `field`
     (displace_grid) where one is given.
@@ -147,7 +165,8 @@ def warp_image(image: torch.Tensor, src, dst, anchors: bool = True, field: torch
     dst = torch.as_tensor(dst, device=image.device).to(image.dtype)
     grid = tps_grid(src, dst, image.shape[-2:], anchors=anchors, **kwargs)
     if field is not None:
-        grid = displace_grid(grid.expand(field.shape[0], -1, -1, -1) if grid.shape[0] == 1 else grid, field)
+        b = field.values.shape[0]
+        grid = displace_grid(grid.expand(b, -1, -1, -1) if grid.shape[0] == 1 else grid, field)
     if grid.shape[0] != image.shape[0]:  # one image, many poses, or one pose for many images
         if 1 not in (grid.shape[0], image.shape[0]):
             raise AnimateError(f"warp batch mismatch: {image.shape[0]} images, {grid.shape[0]} landmark sets")

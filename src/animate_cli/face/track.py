@@ -3,8 +3,10 @@
 Full-frame detection costs 100-300 ms on CPU; refitting landmarks in a box derived from the previous
 frame's landmarks costs a few ms. So we detect on the first frame and when the face is lost, check
 the track cheaply every frame (box jump, appearance change), re-detect lightly in a small region every
-`redetect_every` frames to stop drift, and smooth with a One-Euro filter (still face -> still points,
-fast mouth -> follows).
+`redetect_every` frames to stop drift. The box is held while the face moves less than BOX_HOLD (a fit
+moves with its box, so a box following every fit makes a still face tremble). track_landmarks can
+smooth with one One-Euro filter for all points; the driver of an animation is smoothed by face.smooth
+instead (head pose, expression and gaze apart).
 """
 from __future__ import annotations
 
