@@ -170,14 +170,21 @@ def main(argv=None) -> int:
                 rows.append(s)
                 print(f"{s['portrait']:18s} {s['driver']:20s} eyes {s['eye_right']:+.2f} {s['eye_left']:+.2f} "
                       f"(blinks {int(s['driver_blinks'])}) gaze {s['gaze_h']:+.2f} {s['gaze_v']:+.2f} "
-                      f"mouth {s['mouth']:+.2f} jitter x{s['jitter_ratio']:.2f} (floor x{s['jitter_floor_ratio']:.2f})", flush=True)
-    keys = ("eye_right", "eye_left", "gaze_h", "gaze_v", "mouth", "jitter_ratio", "jitter_floor_ratio")
+                      f"mouth {s['mouth']:+.2f} jitter x{s['jitter_ratio']:.2f} head x{s['head_jitter_ratio']:.2f} "
+                      f"(floor x{s['jitter_floor_ratio']:.2f})", flush=True)
+    keys = ("eye_right", "eye_left", "gaze_h", "gaze_v", "mouth", "jitter_ratio", "head_jitter_ratio",
+            "jitter_floor_ratio")
     mean = {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
     blinking = [r for r in rows if r["driver_blinks"]]
     mean["eye_where_driver_blinks"] = float(np.nanmean([(r["eye_right"] + r["eye_left"]) / 2 for r in blinking])) \
         if blinking else float("nan")
     mean["jitter_ratio_max"] = float(max(r["jitter_ratio"] for r in rows))
     mean["jitter_ratio_median"] = float(np.median([r["jitter_ratio"] for r in rows]))
+    mean["head_jitter_ratio_max"] = float(max(r["head_jitter_ratio"] for r in rows))
+    # where the measurer's own tremble on the result's face (its floor) is below the driver's jitter
+    measurable = [r for r in rows if r["jitter_floor_ratio"] < 1.0]
+    mean["jitter_ratio_max_measurable"] = max((r["jitter_ratio"] for r in measurable), default=float("nan"))
+    mean["measurable_pairs"] = len(measurable)
     print("mean", json.dumps({k: round(v, 3) for k, v in mean.items()}))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(a).items()}, "mean": mean, "pairs": rows},

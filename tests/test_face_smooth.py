@@ -4,7 +4,7 @@ import pytest
 
 from animate_cli.errors import AnimateError
 from animate_cli.face.measures import eye_openness, gaze, interocular, jitter
-from animate_cli.face.smooth import Euro, smooth_driver
+from animate_cli.face.smooth import Euro, noise_level, smooth_driver
 from animate_cli.motion import apply_similarity, eyelid_scale
 from test_face_measures import irises_at, shut_eye
 from test_motion import face, rot
@@ -58,7 +58,7 @@ def test_step_is_followed_with_at_most_one_frame_of_lag(part):
             else:
                 f[[56, 57, 58, 65, 66, 67], 1] += 0.3 * io
         frames.append(f)
-    out, _ = smooth_driver(noisy(frames, sigma=0.2))
+    out, _ = smooth_driver(noisy(frames))
     pos = out[:, 30:36, 0].mean(1) if part == "head" else out[:, 66, 1]
     pos = (pos - pos[:30].mean()) / (pos[50:].mean() - pos[:30].mean())
     half, most = crossing(pos, 0.5), crossing(pos, 0.9)
@@ -72,9 +72,9 @@ def test_fast_head_turn_has_little_lag():
     io = float(interocular(base)[0])
     x = 0.1 * io * np.concatenate([np.zeros(20), np.arange(30), np.full(30, 29.0)])
     frames = [apply_similarity(base, 1.0, rot(0), np.array([dx, 0.0])) for dx in x]
-    out, _ = smooth_driver(noisy(frames, sigma=0.2))
+    out, _ = smooth_driver(noisy(frames))
     err = np.abs(out[:, 30, 0] - np.asarray(frames)[:, 30, 0]) / io
-    assert err[25:45].max() < 0.1, err[20:50]
+    assert err[25:45].max() < 0.05, err[20:50]
 
 
 def test_gaze_is_smoothed_in_the_eye_and_follows_a_saccade():
@@ -89,6 +89,21 @@ def test_gaze_is_smoothed_in_the_eye_and_follows_a_saccade():
     assert np.abs(g[:25] + 0.2).max() < 0.04 and np.abs(g[35:] - 0.2).max() < 0.04
     assert abs(crossing((g + 0.2) / 0.4, 0.5) - 30) <= 1
     assert np.abs(gaze(raw, raw_iris).mean(1)[:25, 0] + 0.2).std() > np.abs(g[:25] + 0.2).std()
+
+
+def test_noise_level_reads_white_noise_not_motion_or_blinks():
+    t = np.arange(200, dtype=float)
+    rng = np.random.default_rng(3)
+    x = np.stack([5 * np.sin(t / 20) + t / 10, np.cos(t / 30)], 1) + rng.normal(0, 0.05, (200, 2))
+    x[100:103, 0] -= 4  # a blink-like dip
+    np.testing.assert_allclose(noise_level(x), [0.05, 0.05], rtol=0.2)
+
+
+def test_noisier_driver_is_smoothed_harder():
+    """Speeds count in noise units: at 4x the noise, what is left of it stays about as small a share."""
+    still = np.repeat(face()[None], 80, 0)
+    shares = [jitter(smooth_driver(noisy(still, sigma=s))[0]) / jitter(noisy(still, sigma=s)) for s in (0.3, 1.2)]
+    assert max(shares) < 0.35 and shares[1] < 1.5 * shares[0], shares
 
 
 def test_euro_zero_phase_and_bad_input():

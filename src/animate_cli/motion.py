@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import AnimateError
-from .face.measures import EYE_CORNERS, INNER_LIPS, eye_openness, interocular
+from .face.measures import EYE_CORNERS, INNER_LIPS, RIGID_POINTS, eye_openness, interocular
 
 # Eye corners (still when blinking), nose bridge and nostrils, and the top of the jaw near
 # the ears: rigid with the skull, so a fit on them is not fooled by a smile or an open mouth.
-STABLE_POINTS: tuple[int, ...] = (0, 16, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45)
+STABLE_POINTS: tuple[int, ...] = RIGID_POINTS
 
 
 def _points(a, name: str, ndim: int = 2) -> np.ndarray:

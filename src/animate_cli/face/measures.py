@@ -19,6 +19,8 @@ EYES: tuple[tuple[int, ...], ...] = ((36, 37, 38, 39, 40, 41), (42, 43, 44, 45, 
 # Corner pairs ordered left to right in the image, so "+h" is "towards the image's right" for both eyes.
 EYE_CORNERS: tuple[tuple[int, int], ...] = ((36, 39), (42, 45))
 INNER_LIPS: tuple[tuple[int, int], ...] = ((61, 67), (62, 66), (63, 65))  # upper, lower: left to right
+# Eye corners, nose and the top of the jaw: they move only with the head (motion.STABLE_POINTS)
+RIGID_POINTS: tuple[int, ...] = (0, 16, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45)
 BLINK_DEPTH = 0.6  # an eye counts as closing when its openness drops below this share of its median
 
 
@@ -135,6 +137,7 @@ class FollowScores:
     jitter_result: float  # jitter() of the result's landmarks
     jitter_driver: float
     jitter_ratio: float   # result / driver: 1 = as steady as the driver
+    head_jitter_ratio: float  # the same on the rigid points only: head shake, no blinks or syllables
     driver_blinks: bool   # eye correlations only mean much when the driver closes an eye
     frames: int
 
@@ -156,9 +159,13 @@ def follow_scores(result, driver, result_irises=None, driver_irises=None) -> Fol
         g_r, g_d = gaze(r, result_irises).mean(1), gaze(d, driver_irises).mean(1)
         gh, gv = correlation(g_r[:, 0], g_d[:, 0]), correlation(g_r[:, 1], g_d[:, 1])
     j_r, j_d = jitter(r), jitter(d)
+    rigid = list(RIGID_POINTS)
+    h_r = jitter(r[:, rigid], face_size=float(np.median(interocular(r))))
+    h_d = jitter(d[:, rigid], face_size=float(np.median(interocular(d))))
     return FollowScores(eye_right=correlation(eo_r[:, 0], eo_d[:, 0]), eye_left=correlation(eo_r[:, 1], eo_d[:, 1]),
                         mouth=correlation(mouth_opening(r), mouth_opening(d)), gaze_h=gh, gaze_v=gv,
                         jitter_result=j_r, jitter_driver=j_d, jitter_ratio=j_r / max(j_d, 1e-12),
+                        head_jitter_ratio=h_r / max(h_d, 1e-12),
                         driver_blinks=blinks(eo_d), frames=len(r))
 
 

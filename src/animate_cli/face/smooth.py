@@ -48,32 +48,48 @@ class OneEuroFilter:
         return self.x.copy()
 
 
+def noise_level(series, floor: float = 1e-9) -> np.ndarray:
+    """Per-column noise (std per frame) of a series (N, ...): from the spread of its second differences,
+    which smooth motion barely has and white noise has √6 times over (median-based: a blink or a
+    saccade is an outlier, not noise)."""
+    x = np.asarray(series, np.float64).reshape(len(series), -1)
+    if len(x) < 3:
+        return np.full(x.shape[1:], floor)
+    d2 = np.diff(x, 2, axis=0)
+    mad = np.median(np.abs(d2 - np.median(d2, 0)), 0)
+    return np.maximum(1.4826 * mad / math.sqrt(6), floor).reshape(np.shape(series)[1:])
+
+
 @dataclass(frozen=True)
 class Euro:
-    """One-Euro settings: cutoff (cycles/frame) when still, and how fast it opens with speed (beta, per
-    unit of speed in the series' units per frame)."""
+    """One-Euro settings: cutoff (cycles/frame) when still, and how fast it opens with speed. Speeds are
+    counted in units of the series' own noise (noise_level), so a noisy driver (a 224² face) is smoothed
+    harder than a clean one and its noise never opens the filter: beta is per noise-std per frame."""
 
     min_cutoff: float
     beta: float
 
-    def run(self, series: np.ndarray) -> np.ndarray:
-        """Zero-phase One-Euro over axis 0: the mean of a forward and a backward pass."""
+    def run(self, series: np.ndarray, noise=None) -> np.ndarray:
+        """Zero-phase One-Euro over axis 0: the mean of a forward and a backward pass. `noise`: the unit of
+        speed (a scalar or one per column); by default each column's own noise_level."""
         x = np.asarray(series, np.float64)
+        unit = noise_level(x) if noise is None else np.broadcast_to(np.asarray(noise, np.float64), x.shape[1:])
+        unit = np.maximum(unit, 1e-9)
+        z = x / unit
         fwd, bwd = OneEuroFilter(self.min_cutoff, self.beta), OneEuroFilter(self.min_cutoff, self.beta)
-        a = np.stack([fwd(v) for v in x])
-        b = np.stack([bwd(v) for v in x[::-1]])[::-1]
-        return (a + b) / 2
+        a = np.stack([fwd(v) for v in z])
+        b = np.stack([bwd(v) for v in z[::-1]])[::-1]
+        return (a + b) / 2 * unit
 
 
 @dataclass(frozen=True)
 class Smoothing:
-    """How hard each part of the face is smoothed. Units: pose translation in inter-ocular distances,
-    rotation in radians, scale as its log; expression and gaze in inter-ocular distances."""
+    """How hard each part of the face is smoothed (speeds in units of the driver's noise, see Euro)."""
 
-    pose: Euro = Euro(0.01, 1.5)          # the head: steady when still, follows a turn within a few frames
-    face: Euro = Euro(0.03, 3.0)          # jaw, brows, nose: noisy points (the jaw most) that move slowly
-    eyes_lips: Euro = Euro(0.15, 30.0)    # eyelids and lips: a 3-frame blink and a syllable must survive
-    gaze: Euro = Euro(0.08, 20.0)         # iris offsets: still between saccades, a saccade is a step
+    pose: Euro = Euro(0.005, 0.01)     # the head: still when still; a move of 10 noise-stds a frame opens it
+    face: Euro = Euro(0.01, 0.02)      # jaw, brows, nose: noisy points (the jaw most) that move slowly
+    eyes_lips: Euro = Euro(0.05, 0.1)  # eyelids and lips: a 3-frame blink and a syllable must survive
+    gaze: Euro = Euro(0.05, 0.1)       # iris offsets: still between saccades, a saccade is a step
 
 
 DEFAULT_SMOOTHING = Smoothing()
@@ -97,6 +113,8 @@ def smooth_driver(points, irises=None, settings: Smoothing = DEFAULT_SMOOTHING
         raise AnimateError(f"driver landmarks must be finite with shape (N, 68, 2), got {L.shape}")
     if len(L) < 2:
         return L.astype(np.float32), None if irises is None else np.asarray(irises, np.float32)
+    centre = L[0, list(STABLE_POINTS)].mean(0)  # poses about the face, not the image corner: uncoupled
+    L = L - centre
     ref = L[0]
     size = float(np.linalg.norm(ref[36:42].mean(0) - ref[42:48].mean(0))) or 1.0
     poses, expr = [], np.empty_like(L)
@@ -106,15 +124,17 @@ def smooth_driver(points, irises=None, settings: Smoothing = DEFAULT_SMOOTHING
         expr[i] = apply_similarity(Lt - t, 1.0 / s, R.T, np.zeros(2))  # the frame seen in ref's frame
     poses = np.unwrap(np.array(poses), axis=0)
     smooth_pose = settings.pose.run(poses)
+    # the rigid points' expression is the detector's noise alone: the unit for every point's speed
+    noise = float(np.median(noise_level(expr[:, list(STABLE_POINTS)])))
     fast = np.zeros(68, bool)
     fast[list(EYELIDS_AND_LIPS)] = True
     smooth_expr = np.empty_like(expr)
-    smooth_expr[:, fast] = settings.eyes_lips.run(expr[:, fast] / size) * size
-    smooth_expr[:, ~fast] = settings.face.run(expr[:, ~fast] / size) * size
-    out = np.stack([apply_similarity(e, *_pose(p, size)) for e, p in zip(smooth_expr, smooth_pose)])
+    smooth_expr[:, fast] = settings.eyes_lips.run(expr[:, fast], noise)
+    smooth_expr[:, ~fast] = settings.face.run(expr[:, ~fast], noise)
+    out = np.stack([apply_similarity(e, *_pose(p, size)) for e, p in zip(smooth_expr, smooth_pose)]) + centre
     if irises is None:
         return out.astype(np.float32), None
-    return out.astype(np.float32), _smooth_irises(L, out, np.asarray(irises, np.float64), settings.gaze)
+    return out.astype(np.float32), _smooth_irises(L + centre, out, np.asarray(irises, np.float64), settings.gaze)
 
 
 def _smooth_irises(raw: np.ndarray, smoothed: np.ndarray, irises: np.ndarray, euro: Euro) -> np.ndarray:
@@ -127,7 +147,7 @@ def _smooth_irises(raw: np.ndarray, smoothed: np.ndarray, irises: np.ndarray, eu
     n0 = np.stack([-ax0[..., 1], ax0[..., 0]], -1)
     rel = irises - c0
     offsets = np.stack([(rel * ax0).sum(-1), (rel * n0).sum(-1)], -1) / w0[..., None]  # (N,2 eyes,2)
-    offsets = euro.run(offsets.reshape(len(raw), -1) * 3.0).reshape(offsets.shape) / 3.0  # eye width ~ io/3
+    offsets = euro.run(offsets.reshape(len(raw), -1)).reshape(offsets.shape)
     c1, ax1, w1 = eye_frames(smoothed)
     n1 = np.stack([-ax1[..., 1], ax1[..., 0]], -1)
     return (c1 + (offsets[..., :1] * ax1 + offsets[..., 1:] * n1) * w1[..., None]).astype(np.float32)
