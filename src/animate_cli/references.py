@@ -15,7 +15,7 @@ from functools import cached_property
 import torch
 
 from .errors import AnimateError
-from .warp import resample, tps_grid, warp_image
+from .warp import LocalField, displace_grid, resample, tps_grid, warp_image
 
 
 def _normalised(points: torch.Tensor) -> torch.Tensor:
@@ -120,14 +120,15 @@ def _chosen(shots: torch.Tensor, shot_landmarks, targets, chosen: torch.Tensor):
 
 
 def warp_references(shots: torch.Tensor, shot_landmarks, targets, chosen: torch.Tensor, *,
-                    reg: float) -> torch.Tensor:
+                    reg: float, field: LocalField | None = None) -> torch.Tensor:
     """The chosen shots (B,) warped into the target poses: (B,3,R,R).
 
     shots (K,3,R,R) shared by all targets or (B,K,3,R,R) per row; landmarks alike, in pixels. `reg`: the
-    spline's regularisation (warp.tps_grid).
+    spline's regularisation (warp.tps_grid). `field`: a local motion in the target frame composed
+    with every warp (gaze.gaze_field: the irises).
     """
     src_img, src_lm, dst = _chosen(shots, shot_landmarks, targets, chosen)
-    return warp_image(src_img, src_lm, dst, reg=reg)
+    return warp_image(src_img, src_lm, dst, reg=reg, field=field)
 
 
 @dataclass
@@ -146,7 +147,8 @@ class ReferenceMotion:
             return resample(self.pictures, self.grid)
 
 
-def reference_motion(shots: torch.Tensor, shot_landmarks, targets, *, selection, reg: float) -> ReferenceMotion:
+def reference_motion(shots: torch.Tensor, shot_landmarks, targets, *, selection, reg: float,
+                     field: LocalField | None = None) -> ReferenceMotion:
     """The best shot (choose_shots) warped into each target pose, with its grid: the same motion can then be
     applied to the shot's full-resolution picture (composite.py). shots (K,3,R,R); with `selection=()` and
     `reg=warp.DEFAULT_REG` `warped` is what the `warp` model shows."""
@@ -154,10 +156,13 @@ def reference_motion(shots: torch.Tensor, shot_landmarks, targets, *, selection,
         chosen = choose_shots(shot_landmarks, targets, selection)
         src_img, src_lm, dst = _chosen(shots, shot_landmarks, targets, chosen)
         grid = tps_grid(src_lm, dst, src_img.shape[-2:], reg=reg)  # as warp_image computes it
+        if field is not None:  # a local motion in the target frame (gaze.gaze_field: the irises)
+            grid = displace_grid(grid, field)
         return ReferenceMotion(chosen, grid, src_img)
 
 
-def references_for(shots: torch.Tensor, shot_landmarks, targets, *, selection, reg: float) -> torch.Tensor:
+def references_for(shots: torch.Tensor, shot_landmarks, targets, *, selection, reg: float,
+                   field: LocalField | None = None) -> torch.Tensor:
     """The best shot (choose_shots) warped into each target pose: (B,3,R,R); with `selection=()` and
     `reg=warp.DEFAULT_REG` what the `warp` model shows."""
-    return reference_motion(shots, shot_landmarks, targets, selection=selection, reg=reg).warped
+    return reference_motion(shots, shot_landmarks, targets, selection=selection, reg=reg, field=field).warped
