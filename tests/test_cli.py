@@ -210,11 +210,11 @@ def test_failure_while_rendering_leaves_no_output(tmp_path, capsys, moving_drive
     calls = {"n": 0}
     original = WarpAnimator.render_motion
 
-    def flaky(self, targets):
+    def flaky(self, targets, **kw):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return original(self, targets)
+        return original(self, targets, **kw)
 
     monkeypatch.setattr(WarpAnimator, "render_motion", flaky)
     out = tmp_path / "out.mp4"

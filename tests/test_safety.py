@@ -127,9 +127,9 @@ SLOW_CLI_CHILD = textwrap.dedent("""
     from animate_cli.animators import WarpAnimator
     from animate_cli.cli import main
     render = WarpAnimator.render_motion
-    def slow_render(self, targets):
+    def slow_render(self, targets, **kw):
         time.sleep(0.5)
-        return render(self, targets)
+        return render(self, targets, **kw)
     WarpAnimator.render_motion = slow_render
     sys.exit(main(sys.argv[1:]))
 """)

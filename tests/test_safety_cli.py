@@ -287,7 +287,7 @@ def test_driver_face_out_of_range_names_its_option(tmp_path, capsys, driver):
 # ------------------------------------------------------------------------ 5. every exit path cleans up
 
 def test_error_while_rendering_leaves_nothing(tmp_path, capsys, driver, monkeypatch):
-    def broken(self, targets):
+    def broken(self, targets, **kw):
         raise MemoryError("out of memory")
 
     monkeypatch.setattr(animators.WarpAnimator, "render_motion", broken)
@@ -343,9 +343,9 @@ SLOW_CLI_CHILD = textwrap.dedent("""
     from animate_cli.animators import WarpAnimator
     from animate_cli.cli import main
     render = WarpAnimator.render_motion
-    def slow_render(self, targets):
+    def slow_render(self, targets, **kw):
         time.sleep(0.5)
-        return render(self, targets)
+        return render(self, targets, **kw)
     WarpAnimator.render_motion = slow_render
     sys.exit(main(sys.argv[1:]))
 """)

@@ -29,7 +29,10 @@ from .composite import Compositor, ShotSource
 from .errors import AnimateError
 from .face.crop import face_crop_transform, transform_points
 from .face.landmarks import LandmarkDetector, image_landmarks, make_detector
-from .face.track import fill_missing, gap_note, track_landmarks
+from .face.iris import iris_centres
+from .face.smooth import smooth_driver
+from .face.track import fill_missing, gap_note, track_faces
+from .gaze import gaze_field, iris_shifts, portrait_gaze, relative_gaze
 from .motion import find_best_frame, transfer_absolute, transfer_relative
 from .shots import Shot, load_shots
 from .video import (VideoInfo, VideoWriter, check_not_an_input, check_writable, is_image, is_video, probe_video,
@@ -174,12 +177,14 @@ def animate(portrait_path: Path, driver_path: Path, output: Path, opts: AnimateO
         animator.save_person(opts.save_person, source=portrait_path.name)
     t = watch.add("prepare", t)
 
-    driver_lms = driver_landmarks(driver_path, detector, opts.driver_face, info, watch, progress)
+    driver_lms, driver_irises = driver_landmarks(driver_path, detector, opts.driver_face, info, watch, progress)
     t = time.perf_counter()
     targets, M = motion_targets(portrait_lms, driver_lms, opts, animator.resolution)
+    shifts = gaze_shifts(portrait, portrait_lms, driver_lms, driver_irises, targets, M)
     watch.add("motion", t)
 
-    n = render_video(animator, targets, M, portrait, shots, driver_path, info, output, opts, watch, progress)
+    n = render_video(animator, targets, M, portrait, shots, driver_path, info, output, opts, watch, progress,
+                     shifts)
     total = sum(watch.seconds.values())
     return Report(output=output, frames=n, fps=n / max(total, 1e-9), seconds=watch.seconds,
                   detector=detector.name, model=animator.name, shots=len(shots),
@@ -231,25 +236,30 @@ def prepare(animator: Animator, shots: list[Shot], progress: Progress) -> None:
 
 
 def driver_landmarks(driver_path: Path, detector: LandmarkDetector, face_index: int, info: VideoInfo,
-                     watch: Stopwatch, progress: Progress) -> np.ndarray:
-    """Pass 1 over the driver: its landmarks, tracked, smoothed, gaps held. A driver cut short and a face
-    lost for seconds (it holds still there) are noted."""
+                     watch: Stopwatch, progress: Progress) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 1 over the driver: its landmarks (N,68,2) and iris centres (N,2,2), tracked, gaps held, then
+    smoothed over the whole clip (face.smooth: head pose strongly, eyelids and lips lightly, so blinks
+    survive). A driver cut short and a face lost for seconds (it holds still there) are noted."""
     t = time.perf_counter()
     progress.start("driver landmarks", info.n_frames)
     raw = []
     frames = timed(read_frames(driver_path, note=progress.note), watch, "decode")
-    for lm in track_landmarks(frames, detector, face_index=face_index, face_option="--driver-face"):
-        raw.append(lm)
+    for fit in track_faces(frames, detector, face_index=face_index, smooth=False, face_option="--driver-face"):
+        raw.append(fit)
         progress.advance("driver landmarks")
     progress.finish("driver landmarks")
-    gap = gap_note(raw, info.fps, driver_path.name)
+    points = [None if f is None else f.points for f in raw]
+    gap = gap_note(points, info.fps, driver_path.name)
     if gap:
         progress.note(gap)
-    lms = fill_missing(raw, driver_path.name)
+    lms = fill_missing(points, driver_path.name)
+    irises = fill_missing([None if f is None or f.irises is None else f.irises for f in raw], driver_path.name,
+                          shape=(2, 2))
+    lms, irises = smooth_driver(lms, irises)
     # everything in pass 1 that was not decoding was landmark detection, tracking and smoothing
     watch.add("landmarks", t)
     watch.seconds["landmarks"] -= watch.seconds.get("decode", 0.0)
-    return lms
+    return lms, irises
 
 
 def motion_targets(portrait_lms: np.ndarray, driver_lms: np.ndarray, opts: AnimateOptions, resolution: int
@@ -263,9 +273,17 @@ def motion_targets(portrait_lms: np.ndarray, driver_lms: np.ndarray, opts: Anima
     return targets, M
 
 
+def gaze_shifts(portrait: np.ndarray, portrait_lms: np.ndarray, driver_lms: np.ndarray, driver_irises: np.ndarray,
+                targets: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """(N,2,2) how far each portrait iris slides in crop pixels: the driver's gaze relative to its median,
+    kept inside the portrait's eyes (gaze.py)."""
+    own = portrait_gaze(transform_points(portrait_lms, M), transform_points(iris_centres(portrait, portrait_lms), M))
+    return iris_shifts(targets, relative_gaze(driver_lms, driver_irises), own).astype(np.float32)
+
+
 def render_video(animator: Animator, targets: np.ndarray, M: np.ndarray, portrait: np.ndarray, shots: list[Shot],
                  driver_path: Path, info: VideoInfo, output: Path, opts: AnimateOptions, watch: Stopwatch,
-                 progress: Progress) -> int:
+                 progress: Progress, shifts: np.ndarray | None = None) -> int:
     """Pass 2: render in batches, composite at full resolution, encode (the driver is re-read only for
     --preview); -> frames."""
     audio = driver_path if (opts.audio and info.has_audio) else None
@@ -286,7 +304,9 @@ def render_video(animator: Animator, targets: np.ndarray, M: np.ndarray, portrai
         for start in range(0, n, opts.batch_size):
             batch = targets[start:start + opts.batch_size]
             t = time.perf_counter()
-            motion = animator.render_motion(batch)
+            field = (None if shifts is None
+                     else gaze_field(batch, shifts[start:start + opts.batch_size], animator.resolution))
+            motion = animator.render_motion(batch, field=field)
             t = watch.add("render", t)
             for i in range(len(batch)):
                 frame = composite_frame(compositor, motion, i)

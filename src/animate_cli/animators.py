@@ -28,7 +28,7 @@ from .finetune import finetune
 from .models.checkpoint import load_checkpoint, load_person, save_person
 from .references import ReferenceMotion, reference_motion
 from .shots import portrait_fingerprint, same_portrait
-from .warp import DEFAULT_REG
+from .warp import DEFAULT_REG, LocalField
 
 DEFAULT_MODEL = "default"  # the name of the bundled weights, as --model takes it
 DEFAULT_DEVICE = "auto"
@@ -160,20 +160,21 @@ class Animator:
         """Refuse a portrait this animator cannot animate (a saved person's is fixed); -> a note or None."""
         return None
 
-    def reference_motion(self, targets: np.ndarray) -> ReferenceMotion:
+    def reference_motion(self, targets: np.ndarray, field: LocalField | None = None) -> ReferenceMotion:
         """The chosen shots (nearest, or by the model's learned selection), moved by the analytic warp into each
         target pose: which shot, its grid, and the warped crops (B,3,R,R) in [-1,1]."""
         assert self.shots is not None and self.shot_landmarks is not None, "prepare() first"
         return reference_motion(self.shots, self.shot_landmarks, np.asarray(targets, np.float32),
-                                selection=self.selection, reg=self.warp_reg)
+                                selection=self.selection, reg=self.warp_reg, field=field)
 
     def render(self, target_landmarks: np.ndarray) -> np.ndarray:
         """The frames as uint8 crops (B,R,R,3) at model resolution."""
         raise NotImplementedError
 
-    def render_motion(self, target_landmarks: np.ndarray) -> Motion:
+    def render_motion(self, target_landmarks: np.ndarray, field: LocalField | None = None) -> Motion:
         """The frames as the compositor draws them at full resolution (Motion). By default an animator has no
-        motion to give: its crops are pasted (as sharp as the crops); the warp and neural ones give their grids."""
+        motion to give: its crops are pasted (as sharp as the crops); the warp and neural ones give their grids.
+        `field`: a local motion composed with the warp (gaze.gaze_field: the irises)."""
         crops = self.render(target_landmarks)
         return Motion(np.zeros(len(crops), np.int64), None, None, crops)
 
@@ -191,8 +192,8 @@ class WarpAnimator(Animator):
         return to_uint8(self.reference_motion(target_landmarks).warped)
 
     @torch.no_grad()
-    def render_motion(self, target_landmarks: np.ndarray) -> Motion:
-        m = self.reference_motion(target_landmarks)
+    def render_motion(self, target_landmarks: np.ndarray, field: LocalField | None = None) -> Motion:
+        m = self.reference_motion(target_landmarks, field)
         return Motion(m.chosen.cpu().numpy(), _numpy(m.grid), None, None)
 
 
@@ -261,11 +262,12 @@ class NeuralAnimator(Animator):
         return None
 
     @torch.no_grad()
-    def _generate(self, target_landmarks: np.ndarray) -> tuple[torch.Tensor, ReferenceMotion | None]:
+    def _generate(self, target_landmarks: np.ndarray, field: LocalField | None = None
+                  ) -> tuple[torch.Tensor, ReferenceMotion | None]:
         """The generator's frames (B,3,R,R) in [-1,1], and the warped references it was given (warp generator)."""
         assert self.person_model is not None, "prepare() first"
         y = landmark_tensor(np.asarray(target_landmarks, np.float32), self.resolution).to(self.device)
-        motion = self.reference_motion(target_landmarks) if self.cfg.generator == "warp" else None
+        motion = self.reference_motion(target_landmarks, field) if self.cfg.generator == "warp" else None
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.half else nullcontext()
         with autocast:
             out = self.person_model.render(y, warped=None if motion is None else motion.warped)
@@ -274,10 +276,10 @@ class NeuralAnimator(Animator):
     def render(self, target_landmarks: np.ndarray) -> np.ndarray:
         return to_uint8(self._generate(target_landmarks)[0])
 
-    def render_motion(self, target_landmarks: np.ndarray) -> Motion:
+    def render_motion(self, target_landmarks: np.ndarray, field: LocalField | None = None) -> Motion:
         if self.cfg.generator != "warp":  # the fsth generator paints the whole face: no motion to give
             return super().render_motion(target_landmarks)
-        out, motion = self._generate(target_landmarks)
+        out, motion = self._generate(target_landmarks, field)
         crops = to_uint8(out)
         correction = out.float().clamp(-1, 1) - motion.warped.float()
         return Motion(motion.chosen.cpu().numpy(), _numpy(motion.grid), _numpy(correction), crops)
