@@ -49,6 +49,7 @@ class Landmarks(str, Enum):
     auto = "auto"
     fan = "fan"
     dlib = "dlib"
+    mesh = "mesh"
 
 
 class CountColumn(ProgressColumn):
@@ -165,7 +166,7 @@ def animate_command(
     save_person: Optional[Path] = typer.Option(DEFAULTS.save_person, "--save-person", help="Save the fine-tuned person to this file."),
     absolute: bool = typer.Option(DEFAULTS.absolute, "--absolute", help="Use the driver's face shape (self-reenactment) instead of relative motion."),
     find_best_frame: bool = typer.Option(DEFAULTS.find_best_frame, "--find-best-frame", help="Take as motion reference the driver frame most like the portrait."),
-    landmarks: Landmarks = typer.Option(Landmarks(DEFAULTS.landmarks), "--landmarks", help="Landmark backend: fan (face-alignment, if its weights are cached), dlib (offline), auto."),
+    landmarks: Landmarks = typer.Option(Landmarks(DEFAULTS.landmarks), "--landmarks", help="Landmark backend: fan (face-alignment, if its weights are cached), dlib (offline), mesh (mediapipe's face mesh with irises, if installed: see README), auto (fan when cached, else dlib)."),
     face_index: int = typer.Option(DEFAULTS.face_index, "--face-index", help="Which face of the portrait (and of --ref pictures) to animate when there are several: 0 = the largest."),
     driver_face: int = typer.Option(DEFAULTS.driver_face, "--driver-face", help="Which face of the driver to follow when there are several: 0 = the largest (in its first frame with a face)."),
     crop_only: bool = typer.Option(DEFAULTS.crop_only, "--crop-only", help="Write only the square face crop, not the whole portrait."),
