@@ -44,8 +44,8 @@ PORTRAITS = ("data/val/tpsmm_source.png", "fixtures/astronaut.png", "fixtures/ei
 DRIVERS = ("data/val/retalking_1.mp4", "data/val/retalking_2.mp4", "data/val/retalking_4.mp4",
            "data/val/retalking_5.mp4", "data/val/tpsmm_driving.mp4", "fixtures/single_face.mp4",
            # 224² VoxCeleb2 clips (training footage, used here only as drivers of the model-free warp): the
-           # val clips barely move their eyes; these two look around, and 00118 blinks fully
-           "data/train/voxceleb2/id00017/iJOjkDq6rW8/00118.mp4", "data/train/voxceleb2/id00061/46tdg4vE31g/00018.mp4")
+           # val clips barely move their eyes; these two frontal ones look around and blink
+           "data/train/voxceleb2/id00017/iJOjkDq6rW8/00118.mp4", "data/train/voxceleb2/id00017/OLguY5ofUrY/00051.mp4")
 
 
 def steady_floor(first_frame: np.ndarray, points: np.ndarray, measurer) -> float:
@@ -126,6 +126,8 @@ def main(argv=None) -> int:
     ap.add_argument("--drivers", nargs="*", default=list(DRIVERS), help="paths under --shared")
     ap.add_argument("--portraits", nargs="*", default=list(PORTRAITS), help="paths under --shared")
     ap.add_argument("--measure-only", action="store_true", help="measure the results already in --keep")
+    ap.add_argument("--update", action="store_true",
+                    help="keep the pairs of --out whose driver is not run now (and still a default driver)")
     a = ap.parse_args(argv)
     if a.landmarks == a.measure_with:
         print("warning: measuring with the driving detector flatters the scores", file=sys.stderr)
@@ -173,6 +175,10 @@ def main(argv=None) -> int:
                       f"(blinks {int(s['driver_blinks'])}) gaze {s['gaze_h']:+.2f} {s['gaze_v']:+.2f} "
                       f"mouth {s['mouth']:+.2f} jitter x{s['jitter_ratio']:.2f} head x{s['head_jitter_ratio']:.2f} "
                       f"(floor x{s['jitter_floor_ratio']:.2f})", flush=True)
+    if a.update and a.out.exists():
+        ran = {Path(d).name for d in a.drivers}
+        known = {Path(d).name for d in DRIVERS}
+        rows = [r for r in json.loads(a.out.read_text())["pairs"] if r["driver"] not in ran and r["driver"] in known] + rows
     keys = ("eye_right", "eye_left", "gaze_h", "gaze_v", "mouth", "jitter_ratio", "head_jitter_ratio",
             "jitter_floor_ratio")
     mean = {k: float(np.nanmean([r[k] for r in rows])) for k in keys}

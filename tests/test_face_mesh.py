@@ -13,7 +13,7 @@ from animate_cli.video import read_image
 
 
 @pytest.fixture(scope="module")
-def portrait(request):
+def portrait():
     from conftest import EXAMPLES
 
     return read_image(EXAMPLES / "portrait.png")
@@ -31,8 +31,8 @@ def test_identical_frames_give_identical_points(portrait):
     assert all(f is not None for f in fits)
     first = fits[0].points
     assert max(float(np.abs(f.points - first).max()) for f in fits) == 0.0
-    for eye, c in zip(((36, 42),), fits[0].irises[:1]):  # dlib's irises: the dark blob, inside the eye
-        assert inside_polygon(first[36:42], c)
+    for k, eye in enumerate((slice(36, 42), slice(42, 48))):  # dlib's irises: the dark blob, inside the eye
+        assert inside_polygon(first[eye], fits[0].irises[k])
 
 
 def test_mesh_matches_dlib_and_finds_irises(portrait):
