@@ -61,7 +61,7 @@ def detector():
 
 def test_any_animator_drives_the_pipeline_and_its_progress(tmp_path, driver, detector):
     animator, progress = GreyAnimator(steps=3), Recorder()
-    opts = AnimateOptions(crop_only=True, device="cpu")
+    opts = AnimateOptions(crop_only=True, size=64, device="cpu")
     report = animate(EXAMPLES / "portrait.png", driver, tmp_path / "o.mp4", opts, progress=progress,
                      detector=detector, animator=animator)
     assert report.frames == 3 and report.model == "grey" and animator.prepared == 1
@@ -106,3 +106,32 @@ def test_batch_items_files_and_folders(tmp_path):
     assert items[1].portrait.name == "b.png" and items[1].refs == []
     with pytest.raises(AnimateError, match="no portraits"):
         batch_items(tmp_path / "empty")
+
+
+def test_the_drivers_gaze_reaches_the_warp(tmp_path, driver, detector):
+    """Each rendered batch gets a gaze field over the portrait's eyes: the irises slide where the driver's do."""
+    from animate_cli.animate import gaze_shifts
+    from animate_cli.animators import WarpAnimator
+
+    seen = []
+
+    class Watching(WarpAnimator):
+        def render_motion(self, target_landmarks, field=None):
+            seen.append(field)
+            return super().render_motion(target_landmarks, field=field)
+
+    animate(EXAMPLES / "portrait.png", driver, tmp_path / "g.mp4", AnimateOptions(device="cpu"),
+            detector=detector, animator=Watching(resolution=256, device="cpu"))
+    assert seen and all(f is not None for f in seen)
+    # the shifts themselves: a driver looking right of its median moves both portrait irises right
+    portrait = read_image(EXAMPLES / "portrait.png")
+    lms = image_landmarks(detector, portrait)
+    drv = np.repeat(lms[None], 5, 0)
+    eyes = np.stack([lms[36:42].mean(0), lms[42:48].mean(0)])
+    irises = np.repeat(eyes[None], 5, 0)
+    width = np.linalg.norm(lms[39] - lms[36])
+    irises[4, :, 0] += 0.15 * width  # the last frame looks right
+    targets, M = motion_targets(lms, drv, AnimateOptions(), 256)
+    shifts = gaze_shifts(portrait, lms, drv, irises, targets, M)
+    assert np.abs(shifts[:4]).max() < 1e-3
+    assert (shifts[4, :, 0] > 1.0).all()

@@ -43,7 +43,7 @@ def tiny_weights(tmp_path_factory):
 @pytest.fixture(scope="module")
 def shot():
     portrait = read_image(EXAMPLES / "portrait.png")
-    return crop_shot(portrait, image_landmarks(make_detector("dlib"), portrait), 64, "portrait")[0]
+    return crop_shot(portrait, image_landmarks(make_detector("dlib"), portrait), 64, "portrait")
 
 
 def test_default_weights_ship_inside_the_package(monkeypatch):
@@ -176,3 +176,43 @@ def test_a_painting_model_fine_tunes_saves_and_reports_what_it_painted(tmp_path,
     save_checkpoint(tmp_path / "plain", plain, Embedder(plain), build_generator(plain), Discriminator(plain, 3))
     with pytest.raises(AnimateError, match="no mouth painter"):
         NeuralAnimator(tmp_path / "plain", device="cpu").render_with_paint_usage(targets)
+
+
+@pytest.mark.parametrize("generator", ["warp", "fsth"])
+def test_render_motion_is_what_render_shows(generator, tmp_path):
+    """The pipeline's render_motion carries the frames render gives (the evaluation's crops): for the warp
+    generator as the warped shot + a correction, with the grid and shot the compositor applies at full
+    resolution; the fsth generator paints whole crops, so it has no motion to give."""
+    torch.manual_seed(0)
+    cfg = preset("tiny", generator=generator)
+    save_checkpoint(tmp_path, cfg, Embedder(cfg), build_generator(cfg), Discriminator(cfg, 3))
+    rng = np.random.default_rng(0)
+    shots = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(2)]
+    lms = [rng.uniform(10, 54, (68, 2)).astype(np.float32) for _ in range(2)]
+    a = make_animator(str(tmp_path), device="cpu", finetune_steps=0)
+    a.prepare(shots, lms)
+    targets = np.stack([lms[1] + 0.5, lms[0] - 1.0, lms[1]])
+    motion = a.render_motion(targets)
+    assert np.array_equal(motion.crops, a.render(targets))
+    if generator == "fsth":
+        assert motion.grids is None and motion.corrections is None
+        return
+    assert motion.shots.tolist() == [1, 0, 1] and motion.grids.shape == (3, 64, 64, 2)
+    warped = torch.nn.functional.grid_sample(a.shots[torch.from_numpy(motion.shots)], torch.from_numpy(motion.grids),
+                                             align_corners=False, padding_mode="border")
+    painted = (warped + torch.from_numpy(motion.corrections)).clamp(-1, 1)
+    assert np.abs((painted.permute(0, 2, 3, 1).numpy() + 1) * 127.5 - motion.crops).max() <= 0.5 + 1e-3
+
+
+def test_the_warp_model_gives_its_grids_and_no_crops():
+    rng = np.random.default_rng(1)
+    shots = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)]
+    lms = [rng.uniform(10, 54, (68, 2)).astype(np.float32)]
+    a = WarpAnimator(resolution=64, device="cpu")
+    a.prepare(shots, lms)
+    motion = a.render_motion(np.stack([lms[0], lms[0] + 1.0]))
+    assert motion.corrections is None and motion.crops is None and motion.shots.tolist() == [0, 0]
+    moved = torch.nn.functional.grid_sample(a.shots.expand(2, -1, -1, -1), torch.from_numpy(motion.grids),
+                                            align_corners=False, padding_mode="border")
+    assert np.abs(((moved.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
+                  - a.render(np.stack([lms[0], lms[0] + 1.0]))).max() == 0

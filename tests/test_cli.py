@@ -65,14 +65,22 @@ def test_warp_end_to_end_follows_the_driver(tmp_path, capsys, portrait, moving_d
 
 def test_crop_only_no_audio_and_preview(tmp_path, capsys, moving_driver):
     out = tmp_path / "crop.mp4"
-    code, err = run([EXAMPLES / "portrait.png", moving_driver, "-o", out, "--crop-only", "--no-audio",
-                     "--preview"] + WARP, capsys)
+    code, err = run([EXAMPLES / "portrait.png", moving_driver, "-o", out, "--crop-only", "--size", "120",
+                     "--no-audio", "--preview"] + WARP, capsys)
     assert code == 0, err
     info = probe_video(out)
-    assert (info.width, info.height) == (256, 256)
+    assert (info.width, info.height) == (120, 120)
     assert not info.has_audio
     prev = probe_video(tmp_path / "crop.preview.mp4")
-    assert prev.height == 256 and prev.width == 256 * 3  # driver | portrait | result, all square here
+    assert prev.height == 120 and prev.width == 120 * 3  # driver | portrait | result, all square here
+
+
+def test_size_needs_crop_only_and_an_even_side(tmp_path, capsys, moving_driver):
+    for extra, words in ((["--size", "64"], "add --crop-only"), (["--crop-only", "--size", "63"], "even"),
+                         (["--crop-only", "--size", "0"], "even")):
+        code, err = run([EXAMPLES / "portrait.png", moving_driver, "-o", tmp_path / "o.mp4"] + extra + WARP, capsys)
+        assert_one_line_error(code, err, words)
+    assert not (tmp_path / "o.mp4").exists()
 
 
 def test_identity_driver_keeps_the_portrait_still(tmp_path, capsys, portrait):
@@ -200,15 +208,15 @@ def test_bad_input_one_line_no_output(case, words, tmp_path, capsys, bad_files, 
 
 def test_failure_while_rendering_leaves_no_output(tmp_path, capsys, moving_driver, monkeypatch):
     calls = {"n": 0}
-    original = WarpAnimator.render
+    original = WarpAnimator.render_motion
 
-    def flaky(self, targets):
+    def flaky(self, targets, **kw):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return original(self, targets)
+        return original(self, targets, **kw)
 
-    monkeypatch.setattr(WarpAnimator, "render", flaky)
+    monkeypatch.setattr(WarpAnimator, "render_motion", flaky)
     out = tmp_path / "out.mp4"
     code, err = run([EXAMPLES / "portrait.png", moving_driver, "-o", out, "--batch-size", "2"] + WARP, capsys)
     assert code == 130

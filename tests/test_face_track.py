@@ -23,6 +23,9 @@ class Counting:
     def landmarks(self, image, box):
         return self.det.landmarks(image, box)
 
+    def fit(self, image, box):
+        return self.det.fit(image, box)
+
     def box_from_landmarks(self, pts):
         return self.det.box_from_landmarks(pts)
 

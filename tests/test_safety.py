@@ -126,11 +126,11 @@ SLOW_CLI_CHILD = textwrap.dedent("""
     import sys, time
     from animate_cli.animators import WarpAnimator
     from animate_cli.cli import main
-    render = WarpAnimator.render
-    def slow_render(self, targets):
+    render = WarpAnimator.render_motion
+    def slow_render(self, targets, **kw):
         time.sleep(0.5)
-        return render(self, targets)
-    WarpAnimator.render = slow_render
+        return render(self, targets, **kw)
+    WarpAnimator.render_motion = slow_render
     sys.exit(main(sys.argv[1:]))
 """)
 
@@ -270,7 +270,6 @@ def test_distinct_outputs_pass(tmp_path, inputs):
     check_not_an_input(tmp_path / "new.mp4", [driver, portrait, None])
 
 
-@pytest.mark.xfail(strict=True, reason="phase B: the pipeline calls check_not_an_input for -o")
 @pytest.mark.parametrize("how", ["same", "symlink"])
 def test_cli_never_replaces_its_driver(tmp_path, capsys, how):
     driver = tmp_path / "driver.mp4"
@@ -386,7 +385,6 @@ def test_truncated_png_no_opencv_warning(truncated_png, tmp_path, capfd):
     assert "error:" in err
 
 
-@pytest.mark.xfail(strict=True, reason="phase B: cli.CliProgress's empty live display prints a blank line on stop")
 def test_truncated_png_stderr_is_one_error_line(truncated_png, tmp_path, capfd):
     err = run_truncated(truncated_png, tmp_path, capfd)
     assert len(err.splitlines()) == 1 and err.startswith("error:"), repr(err)
@@ -394,7 +392,6 @@ def test_truncated_png_stderr_is_one_error_line(truncated_png, tmp_path, capfd):
 
 # --------------------------------------------------------------------------------- batch names
 
-@pytest.mark.xfail(strict=True, reason="phase B: batch output names are unique (face.jpg, face.png, face/)")
 def test_batch_items_with_the_same_stem_all_survive(tmp_path, capsys):
     import cv2
 

@@ -1,11 +1,13 @@
-"""`animate-bench`: measured speed of the pipeline and of the networks, for README.md.
+"""`animate-bench`: measured speed of the pipeline and of the networks, and the sharpness of faces, for README.md.
 
-pipeline: end to end (decode -> landmarks -> model -> paste-back -> encode) with the per-stage split.
-models:   parameters, GFLOPs per frame, generator frames/s at batch 1 and 8, fine-tuning seconds per step.
+pipeline:  end to end (decode -> landmarks -> model -> composite -> encode) with the per-stage split.
+models:    parameters, GFLOPs per frame, generator frames/s at batch 1 and 8, fine-tuning seconds per step.
+sharpness: how much of the portrait's detail the face keeps, at several portrait sizes, old path and new.
 """
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
 import tempfile
@@ -14,14 +16,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
+import cv2
 import numpy as np
 import torch
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from .animate import AnimateOptions, animate
-from .animators import resolve_device
+from .animate import AnimateOptions, animate, composite_frame, motion_targets, shot_sources
+from .animators import make_animator, resolve_device
+from .composite import Compositor
+from .errors import AnimateError
+from .face.crop import PasteBack, invert_affine, transform_points
+from .face.landmarks import image_landmarks, make_detector
+from .face.track import fill_missing, track_landmarks
+from .sharpness import face_box, laplacian_variance, sharpness_ratio
+from .shots import crop_shot
+from .video import VideoWriter, read_frames, read_image
 from .cli_common import Generator, Preset, run_app, typer_app
 from .config import FinetuneConfig, preset as make_preset
 from .finetune import finetune
@@ -51,9 +62,25 @@ class ModelsBench:
     finetune_steps: int = 2  # fine-tuning steps timed per figure
 
 
+@dataclass(frozen=True)
+class SharpnessBench:
+    """`animate-bench sharpness` settings and defaults."""
+    sizes: tuple = (256, 512, 1024, 2048)
+    frames: int = 30  # driver frames per portrait
+    model: str = "warp"
+    finetune_steps: int = 0  # for neural models: the figure is about resampling, not the fine-tuned likeness
+    device: str = "cpu"
+    shared: Path = Path(os.environ.get("ANIMATE_SHARED", "../shared"))  # the data folder (fixtures, val clips)
+
+
 console = Console()
 app = typer_app()
-PB, MB = PipelineBench(), ModelsBench()
+PB, MB, SB = PipelineBench(), ModelsBench(), SharpnessBench()
+
+
+def wide(out: Console) -> Console:
+    """A console wide enough for a many-column table when the output is a file or pipe (rich assumes 80)."""
+    return out if out.is_terminal else Console(width=160)
 
 
 def machine() -> str:
@@ -108,6 +135,113 @@ def pipeline(portrait: Path = typer.Argument(..., help="Portrait image."),
                   detector=report.detector, machine=machine(), peak_rss_mb=peak_rss_mb())
     if json_out:
         json_out.write_text(json.dumps(result, indent=2))
+
+
+def sharpness_portraits(shared: Path, sizes, detector) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, picture, landmarks): two square pictures at each size, then einstein.jpg as it is.
+
+    fixtures/astronaut.png (512²) and frame 0 of data/val/retalking_2.mp4 (844²) are resized to size²
+    (INTER_AREA to shrink, INTER_CUBIC to enlarge, so the larger ones carry no detail the source lacks);
+    landmarks are found once on the source (dlib) and scaled with it. fixtures/einstein.jpg (1024x817, a real
+    photo with film grain) keeps its size and its hand-placed points."""
+    found = []
+    for name, path in (("astronaut", shared / "fixtures" / "astronaut.png"),
+                       ("retalking_2", shared / "data" / "val" / "retalking_2.mp4")):
+        if not path.exists():
+            raise AnimateError(f"{path} not found (point --shared at the shared data folder)")
+        image = read_image(path) if path.suffix == ".png" else next(read_frames(path, max_frames=1))
+        lms = image_landmarks(detector, image, name=name)
+        for size in sizes:
+            s = size / image.shape[0]
+            interp = cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC
+            found.append((f"{name} {size}²", cv2.resize(image, (size, size), interpolation=interp),
+                          ((lms + 0.5) * s - 0.5).astype(np.float32)))
+    pts = shared / "fixtures" / "einstein.pts"
+    if pts.exists():
+        lms = (np.loadtxt(pts, skiprows=3, comments="}") - 1).astype(np.float32)
+        image = read_image(shared / "fixtures" / "einstein.jpg")
+        found.append((f"einstein {image.shape[1]}x{image.shape[0]} (as is)", image, lms))
+    return found
+
+
+def face_sharpness(frames, portrait: np.ndarray, targets: np.ndarray, portrait_lms: np.ndarray) -> tuple[float, float]:
+    """The face-box ratio output ÷ portrait at frame 0 and its mean over the frames."""
+    ratios = [sharpness_ratio(f, portrait, t, portrait_lms) for f, t in zip(frames, targets)]
+    return ratios[0], float(np.mean(ratios))
+
+
+def encoded(frames: list[np.ndarray], folder: Path) -> list[np.ndarray]:
+    """The frames through the output's encoder (VideoWriter) and back."""
+    path = folder / "sharpness.mp4"
+    with VideoWriter(path, 25.0, overwrite=True) as writer:
+        for f in frames:
+            writer.write(f)
+    return [f[:frames[0].shape[0], :frames[0].shape[1]] for f in read_frames(path)]
+
+
+@app.command()
+def sharpness(sizes: List[int] = typer.Option(list(SB.sizes), "--sizes", help="Portrait sides in px (repeatable)."),
+              frames: int = typer.Option(SB.frames, min=1, help="Driver frames per portrait."),
+              model: str = typer.Option(SB.model, help="warp, default, or a weights folder."),
+              finetune_steps: int = typer.Option(SB.finetune_steps, min=0, help="Fine-tuning steps for neural models."),
+              device: str = typer.Option(SB.device, help="auto, cpu or cuda."),
+              shared: Path = typer.Option(SB.shared, help="The shared data folder ($ANIMATE_SHARED or ../shared)."),
+              json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the figures here.")):
+    """How sharp the animated face is: variance of the Laplacian over the face's landmark box, output ÷ portrait
+    (sharpness.py; a portrait simply encoded as a still video keeps ~0.98).
+
+    Portraits: fixtures/astronaut.png (512²) and frame 0 of data/val/retalking_2.mp4 (844²), resized to each
+    --sizes (INTER_AREA down, INTER_CUBIC up; landmarks found once on the source and scaled), and
+    fixtures/einstein.jpg as it is (a real 1024x817 photo, hand-placed landmarks). Motion: the first --frames
+    frames of fixtures/single_face.mp4 (dlib, tracked), transferred as `animate` does. "old": the model's 256²
+    crop pasted back (face/crop.py PasteBack, the pipeline before issue 17); "new": the pipeline's composite at
+    the portrait's resolution (composite.py), before encoding and, "enc", after VideoWriter and decoding.
+    "face var": the portrait's own face-box variance; near 1-2 it is only uint8 rounding noise (an enlarged
+    picture has no pixel-scale detail), and any resampling, with its fresh rounding, reads as a ratio above 1.
+    Milliseconds are per frame, CPU time of this process (on a shared machine wall time measures the
+    neighbours), for the paste and the composite alone."""
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    detector = make_detector("dlib")
+    drv_path = shared / "fixtures" / "single_face.mp4"
+    if not drv_path.exists():
+        raise AnimateError(f"{drv_path} not found (point --shared at the shared data folder)")
+    driver = fill_missing(list(track_landmarks(read_frames(drv_path, max_frames=frames), detector)), drv_path.name)
+    animator = make_animator(model, device, finetune_steps)
+    R = animator.resolution
+    cols = ("old f0", "old mean", "new f0", "new mean", "enc f0", "enc mean", "paste ms", "composite ms")
+    table = Table(title=f"face sharpness, output ÷ portrait, model {animator.name}, {len(driver)} frames, {machine()}")
+    for col in ("portrait", "crop px", "face var") + cols:
+        table.add_column(col, justify="left" if col == "portrait" else "right")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, portrait, plms in sharpness_portraits(shared, sizes, detector):
+            shot = crop_shot(portrait, plms, R, "portrait")
+            animator.prepare([shot.crop], [shot.landmarks])
+            targets, M = motion_targets(plms, driver, AnimateOptions(), R)
+            full = transform_points(targets.reshape(-1, 2), invert_affine(M)).reshape(targets.shape)
+            crops = np.concatenate([animator.render(targets[i:i + 8]) for i in range(0, len(targets), 8)])
+            paste = PasteBack(portrait, M, R)
+            t = time.process_time()
+            old = [paste(c) for c in crops]
+            paste_ms = (time.process_time() - t) / len(old) * 1000
+            comp = Compositor(portrait, M, R, shot_sources(animator, [shot]))
+            motions = [animator.render_motion(targets[i:i + 8]) for i in range(0, len(targets), 8)]
+            t = time.process_time()
+            new = [composite_frame(comp, m, i) for m in motions for i in range(len(m.shots))]
+            comp_ms = (time.process_time() - t) / len(new) * 1000
+            row = {"portrait": name, "crop_px": comp.region_size[0],
+                   "portrait_var": laplacian_variance(portrait, face_box(plms, portrait.shape))}
+            for label, result in (("old", old), ("new", new), ("enc", encoded(new, Path(tmp)))):
+                row[f"{label}_f0"], row[f"{label}_mean"] = face_sharpness(result, portrait, full, plms)
+            row.update(paste_ms=paste_ms, composite_ms=comp_ms)
+            rows.append(row)
+            table.add_row(name, str(row["crop_px"]), f"{row['portrait_var']:.1f}",
+                          *[f"{v:.3f}" if "ms" not in k else f"{v:.1f}" for k, v in list(row.items())[3:]])
+    wide(console).print(table)
+    if json_out:
+        json_out.write_text(json.dumps(dict(model=animator.name, frames=len(driver), machine=machine(), rows=rows),
+                                       indent=2))
 
 
 def time_call(fn, repeat: int) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator
 
 
@@ -26,26 +27,34 @@ class Interrupted(KeyboardInterrupt):
 
 TERMINATION_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
-_depth = 0          # how many interrupt_on_signals blocks are open
-_raised = False     # a signal was already turned into Interrupted in the open blocks
+@dataclass(eq=False)  # compared by identity: every open block has its own
+class Received:
+    """What an interrupt_on_signals block saw: the signal turned into Interrupted, or None. Kept after the
+    block closes, so a command can tell SIGTERM from Ctrl-C once everything has unwound (exit code)."""
+
+    signum: int | None = None
+
+
+_open: list[Received] = []  # the records of the open blocks, outermost first
 
 
 def _raise_interrupted(signum, frame) -> None:
-    global _raised
-    if _raised:  # a repeated signal must not cut short the cleanup the first one started
+    if any(r.signum is not None for r in _open):  # a repeated signal must not cut short the cleanup
         return
-    _raised = True
+    for record in _open:
+        record.signum = signum
     raise Interrupted(signum)
 
 
 @contextmanager
-def interrupt_on_signals() -> Iterator[None]:
+def interrupt_on_signals() -> Iterator[Received]:
     """Inside the block SIGTERM and SIGHUP raise Interrupted instead of killing the process outright;
     the previous handlers come back on exit. Blocks nest. A signal the parent chose to ignore (nohup)
-    stays ignored; outside the main thread (where Python cannot set handlers) this does nothing."""
-    global _depth, _raised
+    stays ignored; outside the main thread (where Python cannot set handlers) this does nothing.
+    Yields a Received record of the signal, if one came."""
+    record = Received()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield record
         return
     previous = {}
     for signum in TERMINATION_SIGNALS:
@@ -54,12 +63,15 @@ def interrupt_on_signals() -> Iterator[None]:
             continue
         previous[signum] = old
         signal.signal(signum, _raise_interrupted)
-    _depth += 1
+    _open.append(record)
     try:
-        yield
+        yield record
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
-        _depth -= 1
-        if _depth == 0:
-            _raised = False
+        _open.remove(record)
+
+
+def interrupted_exit_code(signum: int | None) -> int:
+    """The shell's convention, 128 + the signal: 130 for Ctrl-C (SIGINT), 143 for SIGTERM, 129 for SIGHUP."""
+    return 128 + int(signum if signum is not None else signal.SIGINT)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import AnimateError
+from .face.measures import EYE_CORNERS, INNER_LIPS, RIGID_POINTS, eye_openness, interocular
 
 # Eye corners (still when blinking), nose bridge and nostrils, and the top of the jaw near
 # the ears: rigid with the skull, so a fit on them is not fooled by a smile or an open mouth.
-STABLE_POINTS: tuple[int, ...] = (0, 16, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45)
+STABLE_POINTS: tuple[int, ...] = RIGID_POINTS
 
 
 def _points(a, name: str, ndim: int = 2) -> np.ndarray:
@@ -25,6 +26,77 @@ def _points(a, name: str, ndim: int = 2) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise AnimateError(f"{name} landmarks contain NaN or infinite values")
     return arr
+
+
+# Eyelids and inner lips are moved as gaps, not as deltas (see transfer_relative).
+LID_PAIRS: tuple[tuple[tuple[int, int], ...], ...] = (((37, 41), (38, 40)), ((43, 47), (44, 46)))  # (upper, lower)
+OUTER_LIP_OF: dict[int, int] = {61: 50, 62: 51, 63: 52, 67: 58, 66: 57, 65: 56}  # inner lip point -> outer one
+SHUT_SHARE = 0.2       # a driver eye this open, relative to its resting openness, reads as shut
+WIDEST = 1.3           # a portrait eye opens at most this much wider than it is in the portrait
+UPPER_LID_SHARE = 0.8  # a blink is mostly the upper lid coming down
+UPPER_LIP_SHARE = 0.3  # an opening mouth is mostly the jaw and lower lip going down
+
+
+def eyelid_scale(openness, rest) -> np.ndarray:
+    """How open the portrait's eye should be, as a share of its own openness, for a driver eye this open.
+
+    r = openness / rest: at or below SHUT_SHARE the eye is shut (0), at rest it is as in the portrait (1),
+    linear between; wider than rest opens it somewhat, easing towards WIDEST. Works per element."""
+    r = np.asarray(openness, np.float64) / np.maximum(np.asarray(rest, np.float64), 1e-9)
+    closing = np.clip((r - SHUT_SHARE) / (1 - SHUT_SHARE), 0.0, 1.0)
+    widening = 1 + (WIDEST - 1) * np.tanh((r - 1) / (WIDEST - 1))
+    return np.where(r <= 1, closing, widening)
+
+
+def lip_gap(gap, ref_gap, portrait_gap) -> np.ndarray:
+    """The portrait's inner-lip gap (inter-ocular units) for a driver gap, given the driver's gap in its
+    reference frame: closed lips stay closed (0 -> 0), the reference gives the portrait's own gap, and
+    opening beyond the reference adds the driver's extra opening. Works per element."""
+    gap, ref_gap, portrait_gap = (np.asarray(v, np.float64) for v in (gap, ref_gap, portrait_gap))
+    below = portrait_gap * gap / np.maximum(ref_gap, 1e-9)
+    return np.maximum(np.where(gap >= ref_gap, portrait_gap + gap - ref_gap, below), 0.0)
+
+
+def _across(pts: np.ndarray, a: int, b: int) -> np.ndarray:
+    """Unit normal of the line a -> b (left to right in the image), pointing down the face."""
+    d = pts[b] - pts[a]
+    d = d / max(float(np.linalg.norm(d)), 1e-9)
+    return np.array([-d[1], d[0]])
+
+
+def _set_gap(pts: np.ndarray, upper: int, lower: int, normal: np.ndarray, target: float, upper_share: float,
+             followers: dict[int, int] | None = None) -> None:
+    """Move `upper` and `lower` along `normal` (in place) so their gap across it is `target` px."""
+    change = target - float((pts[lower] - pts[upper]) @ normal)
+    for idx, step in ((upper, -upper_share * change), (lower, (1 - upper_share) * change)):
+        pts[idx] += step * normal
+        if followers and idx in followers:
+            pts[followers[idx]] += step * normal
+
+
+def _gaps(pts: np.ndarray, pairs, normal: np.ndarray) -> np.ndarray:
+    return np.array([float((pts[lo] - pts[up]) @ normal) for up, lo in pairs])
+
+
+def set_eyes_and_lips(moved: np.ndarray, portrait: np.ndarray, lid_scale: np.ndarray, lip_gaps: np.ndarray) -> None:
+    """Give `moved` (68,2, in place) the portrait's eyelid gaps times lid_scale (2,) per eye and the
+    inner-lip gaps lip_gaps (3,) in the portrait's inter-ocular units."""
+    for k, pairs in enumerate(LID_PAIRS):
+        n_p, n_m = _across(portrait, *EYE_CORNERS[k]), _across(moved, *EYE_CORNERS[k])
+        for (up, lo), gap in zip(pairs, _gaps(portrait, pairs, n_p)):
+            _set_gap(moved, up, lo, n_m, max(gap, 0.0) * lid_scale[k], UPPER_LID_SHARE)
+    n_m = _across(moved, 60, 64)
+    io = float(interocular(portrait)[0])
+    for (up, lo), gap in zip(INNER_LIPS, lip_gaps):
+        _set_gap(moved, up, lo, n_m, gap * io, UPPER_LIP_SHARE, OUTER_LIP_OF)
+
+
+def _lip_gaps(L: np.ndarray) -> np.ndarray:
+    """(N,3) inner-lip gaps across the mouth, in each frame's inter-ocular units."""
+    out = np.empty((len(L), len(INNER_LIPS)))
+    for i, Lt in enumerate(L):
+        out[i] = _gaps(Lt, INNER_LIPS, _across(Lt, 60, 64)) / max(float(interocular(Lt)[0]), 1e-9)
+    return out
 
 
 def procrustes(src, dst, points=STABLE_POINTS) -> tuple[float, np.ndarray, np.ndarray]:
@@ -72,6 +144,12 @@ def transfer_relative(portrait, driver, ref_index: int = 0) -> np.ndarray:
     reference frame), A = similarity ref->portrait; result = (A∘T∘A⁻¹)(P + A_lin·e). So the
     reference frame gives back P, the head turns/zooms by T's angle and scale, and
     expressions scale with the ratio of face sizes.
+
+    Eyelids and inner lips are gaps, not deltas: added to another face, a driver's closing eyelid
+    would leave a wide-eyed portrait's eye half open and push a narrow one's lids through each other.
+    So each eye's gap is the portrait's own times eyelid_scale(driver openness / its median openness
+    over the clip: a blink in the reference frame still reads as a blink), and each inner-lip gap is
+    lip_gap() of the driver's (closed stays closed).
     """
     P = _points(portrait, "portrait")
     L = _points(driver, "driver", ndim=3)
@@ -79,11 +157,17 @@ def transfer_relative(portrait, driver, ref_index: int = 0) -> np.ndarray:
     if P.shape != L.shape[1:]:
         raise AnimateError(f"portrait has {P.shape[0]} landmarks, driver {L.shape[1]}")
     sA, RA, tA = procrustes(L[ref], P)
+    openness = eye_openness(L)
+    rest = np.median(openness, 0)
+    lid_scale = np.where(rest > 0.05, eyelid_scale(openness, rest), 1.0)  # no eyes to read: leave them
+    d_lips = _lip_gaps(L)
+    lips = lip_gap(d_lips, d_lips[ref], _lip_gaps(P[None])[0])
     out = np.empty_like(L)
     for i, Lt in enumerate(L):
         sT, RT, tT = procrustes(L[ref], Lt)
         e = apply_similarity(Lt, *_invert(sT, RT, tT)) - L[ref]
         moved = P + sA * e @ RA.T
+        set_eyes_and_lips(moved, P, lid_scale[i], lips[i])
         # A∘T∘A⁻¹ in closed form (2-D rotations commute): scale sT, rotation RT.
         t = tA + sA * RA @ tT - sT * RT @ tA
         out[i] = apply_similarity(moved, sT, RT, t)

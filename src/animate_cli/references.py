@@ -9,10 +9,13 @@ weights and the spline's regularisation are the caller's (ModelConfig, or the `w
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
+
 import torch
 
 from .errors import AnimateError
-from .warp import warp_image
+from .warp import LocalField, displace_grid, resample, tps_grid, warp_image
 
 
 def _normalised(points: torch.Tensor) -> torch.Tensor:
@@ -104,36 +107,62 @@ def choose_shots(shot_landmarks, targets, selection, *, random_share: float = 0.
     return best
 
 
-def warp_references(shots: torch.Tensor, shot_landmarks, targets, chosen: torch.Tensor, *,
-                    reg: float) -> torch.Tensor:
-    """The chosen shots (B,) warped into the target poses: (B,3,R,R).
-
-    shots (K,3,R,R) shared by all targets or (B,K,3,R,R) per row; landmarks alike, in pixels. `reg`: the
-    spline's regularisation (warp.tps_grid).
-    """
+def _chosen(shots: torch.Tensor, shot_landmarks, targets, chosen: torch.Tensor):
+    """The chosen shots' pictures (B,3,R,R) and landmarks (B,68,2), and the targets (B,68,2), on the shots'
+    device and dtype."""
     lms = torch.as_tensor(shot_landmarks, device=shots.device).to(shots.dtype)
     dst = torch.as_tensor(targets, device=shots.device).to(shots.dtype).reshape(-1, 68, 2)
     idx = chosen.reshape(-1).to(shots.device)
     if shots.dim() == 4:
-        src_img, src_lm = shots[idx], lms[idx]
-    else:
-        rows = torch.arange(len(idx), device=shots.device)
-        src_img, src_lm = shots[rows, idx], lms[rows, idx]
-    return warp_image(src_img, src_lm, dst, reg=reg)
+        return shots[idx], lms[idx], dst
+    rows = torch.arange(len(idx), device=shots.device)
+    return shots[rows, idx], lms[rows, idx], dst
 
 
-def references_for(shots: torch.Tensor, shot_landmarks, targets, *, selection, reg: float) -> torch.Tensor:
-    """The best shot (choose_shots) warped into each target pose: (B,3,R,R); with `selection=()` and
-    `reg=warp.DEFAULT_REG` what the `warp` model shows."""
-    return references_with_landmarks(shots, shot_landmarks, targets, selection=selection, reg=reg)[0]
+def warp_references(shots: torch.Tensor, shot_landmarks, targets, chosen: torch.Tensor, *,
+                    reg: float, field: LocalField | None = None) -> torch.Tensor:
+    """The chosen shots (B,) warped into the target poses: (B,3,R,R).
+
+    shots (K,3,R,R) shared by all targets or (B,K,3,R,R) per row; landmarks alike, in pixels. `reg`: the
+    spline's regularisation (warp.tps_grid). `field`: a local motion in the target frame composed
+    with every warp (gaze.gaze_field: the irises).
+    """
+    src_img, src_lm, dst = _chosen(shots, shot_landmarks, targets, chosen)
+    return warp_image(src_img, src_lm, dst, reg=reg, field=field)
 
 
-def references_with_landmarks(shots: torch.Tensor, shot_landmarks, targets, *, selection,
-                              reg: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """references_for's images and the landmarks (B,68,2) of the shot each target warps (K shots shared by
-    all targets): the mouth painter compares that shot's mouth with the target's."""
+@dataclass
+class ReferenceMotion:
+    """The reference each target pose gets, and the motion that takes it there."""
+
+    chosen: torch.Tensor  # (B,) index of the shot
+    grid: torch.Tensor  # (B,R,R,2) where each pixel reads in that shot's crop (grid_sample, align_corners=False)
+    pictures: torch.Tensor  # (B,3,R,R) the chosen shots
+
+    @cached_property
+    def warped(self) -> torch.Tensor:
+        """(B,3,R,R) the shots resampled through the grids (computed when first asked: the compositor needs
+        only the grids)."""
+        with torch.no_grad():
+            return resample(self.pictures, self.grid)
+
+
+def reference_motion(shots: torch.Tensor, shot_landmarks, targets, *, selection, reg: float,
+                     field: LocalField | None = None) -> ReferenceMotion:
+    """The best shot (choose_shots) warped into each target pose, with its grid: the same motion can then be
+    applied to the shot's full-resolution picture (composite.py). shots (K,3,R,R); with `selection=()` and
+    `reg=warp.DEFAULT_REG` `warped` is what the `warp` model shows."""
     with torch.no_grad():
         chosen = choose_shots(shot_landmarks, targets, selection)
-        lms = torch.as_tensor(shot_landmarks).float().reshape(-1, 68, 2)
-        return (warp_references(shots, shot_landmarks, targets, chosen, reg=reg),
-                lms[chosen.reshape(-1).to(lms.device)])
+        src_img, src_lm, dst = _chosen(shots, shot_landmarks, targets, chosen)
+        grid = tps_grid(src_lm, dst, src_img.shape[-2:], reg=reg)  # as warp_image computes it
+        if field is not None:  # a local motion in the target frame (gaze.gaze_field: the irises)
+            grid = displace_grid(grid, field)
+        return ReferenceMotion(chosen, grid, src_img)
+
+
+def references_for(shots: torch.Tensor, shot_landmarks, targets, *, selection, reg: float,
+                   field: LocalField | None = None) -> torch.Tensor:
+    """The best shot (choose_shots) warped into each target pose: (B,3,R,R); with `selection=()` and
+    `reg=warp.DEFAULT_REG` what the `warp` model shows."""
+    return reference_motion(shots, shot_landmarks, targets, selection=selection, reg=reg, field=field).warped

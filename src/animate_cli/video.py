@@ -289,9 +289,10 @@ def read_image(path) -> np.ndarray:
         raise AnimateError(f"cannot read image {path}: {e.strerror or e}") from None
     with _stderr_silenced():
         bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    del data
     if bgr is None:
         raise AnimateError(f"{path} is not an image that can be read (png, jpg, bmp, webp, tiff)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)  # in place: a huge portrait is held once
 
 
 # ----------------------------------------------------------------------------------------------- writing
@@ -456,7 +457,10 @@ class VideoWriter:
         self._size = (height, width)
         self._pad = (height % 2, width % 2)  # yuv420p needs even sizes
         size = (width + self._pad[1], height + self._pad[0])
-        output = ["-f", "mp4", "-preset", "faster"] + ([] if self.audio else ["-movflags", "+faststart"])
+        # veryfast + grain keeps pixel-scale detail of a moving face (issue 17: 0.96 of the face-box Laplacian
+        # variance at crf 15, against 0.83 with "faster" alone) and encodes faster; files ~30% larger
+        output = (["-f", "mp4", "-preset", "veryfast", "-tune", "grain"]
+                  + ([] if self.audio else ["-movflags", "+faststart"]))
         self._gen = imageio_ffmpeg.write_frames(
             str(self._tmp), size, fps=self.fps, quality=self.quality, codec="libx264",
             pix_fmt_out="yuv420p", macro_block_size=1, ffmpeg_log_level="error", output_params=output)

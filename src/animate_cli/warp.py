@@ -7,6 +7,8 @@ expects: u = (2x + 1) / W − 1.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -127,9 +129,34 @@ def tps_flow(src, dst, size, *, reg: float, anchors: bool = True, step: int = DE
     return (grid - _base_grid(h, w, grid.device, grid.dtype)) * grid.new_tensor([w / 2.0, h / 2.0])
 
 
+@dataclass
+class LocalField:
+    """A backward displacement (B,h,w,2, grid units) over the window of the output frame whose top-left
+    pixel is (top, left); zero elsewhere. Local, so a small motion (the irises) costs only its window."""
+
+    values: torch.Tensor
+    top: int = 0
+    left: int = 0
+
+
+def displace_grid(grid: torch.Tensor, field: LocalField) -> torch.Tensor:
+    """The sampling grid `grid` (B,H,W,2) read at x − field(x): a local motion in the output frame
+    (gaze.gaze_field) composed with the warp, so the image is still resampled once."""
+    h, w = grid.shape[1:3]
+    fh, fw = field.values.shape[1:3]
+    y0, x0 = field.top, field.left
+    if y0 < 0 or x0 < 0 or y0 + fh > h or x0 + fw > w:
+        raise AnimateError(f"a {fh}x{fw} field at ({y0}, {x0}) does not fit a {h}x{w} grid")
+    where = _base_grid(h, w, grid.device, grid.dtype)[y0:y0 + fh, x0:x0 + fw] - field.values.to(grid.dtype)
+    out = grid.clone()
+    out[:, y0:y0 + fh, x0:x0 + fw] = resample(grid.permute(0, 3, 1, 2), where).permute(0, 2, 3, 1)
+    return out
+
+
 def warp_image(image: torch.Tensor, src, dst, *, reg: float, anchors: bool = True,
-               step: int = DEFAULT_STEP) -> torch.Tensor:
-    """`image` (B,C,H,W) moved so that what sat at `src` (px) now sits at `dst` (px).
+               step: int = DEFAULT_STEP, field: LocalField | None = None) -> torch.Tensor:
+    """`image` (B,C,H,W) moved so that what sat at `src` (px) now sits at `dst` (px), then by `field`
+    (displace_grid) where one is given.
 
     Bilinear sampling with border padding, so nothing black enters from outside the frame. `reg`: the
     spline's regularisation (tps_grid).
@@ -139,6 +166,9 @@ def warp_image(image: torch.Tensor, src, dst, *, reg: float, anchors: bool = Tru
     src = torch.as_tensor(src, device=image.device).to(image.dtype)
     dst = torch.as_tensor(dst, device=image.device).to(image.dtype)
     grid = tps_grid(src, dst, image.shape[-2:], reg=reg, anchors=anchors, step=step)
+    if field is not None:
+        b = field.values.shape[0]
+        grid = displace_grid(grid.expand(b, -1, -1, -1) if grid.shape[0] == 1 else grid, field)
     if grid.shape[0] != image.shape[0]:  # one image, many poses, or one pose for many images
         if 1 not in (grid.shape[0], image.shape[0]):
             raise AnimateError(f"warp batch mismatch: {image.shape[0]} images, {grid.shape[0]} landmark sets")

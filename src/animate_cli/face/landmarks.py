@@ -1,14 +1,18 @@
-"""68-point facial landmarks behind one interface, with two backends.
+"""68-point facial landmarks behind one interface, with three backends.
 
 `fan` (face-alignment, the paper's landmark network) is the better one but needs weights that are
 downloaded once; `dlib` (HOG detector + shape predictor from face-recognition-models) works fully
-offline. Models load once per process (module-level cache) because loading costs far more than a frame.
+offline; `mesh` (mediapipe's 478-point face mesh, optional) works offline too and also finds the irises.
+Models load once per process (module-level cache) because loading costs far more than a frame.
 """
 from __future__ import annotations
 
 import importlib.util
 import os
 import socket
+import sys
+import types
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -16,6 +20,7 @@ import cv2
 import numpy as np
 
 from ..errors import AnimateError
+from .iris import iris_centres
 
 FAN_FILES = ("s3fd-619a316812.pth", "2DFAN4-11f355bf06.pth.tar")
 _CACHE: dict = {}
@@ -72,6 +77,15 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+@dataclass
+class FaceFit:
+    """One face in one image: 68 iBUG points (68,2) and iris centres (2,2) in the eye order of
+    face.measures (eye of points 36-41 first). Points are NaN where the fit failed."""
+
+    points: np.ndarray
+    irises: np.ndarray | None = None  # None: the fit failed
+
+
 class LandmarkDetector:
     """Finds faces (boxes, largest first) and fits 68 iBUG points inside a box."""
 
@@ -87,6 +101,12 @@ class LandmarkDetector:
     def landmarks(self, image: np.ndarray, box) -> np.ndarray:
         """(68,2) float32 for the face in `box`."""
         raise NotImplementedError
+
+    def fit(self, image: np.ndarray, box) -> FaceFit:
+        """Landmarks and irises of the face in `box`; backends without irises of their own get the dark
+        blob in each eye (face.iris)."""
+        pts = self.landmarks(image, box)
+        return FaceFit(pts, iris_centres(image, pts) if np.isfinite(pts).all() else None)
 
     def box_from_landmarks(self, pts: np.ndarray) -> np.ndarray:
         """The box this backend's detector would give for a face with these landmarks (for tracking)."""
@@ -198,6 +218,99 @@ def _load_fan(device: str):
         raise AnimateError(f"could not load face-alignment weights from {_checkpoint_dir()}: {reason}") from e
 
 
+# Mesh vertex nearest (median over 159 faces: val clips, fixtures, VoxCeleb frames; dlib fits on the same
+# boxes) to each iBUG point. Eyelids and inner lips land within 0.02-0.04 inter-ocular distances of dlib's;
+# the jaw within 0.06-0.15 (the mesh's oval is drawn on the skull, dlib's on the silhouette).
+MESH_TO_IBUG: tuple[int, ...] = (
+    127, 234, 177, 215, 138, 136, 149, 176, 152, 377, 378, 365, 367, 435, 323, 454, 356,  # jaw 0-16
+    70, 63, 105, 66, 107, 336, 296, 334, 293, 300,                                       # brows 17-26
+    168, 197, 5, 4, 75, 97, 2, 326, 460,                                                 # nose 27-35
+    33, 160, 158, 155, 153, 144, 382, 385, 387, 263, 373, 380,                           # eyes 36-47
+    61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 91,                                  # outer lips 48-59
+    78, 82, 13, 312, 308, 317, 14, 87)                                                   # inner lips 60-67
+MESH_IRISES = (468, 473)  # iris centres: the eye of iBUG 36-41 (image left when frontal), then 42-47
+MESH_CROP = 256           # side of the square crop the mesh sees, around the face box
+MESH_MARGIN = 2.2         # crop side / face box side: the mesh's own detector wants forehead and chin
+
+
+def _import_face_mesh():
+    """mediapipe's legacy face-mesh solution, or a one-line error saying how to install it.
+
+    Its `solutions` package imports matplotlib for drawing helpers we never call; where matplotlib is
+    absent a stand-in module is put in its place for the import only (so neither matplotlib nor
+    mediapipe's other heavy dependencies - jax, numpy<2 - are needed)."""
+    os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ logging: warnings and up only
+    stubbed = []
+    if importlib.util.find_spec("matplotlib") is None:
+        for name in ("matplotlib", "matplotlib.pyplot"):
+            if name not in sys.modules:
+                sys.modules[name] = types.ModuleType(name)
+                stubbed.append(name)
+    try:
+        from mediapipe.python.solutions import face_mesh
+    except ImportError as e:
+        raise AnimateError("--landmarks mesh needs mediapipe 0.10.21: pip install --no-deps mediapipe==0.10.21 "
+                           f"&& pip install 'animate-cli[mesh]' ({e})") from e
+    finally:
+        for name in stubbed:
+            sys.modules.pop(name, None)
+    return face_mesh
+
+
+def mesh_available() -> bool:
+    """True when mediapipe is installed (its import is not attempted: that costs about a second)."""
+    return importlib.util.find_spec("mediapipe") is not None
+
+
+class MeshDetector(LandmarkDetector):
+    """mediapipe's 478-point mesh with irises, mapped onto the 68 iBUG points; dlib's HOG finds the faces.
+
+    The mesh runs on a square crop around the given box, so it fits exactly the face the tracker
+    follows (mediapipe's own detector misses large faces in whole images: Einstein's portrait)."""
+
+    name = "mesh"
+
+    def __init__(self):
+        if "mesh" not in _CACHE:
+            face_mesh = _import_face_mesh()
+            _CACHE["mesh"] = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+                                                min_detection_confidence=0.3)
+        self._mesh = _CACHE["mesh"]
+        self._boxes = DlibDetector()
+
+    def detect(self, image, work_size=None):
+        return self._boxes.detect(image, work_size=work_size)
+
+    def mesh(self, image, box) -> np.ndarray | None:
+        """(478,2) float32 mesh vertices in image pixels, or None when the mesh finds no face there."""
+        image = _as_rgb(image)
+        x0, y0, x1, y1 = [float(v) for v in box]
+        a = MESH_CROP / (MESH_MARGIN * max(x1 - x0, y1 - y0, 1.0))
+        M = np.array([[a, 0, MESH_CROP / 2 - a * (x0 + x1) / 2], [0, a, MESH_CROP / 2 - a * (y0 + y1) / 2]])
+        crop = cv2.warpAffine(image, M, (MESH_CROP, MESH_CROP), flags=cv2.INTER_AREA if a < 1 else cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+        found = self._mesh.process(crop).multi_face_landmarks
+        if not found:
+            return None
+        pts = np.array([(p.x, p.y) for p in found[0].landmark], np.float64) * MESH_CROP
+        return ((pts - M[:, 2]) / a).astype(np.float32)
+
+    def fit(self, image, box):
+        pts = self.mesh(image, box)
+        if pts is None:
+            return FaceFit(np.full((68, 2), np.nan, np.float32), np.full((2, 2), np.nan, np.float32))
+        return FaceFit(pts[list(MESH_TO_IBUG)], pts[list(MESH_IRISES)])
+
+    def landmarks(self, image, box):
+        return self.fit(image, box).points
+
+    def box_from_landmarks(self, pts):
+        return self._boxes.box_from_landmarks(pts)
+
+
+LANDMARK_BACKENDS = ("auto", "fan", "dlib", "mesh")
+
+
 def make_detector(name: str = "auto", device: str = "cpu") -> LandmarkDetector:
     """"auto" prefers fan when its weights are already cached (never downloads), else dlib."""
     if name == "auto":
@@ -206,7 +319,9 @@ def make_detector(name: str = "auto", device: str = "cpu") -> LandmarkDetector:
         return FanDetector(device)
     if name == "dlib":
         return DlibDetector()
-    raise AnimateError(f"unknown landmark backend {name!r} (choose auto, fan or dlib)")
+    if name == "mesh":
+        return MeshDetector()
+    raise AnimateError(f"unknown landmark backend {name!r} (choose {', '.join(LANDMARK_BACKENDS)})")
 
 
 def image_landmarks(detector: LandmarkDetector, image: np.ndarray, face_index: int = 0,
@@ -219,4 +334,7 @@ def image_landmarks(detector: LandmarkDetector, image: np.ndarray, face_index: i
         raise AnimateError(f"--face-index {face_index} is out of range: {len(boxes)} face(s) found in {name}")
     if len(boxes) > 1 and face_index == 0 and warn is not None:
         warn(f"{len(boxes)} faces found, using the largest (--face-index to pick another)")
-    return detector.landmarks(image, boxes[face_index])
+    pts = detector.landmarks(image, boxes[face_index])
+    if not np.isfinite(pts).all():
+        raise AnimateError(f"no landmarks could be fitted to the face in {name} ({detector.name})")
+    return pts

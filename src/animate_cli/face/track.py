@@ -3,49 +3,25 @@
 Full-frame detection costs 100-300 ms on CPU; refitting landmarks in a box derived from the previous
 frame's landmarks costs a few ms. So we detect on the first frame and when the face is lost, check
 the track cheaply every frame (box jump, appearance change), re-detect lightly in a small region every
-`redetect_every` frames to stop drift, and smooth with a One-Euro filter (still face -> still points,
-fast mouth -> follows).
+`redetect_every` frames to stop drift. The box is held while the face moves less than BOX_HOLD (a fit
+moves with its box, so a box following every fit makes a still face tremble). track_landmarks can
+smooth with one One-Euro filter for all points; the driver of an animation is smoothed by face.smooth
+instead (head pose, expression and gaze apart).
 """
 from __future__ import annotations
 
-import math
 from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
 
 from ..errors import AnimateError
-from .landmarks import _iou
+from .landmarks import FaceFit, _iou
+from .smooth import OneEuroFilter
 
 PATCH = 32  # side of the grey patch compared between frames to notice a lost/changed face
-
-
-class OneEuroFilter:
-    """One-Euro filter (Casiez et al. 2012), per coordinate, time measured in frames.
-
-    Low cutoff when a point is slow (kills jitter), cutoff rising with speed (no lag on fast motion).
-    Cutoffs are in cycles per frame."""
-
-    def __init__(self, min_cutoff: float = 0.02, beta: float = 4.0, d_cutoff: float = 0.2):
-        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
-        self.x: np.ndarray | None = None
-        self.dx: np.ndarray | None = None
-
-    @staticmethod
-    def _alpha(cutoff):
-        tau = 1.0 / (2 * math.pi * cutoff)
-        return 1.0 / (1.0 + tau)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, np.float64)
-        if self.x is None:
-            self.x, self.dx = x.copy(), np.zeros_like(x)
-            return x.copy()
-        a_d = self._alpha(self.d_cutoff)
-        self.dx = self.dx + a_d * ((x - self.x) - self.dx)
-        a = self._alpha(self.min_cutoff + self.beta * np.abs(self.dx))
-        self.x = self.x + a * (x - self.x)
-        return self.x.copy()
+BOX_HOLD = 0.04  # keep the last box while a new one differs by less than this share of its side
+DRIFT = 0.15     # a periodic re-detection replaces the tracked box only when they differ by this share
 
 
 def _face_width(pts: np.ndarray) -> float:
@@ -101,6 +77,20 @@ def _region_detect(detector, frame: np.ndarray, box: np.ndarray, work: int = 256
     return best
 
 
+def _hold(held: np.ndarray | None, box: np.ndarray) -> np.ndarray:
+    """The held box unless `box` has moved or resized by more than BOX_HOLD of its side.
+
+    Each frame's box comes from the last frame's fit, and a fit moves with its box (the mesh by up to 4%
+    of a face for a pixel), so a box that followed every fit would make a still face tremble; held,
+    identical frames give identical points."""
+    if held is None:
+        return box
+    side = max(float(held[2] - held[0]), float(held[3] - held[1]), 1.0)
+    if np.abs(np.asarray(box, np.float64) - held).max() > BOX_HOLD * side:
+        return box
+    return held
+
+
 def _nearest(boxes: list[np.ndarray], pts: np.ndarray) -> np.ndarray:
     c = pts.mean(0)
     return min(boxes, key=lambda b: float(np.hypot((b[0] + b[2]) / 2 - c[0], (b[1] + b[3]) / 2 - c[1])))
@@ -108,29 +98,43 @@ def _nearest(boxes: list[np.ndarray], pts: np.ndarray) -> np.ndarray:
 
 def track_landmarks(frames: Iterable[np.ndarray], detector, face_index: int = 0, smooth: bool = True,
                     redetect_every: int = 15, min_cutoff: float = 0.02,
-                    beta: float = 4.0) -> Iterator[np.ndarray | None]:
-    """One (68,2) float32 per frame, or None where no face is found (see fill_missing)."""
+                    beta: float = 4.0, face_option: str = "--face-index") -> Iterator[np.ndarray | None]:
+    """One (68,2) float32 per frame, or None where no face is found (see fill_missing).
+    `face_index` counts faces from the largest in the first frame with one; `face_option` names it in errors."""
+    for fit in track_faces(frames, detector, face_index, smooth, redetect_every, min_cutoff, beta, face_option):
+        yield None if fit is None else fit.points
+
+
+def track_faces(frames: Iterable[np.ndarray], detector, face_index: int = 0, smooth: bool = True,
+                redetect_every: int = 15, min_cutoff: float = 0.02,
+                beta: float = 4.0, face_option: str = "--face-index") -> Iterator[FaceFit | None]:
+    """One FaceFit per frame (points float32 (68,2), irises (2,2) where the backend finds them), or None.
+
+    `smooth` filters the points only (irises come raw; face.smooth treats pose, expression and gaze
+    apart). `face_option` names the face choice in errors."""
     prev = prev_patch = None      # raw landmarks/patch of the last frame where the face was tracked
     last_good = None              # last landmarks ever found: picks the same face after a loss
-    filt = scale = None
+    filt = scale = held = None
     since_check = misses = 0
     started = False
     for frame in frames:
         frame = np.ascontiguousarray(frame)
-        pts = patch = None
+        fit = patch = None
         if prev is not None:
             box = detector.box_from_landmarks(prev)
             since_check += 1
             if since_check >= redetect_every:
                 since_check = 0
                 found = _region_detect(detector, frame, box)
-                if found is not None:
-                    box = found
-            pts = detector.landmarks(frame, box)
-            patch = _patch(frame, pts)
-            if not _plausible(pts, prev, patch, prev_patch):
-                pts = None
-        if pts is None:
+                side = max(float(box[2] - box[0]), float(box[3] - box[1]), 1.0)
+                if found is not None and np.abs(found - box).max() > DRIFT * side:
+                    box, held = found, None  # the track had drifted: start again from the detection
+            box = held = _hold(held, box)
+            fit = detector.fit(frame, box)
+            patch = _patch(frame, fit.points) if np.isfinite(fit.points).all() else None
+            if not _plausible(fit.points, prev, patch, prev_patch):
+                fit = None
+        if fit is None:
             # Long stretches without a face (cutaways, a faceless video): search only every 5th
             # frame after the first 10 misses; a full detection costs 100-300 ms.
             misses += 1
@@ -139,28 +143,35 @@ def track_landmarks(frames: Iterable[np.ndarray], detector, face_index: int = 0,
             if boxes:
                 misses = 0
                 if not started and face_index >= len(boxes):
-                    raise AnimateError(f"--face-index {face_index} is out of range: {len(boxes)} face(s) "
+                    raise AnimateError(f"{face_option} {face_index} is out of range: {len(boxes)} face(s) "
                                        "in the driver's first frame with a face")
                 box = boxes[face_index] if not started else _nearest(boxes, last_good)
-                pts = detector.landmarks(frame, box)
-                patch = _patch(frame, pts)
-                started, since_check = True, 0
-                filt, scale = OneEuroFilter(min_cutoff, beta), _face_width(pts)  # restart: no slide
-        prev, prev_patch = pts, patch
-        if pts is None:
+                fit = detector.fit(frame, box)
+                if np.isfinite(fit.points).all():
+                    # refit in the box tracking will use, so the next frame does not jump to it
+                    box = held = detector.box_from_landmarks(fit.points)
+                    refit = detector.fit(frame, box)
+                    fit = refit if np.isfinite(refit.points).all() else fit
+                    patch = _patch(frame, fit.points)
+                    started, since_check = True, 0
+                    filt, scale = OneEuroFilter(min_cutoff, beta), _face_width(fit.points)  # restart: no slide
+                else:
+                    fit = None  # a box without a fit (the mesh saw no face in it)
+        prev, prev_patch = (fit.points if fit is not None else None), patch
+        if fit is None:
             yield None
             continue
-        last_good = pts
-        out = filt(pts / scale) * scale if smooth else pts
-        yield np.asarray(out, np.float32)
+        last_good = fit.points
+        out = filt(fit.points / scale) * scale if smooth else fit.points
+        yield FaceFit(np.asarray(out, np.float32), fit.irises)
 
 
-def fill_missing(seq: list, source_name: str) -> np.ndarray:
-    """(N,68,2): frames without a face hold the last good landmarks (leading gaps take the first good)."""
+def fill_missing(seq: list, source_name: str, shape: tuple[int, ...] = (68, 2)) -> np.ndarray:
+    """(N,*shape): frames without a face hold the last good landmarks (leading gaps take the first good)."""
     good = [i for i, p in enumerate(seq) if p is not None]
     if not good:
         raise AnimateError(f"no face found in any frame of {source_name}")
-    out = np.empty((len(seq), 68, 2), np.float32)
+    out = np.empty((len(seq), *shape), np.float32)
     last = seq[good[0]]
     for i, p in enumerate(seq):
         if p is not None:

@@ -9,8 +9,10 @@ leaves a half-written file under the real name. Loading checks everything a user
 and explains it in one line (AnimateError).
 
 A person file is one .safetensors: the fine-tuned generator's full state ("generator.*"), psi, ê,
-the shots and their landmark images/landmarks (the warp generator moves the shots), with the model
-config in the metadata: loading it reproduces the fine-tuned person's output bit-exactly.
+the shots and their landmark images/landmarks (the warp generator moves the shots), its identity
+("identity.*": a fingerprint of the portrait it was made from, shots.portrait_fingerprint; absent in
+files written before it existed), with the model config and the portrait's file name in the metadata:
+loading it reproduces the fine-tuned person's output bit-exactly.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from torch import nn
 from ..config import GENERATORS, ModelConfig
 from ..errors import AnimateError
 from ..face.draw import DRAWING_VERSION
+from ..video import temp_path
 from .discriminator import Discriminator
 from .embedder import Embedder
 from .generator import build_generator
@@ -49,7 +52,8 @@ def _tensors(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """video.temp_path's name (pid inside), so a later run removes what a killed one left."""
+    return temp_path(path, ".tmp")
 
 
 def _atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
@@ -214,6 +218,8 @@ class PersonModel:
     shot_landmarks: Optional[np.ndarray] = None  # (T,68,2) crop pixels
     steps: int = 0
     losses: list = field(default_factory=list)
+    identity: Optional[dict] = None  # the portrait's fingerprint (shots.portrait_fingerprint); None: not known
+    source: str = ""  # the portrait's file name, for messages
 
     @torch.no_grad()
     def render(self, y: torch.Tensor, warped: Optional[torch.Tensor] = None, landmarks=None,
@@ -232,7 +238,7 @@ class PersonModel:
         return self.generator(y.to(dev), psi=self.psi, warped=warped.to(dev), **extra).float()
 
 
-def save_person(path, person, extra: Optional[dict] = None) -> Path:
+def save_person(path, person, extra: Optional[dict] = None, source: str = "") -> Path:
     """Write a fine-tuned person (a PersonModel or any object with the same attributes) atomically."""
     path = Path(path)
     if not path.parent.is_dir():
@@ -244,9 +250,11 @@ def save_person(path, person, extra: Optional[dict] = None) -> Path:
     tensors["shots_y"] = person.shots_y.detach().float().cpu().contiguous()
     if person.shot_landmarks is not None:
         tensors["shot_landmarks"] = torch.from_numpy(np.ascontiguousarray(person.shot_landmarks, np.float32))
+    for key, value in (getattr(person, "identity", None) or {}).items():
+        tensors[f"identity.{key}"] = torch.from_numpy(np.ascontiguousarray(value, np.float32))
     meta = {"kind": PERSON_KIND, "format_version": str(PERSON_FORMAT), "architecture": person.cfg.generator,
             "config": json.dumps(person.cfg.to_dict()), "steps": str(int(person.steps)),
-            "extra": json.dumps(extra or {})}
+            "extra": json.dumps(extra or {}), "source": source or getattr(person, "source", "")}
     try:
         _atomic_save_tensors(path, tensors, meta)
     except OSError as exc:
@@ -279,8 +287,10 @@ def load_person(path, device="cpu") -> PersonModel:
     if tensors["psi"].shape[-1] != g.n_adain:
         raise AnimateError(f"{path}: psi has {tensors['psi'].shape[-1]} entries, the generator expects {g.n_adain}")
     lms = tensors.get("shot_landmarks")
+    identity = {k[len("identity."):]: v.numpy() for k, v in tensors.items() if k.startswith("identity.")}
     return PersonModel(cfg=cfg, generator=g.to(device).eval(), psi=tensors["psi"].to(device),
                        e_hat=tensors["e_hat"].to(device), shots=tensors["shots"].to(device),
                        shots_y=tensors["shots_y"].to(device),
                        shot_landmarks=None if lms is None else lms.numpy(),
-                       steps=int(meta.get("steps", "0")))
+                       steps=int(meta.get("steps", "0")), identity=identity or None,
+                       source=meta.get("source", ""))

@@ -22,7 +22,7 @@ from rich.table import Table
 from torch.utils.data import DataLoader
 
 from .. import losses
-from ..config import preset
+from ..config import FinetuneConfig, preset
 from ..errors import AnimateError
 from ..models.checkpoint import load_checkpoint
 from ..models.discriminator import Discriminator
@@ -32,6 +32,7 @@ from . import distributed, rundir
 from .episodes import EpisodeDataset, reference_warp_and_landmarks
 from .photo_episodes import MixedEpisodeDataset, PhotoEpisodeDataset
 
+SHARED = FinetuneConfig()  # meta-learning and fine-tuning share learning rates, L_CNT size and the mouth term
 # paint: the mouth painter's mean |correction| on the open mouths of the step's targets (paint_usage)
 LOSS_COLUMNS = ("loss_g", "cnt", "adv", "fm", "mch", "pix", "mouth", "paint", "loss_d", "d_real", "d_fake")
 
@@ -52,13 +53,13 @@ class TrainOptions:
     resolution: int | None = None  # default: the preset's
     k_shots: int = 8
     batch_size: int = 2  # episodes per process per step
-    lr_g: float = 5e-5
-    lr_d: float = 2e-4
+    lr_g: float = SHARED.lr_g
+    lr_d: float = SHARED.lr_d
     # the mouth painter's (4 × lr_g): it starts from zero next to trained weights, and at lr_g its zero output
     # layer would need thousands of steps to paint a visible mouth
-    lr_paint: float = 2e-4
+    lr_paint: float = 4 * SHARED.lr_g
     d_steps: int = 1  # D updates per E/G update
-    perceptual_size: int | None = 128  # L_CNT input size (None = full); 128 keeps CPU steps affordable
+    perceptual_size: int | None = SHARED.content_size  # L_CNT input size (None = full); 128 keeps CPU steps affordable
     max_steps: int | None = None
     max_minutes: float | None = None
     checkpoint_every: int = 500
@@ -73,7 +74,7 @@ class TrainOptions:
     init: str | None = None  # start from a weights folder (e.g. an earlier export)
     threads: int | None = None  # CPU threads per process (None: torch's default; torchrun sets 1)
     augment: bool = True  # mirror + colour jitter of episodes (see episodes.py)
-    mouth_weight: float = 1.0  # weight of the mouth term (losses.mouth_loss); 0 = the paper's losses only
+    mouth_weight: float = SHARED.mouth_weight  # weight of the mouth term (losses.mouth_loss); 0 = the paper's losses only
     random_reference: float = 0.5  # share of episodes whose warp reference is a random shot, not the nearest
     nan_patience: int = 3  # consecutive bad steps before restoring the last checkpoint and halving lr
     progress: bool = True
