@@ -166,6 +166,7 @@ def test_a_painting_model_fine_tunes_saves_and_reports_what_it_painted(tmp_path,
     targets = np.stack([shot.landmarks, opened, close_mouth(shot.landmarks)])
     frames, usage = a.render_with_paint_usage(targets)
     assert np.array_equal(frames, a.render(targets))
+    assert np.array_equal(a.render_motion(targets).crops, frames)  # what the compositor draws: the painted mouth
     share = usage["paint_share"]
     assert share[0] < 0.1 and 0.5 < share[1] <= 1 and np.isnan(share[2])  # as the shot, opened wider, shut
     assert usage["paint_size"][1] > 0

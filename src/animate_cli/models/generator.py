@@ -124,10 +124,10 @@ class WarpGenerator(Generator):
 
     With the painter, x̂ = X + paste(window·(1 − m)·Δp), X = warped + Δ: the MouthPainter paints the mouth
     box at its own resolution (see there), from the crop of X, masks of the target's lips and the trunk's
-    features; m is its blend mask, starting low only where the target's mouth
-    opens wider than the warped shot's (uncovered_mouth). Δp's convolution starts at zero, so a painter added
-    to trained weights starts from exactly their output; the gradient it gets comes from the open mouths the
-    warp cannot make (photo episodes that close a mouth and ask for it open).
+    features; m is its blend mask, starting low only inside the target's open mouth, as far as it opens wider
+    than the warped shot's (mouth_stretch). Δp's convolution starts at zero, so a painter added to trained
+    weights starts from exactly their output; the gradient it gets comes from the open mouths the warp cannot
+    make (photo episodes that close a mouth and ask for it open).
     """
 
     def __init__(self, cfg: ModelConfig):
