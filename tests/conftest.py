@@ -1,5 +1,6 @@
 """Shared test helpers: where ../shared lives, and skipping cleanly without it."""
 import os
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,18 @@ def moved_portrait_frames(image, n: int, size: int = 256, shift_px: float = 4.0,
         A = (S @ M)[:2]
         frames.append(cv2.warpAffine(image, A, (size, size), borderMode=cv2.BORDER_REFLECT))
     return frames
+
+
+# The `animate` command with rendering slowed down, run as `python -c SLOW_CLI_CHILD ARGS...`: a signal sent
+# while its video is being written surely arrives mid-write.
+SLOW_CLI_CHILD = textwrap.dedent("""
+    import sys, time
+    from animate_cli.animators import WarpAnimator
+    from animate_cli.cli import main
+    render = WarpAnimator.render_motion
+    def slow_render(self, targets, **kw):
+        time.sleep(0.5)
+        return render(self, targets, **kw)
+    WarpAnimator.render_motion = slow_render
+    sys.exit(main(sys.argv[1:]))
+""")

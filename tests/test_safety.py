@@ -20,7 +20,7 @@ from animate_cli.face.track import gap_note, longest_gap
 from animate_cli.video import (VideoWriter, check_not_an_input, check_writable, promised_frames, read_frames,
                                remove_stale_temporaries, shortfall_note, temp_path, write_image)
 
-from conftest import EXAMPLES, ROOT
+from conftest import EXAMPLES, ROOT, SLOW_CLI_CHILD
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX signals and pids")
@@ -120,19 +120,6 @@ def test_interrupt_on_signals_raises_and_restores():
     assert caught.value.signum == signal.SIGTERM
     assert isinstance(caught.value, KeyboardInterrupt)  # cleaned up like Ctrl-C everywhere
     assert {s: signal.getsignal(s) for s in before} == before
-
-
-SLOW_CLI_CHILD = textwrap.dedent("""
-    import sys, time
-    from animate_cli.animators import WarpAnimator
-    from animate_cli.cli import main
-    render = WarpAnimator.render_motion
-    def slow_render(self, targets, **kw):
-        time.sleep(0.5)
-        return render(self, targets, **kw)
-    WarpAnimator.render_motion = slow_render
-    sys.exit(main(sys.argv[1:]))
-""")
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ from animate_cli.models.generator import build_generator
 from animate_cli.shots import crop_shot, portrait_fingerprint, same_portrait
 from animate_cli.video import VideoWriter, probe_video, read_frames, read_image, remove_stale_temporaries
 
-from conftest import EXAMPLES, ROOT, moved_portrait_frames, write_test_video
+from conftest import EXAMPLES, ROOT, SLOW_CLI_CHILD, moved_portrait_frames, write_test_video
 
 WARP = ["--model", "warp", "--landmarks", "dlib"]
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX signals and pids")
@@ -336,19 +336,6 @@ def test_every_command_unwinds_on_termination_signals(signame):
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("interrupted"), done.stderr
     assert (signame if signame != "SIGINT" else "Ctrl-C") in lines[0]
-
-
-SLOW_CLI_CHILD = textwrap.dedent("""
-    import sys, time
-    from animate_cli.animators import WarpAnimator
-    from animate_cli.cli import main
-    render = WarpAnimator.render_motion
-    def slow_render(self, targets, **kw):
-        time.sleep(0.5)
-        return render(self, targets, **kw)
-    WarpAnimator.render_motion = slow_render
-    sys.exit(main(sys.argv[1:]))
-""")
 
 
 @pytest.mark.slow
