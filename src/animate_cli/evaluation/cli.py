@@ -31,6 +31,13 @@ def evaluate_command(
     max_clips: Optional[int] = typer.Option(D.max_clips, "--max-clips"),
     max_frames: Optional[int] = typer.Option(D.max_frames, "--max-frames", help="Read at most this many frames per clip."),
     cross: bool = typer.Option(D.cross, "--cross/--no-cross", help="Also the cross-identity setting."),
+    follow: Optional[bool] = typer.Option(
+        D.follow, "--follow/--no-follow",
+        help="The follow setting: portraits driven by other people's clips through the whole pipeline, eyes, gaze, "
+             "mouth and head shake measured (default: when mediapipe's mesh is installed)."),
+    follow_frames: int = typer.Option(D.follow_frames, "--follow-frames", help="Driver frames per follow pair."),
+    measure_with: str = typer.Option(D.measure_with, "--measure-with",
+                                     help="The follow setting's measurer: another detector than the driving one."),
     fid: bool = typer.Option(D.fid, "--fid/--no-fid", help="FID (from 64 frames per setting)."),
     seed: int = typer.Option(D.seed, "--seed", help="Seed of fine-tuning."),
     progress: bool = typer.Option(D.progress, "--progress/--no-progress", help="Progress lines and the table."),
@@ -38,7 +45,7 @@ def evaluate_command(
         None, "--compare", metavar="A.json B.json",
         help="Instead of evaluating: pair two reports' frames and say where B beats A."),
 ):
-    """Measure animators on a folder of clips (self-reenactment at each --shots, cross-identity): writes the
+    """Measure animators on a folder of clips (self-reenactment at each --shots, cross-identity, follow): writes the
     report to --out and prints its table. With --compare A.json B.json: pair the two reports' frames instead."""
     if compare_reports is not None:
         rows = compare(*(read_report(p) for p in compare_reports))
@@ -50,7 +57,8 @@ def evaluate_command(
         raise AnimateError("give a folder of clips to evaluate (or --compare A.json B.json)")
     opts = EvaluateOptions(models=tuple(model), shots=tuple(shots), targets=targets, finetune_steps=finetune_steps,
                            out=str(out), device=device, cross=cross, max_clips=max_clips, max_frames=max_frames,
-                           fid=fid, seed=seed, progress=progress)
+                           fid=fid, seed=seed, progress=progress, follow=follow, follow_frames=follow_frames,
+                           measure_with=measure_with)
     report = evaluate(clips, opts)
     if progress:
         print_table(report)

@@ -13,7 +13,10 @@ from rich.table import Table
 from ..errors import AnimateError
 
 HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "lpips": False, "mouth_lpips": False, "csim": True,
-                    "id_dist": False, "landmark_error": False}
+                    "id_dist": False, "landmark_error": False,
+                    # the follow setting (follow.py), one value per pair
+                    "eyes": True, "gaze_h": True, "gaze_v": True, "mouth": True, "jitter_ratio": False,
+                    "shake_ratio": False}
 
 
 def sign_test(better: int, worse: int) -> float:
@@ -31,6 +34,8 @@ def _shared_settings(a: dict, b: dict):
             yield setting, sa, b["self"][setting]
     if "cross" in a and "cross" in b:
         yield "cross-id", a["cross"], b["cross"]
+    if a.get("follow", {}).get("pairs") and b.get("follow", {}).get("pairs"):
+        yield "follow", a["follow"], b["follow"]
 
 
 def _per_frame(setting: str, summary) -> dict:
@@ -121,4 +126,25 @@ def print_table(report: dict) -> None:
         rows = list(entry["self"].items()) + ([("cross-id", entry["cross"])] if "cross" in entry else [])
         for setting, m in rows:
             t.add_row(model, setting, *["-" if m.get(c) is None else f"{m[c]:.3g}" for c in cols])
+    Console(width=max(120, Console().width)).print(t)
+    follow = {model: e["follow"] for model, e in report["models"].items() if e.get("follow", {}).get("pairs")}
+    if follow:
+        print_follow(follow)
+
+
+def print_follow(follow: dict) -> None:
+    """The follow setting: correlations with the driver (1 = does what it does) and ratios to the driver's
+    jitter and head shake (1 = as steady as the driver; lower is steadier)."""
+    cols = ("eyes", "eyes_frames", "gaze_h", "gaze_v", "mouth", "jitter_ratio", "jitter_ratio_max", "shake_ratio",
+            "shake_ratio_max", "pairs")
+    names = {"eyes_frames": "n blinking", "jitter_ratio": "jitter ×", "jitter_ratio_max": "max",
+             "shake_ratio": "shake ×", "shake_ratio_max": "max", "pairs": "n"}
+    any_entry = next(iter(follow.values()))
+    t = Table(title=f"following another person's clip (measured with {any_entry['measured_with']}, "
+                    f"driven by {any_entry['driven_by']}, {any_entry['follow_frames']} frames)")
+    t.add_column("model")
+    for c in cols:
+        t.add_column(names.get(c, c), justify="right")
+    for model, m in follow.items():
+        t.add_row(model, *["-" if m.get(c) is None else f"{m[c]:.3g}" for c in cols])
     Console(width=max(120, Console().width)).print(t)

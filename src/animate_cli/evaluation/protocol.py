@@ -9,6 +9,8 @@ the frame shows. A metric defined on some frames only is NaN on the others: its 
 report counts the frames it covers (`<metric>_frames`).
 Cross-identity: clip i's first frame driven by clip i+1 (relative motion transfer); metrics: CSIM to
 the portrait (does the person stay the same?) and landmark error to the transferred landmarks.
+Follow (follow.py): the cross-identity pairs and every still image in the folder driven by every clip, through
+the real pipeline, measured by another detector: eye, gaze and mouth correlations, jitter and head shake.
 The report keeps every frame's values, labelled by clip, so two reports can be paired (compare.py).
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,17 +28,19 @@ from rich.console import Console
 from ..animators import make_animator
 from ..errors import AnimateError
 from ..face.crop import CropSmoother, face_crop_transform, transform_points, warp_to_crop
-from ..face.landmarks import make_detector
+from ..animate import AnimateOptions
+from ..face.landmarks import make_detector, mesh_available
 from ..face.regions import mouth_lpips, mouth_open
 from ..face.track import fill_missing, track_landmarks
 from ..motion import transfer_relative
 from ..video import is_video, read_frames
+from .follow import FOLLOW_FRAMES, find_stills, follow_pairs, run_follow
 from .metrics import FaceIdentity, Inception, frechet_distance, landmark_error, lpips, psnr, ssim
 
 FID_MIN_FRAMES = 64  # below this many frames per side the FID estimate is noise: reported as null
 # defined on some frames only (open-mouth targets): the report always counts them. paint_share / paint_size:
 # what a mouth painter did there (models.generator.paint_usage), for models that have one
-PARTIAL_METRICS = ("mouth_lpips", "paint_share", "paint_size")
+PARTIAL_METRICS = ("mouth_lpips", "paint_share", "paint_size", "eyes")
 
 
 @dataclass
@@ -50,7 +55,10 @@ class EvaluateOptions:
     cross: bool = True  # also the cross-identity setting (needs 2 clips or more)
     max_clips: int | None = None
     max_frames: int | None = None  # read at most this many frames per clip
-    detector: str = "dlib"  # landmark backend for cropping and re-detection
+    detector: str = "dlib"  # landmark backend for cropping and re-detection, and the one that drives
+    follow: bool | None = None  # the follow setting; None: when the measurer is installed
+    follow_frames: int = FOLLOW_FRAMES  # driver frames per follow pair
+    measure_with: str = "mesh"  # the follow setting's measurer: another detector than `detector`
     fid: bool = True
     seed: int = 0
     progress: bool = True
@@ -61,11 +69,23 @@ class EvaluateOptions:
         if not self.shots or min(self.shots) < 1:
             raise AnimateError(f"--shots must be 1 or more (got {', '.join(map(str, self.shots))})")
         for flag, value in (("--targets", self.targets), ("--max-clips", self.max_clips),
-                            ("--max-frames", self.max_frames)):
+                            ("--max-frames", self.max_frames), ("--follow-frames", self.follow_frames)):
             if value is not None and value < 1:
                 raise AnimateError(f"{flag} must be 1 or more (got {value})")
         if self.finetune_steps is not None and self.finetune_steps < 0:
             raise AnimateError(f"--finetune-steps must be 0 or more (got {self.finetune_steps})")
+        if self.follow_frames < 3:
+            raise AnimateError(f"--follow-frames must be 3 or more (got {self.follow_frames})")
+        if self.follow is not False and self.measure_with == self.detector:
+            raise AnimateError(f"--measure-with {self.measure_with} is the detector that drives: measuring with "
+                               "it flatters the follow scores (choose another, or --no-follow)")
+
+    def measurer(self):
+        """The follow setting's detector, or None when the setting is off (not asked, or its measurer is not
+        installed and it was not asked for explicitly: then a one-line error)."""
+        if self.follow is False or (self.follow is None and self.measure_with == "mesh" and not mesh_available()):
+            return None
+        return make_detector(self.measure_with, device=self.device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -240,6 +260,11 @@ def evaluate(clips_dir, opts: EvaluateOptions | None = None, **kwargs) -> dict:
     inception = _Lazy(lambda: Inception(device)) if opts.fid else None
     say = _printer(opts.progress)
     clip_cache: dict[int, tuple[list[EvalClip], dict]] = {}
+    measurer = opts.measurer()
+    if measurer is None and opts.follow is None:
+        say("follow setting skipped: its measurer (mediapipe's mesh) is not installed")
+    work = tempfile.TemporaryDirectory(prefix="animate-follow-")  # the follow pairs' drivers and first frames
+    driver_measured: dict = {}  # each driver's measured landmarks, once for every model
 
     def clips_at(resolution: int):
         if resolution not in clip_cache:
@@ -259,43 +284,49 @@ def evaluate(clips_dir, opts: EvaluateOptions | None = None, **kwargs) -> dict:
         a.prepare(list(shots_), list(landmarks_))
         return a
 
-    results = {}
-    for model in opts.models:
-        resolution = make_animator(model, device=device, finetune_steps=finetune_steps, seed=seed).resolution
-        clips, skipped = clips_at(resolution)
-        per = {}
-        for k in shots:
-            s = _Scores()
-            for c in clips:
-                animator = prepared(model, c.shots[:k], c.shot_landmarks[:k])
-                out, paint = _render_painting(animator, c.target_landmarks)
-                got, found = _redetect(det, out, c.target_landmarks)
-                ids = np.array([ident.compare(o, g, t, tl) for o, g, t, tl in
-                                zip(out, got, c.targets, c.target_landmarks)])
-                s.add(c.name, ssim=ssim(out, c.targets), psnr=psnr(out, c.targets), lpips=lpips(out, c.targets, device),
-                      mouth_lpips=open_mouth_lpips(out, c.targets, c.target_landmarks, device),
-                      csim=ids[:, 0], id_dist=ids[:, 1], landmark_error=landmark_error(got, c.target_landmarks),
-                      face_detected=found, **paint)
-                s.real.append(c.targets)
-                s.fake.append(out)
-            per[f"K={k}"] = _summary(s, inception)
-            say(f"{model} self-reenactment K={k}: {_means(per[f'K={k}'])}")
-        entry = {"self": per, "resolution": resolution, "skipped_clips": skipped}
-        if opts.cross and len(clips) >= 2:
-            s = _Scores()
-            for i, c in enumerate(clips):
-                d = clips[(i + 1) % len(clips)]
-                drive = np.concatenate([d.shot_landmarks[:1], d.target_landmarks])
-                wanted = transfer_relative(c.shot_landmarks[0], drive, ref_index=0)[1:].astype(np.float32)
-                out = _render(prepared(model, c.shots[:1], c.shot_landmarks[:1]), wanted)
-                got, found = _redetect(det, out, wanted)
-                ids = np.array([ident.compare(o, g, c.shots[0], c.shot_landmarks[0]) for o, g in zip(out, got)])
-                s.add(c.name, csim=ids[:, 0], id_dist=ids[:, 1], landmark_error=landmark_error(got, wanted),
-                      face_detected=found)
-            entry["cross"] = _summary(s, None)
-            say(f"{model} cross-identity: {_means(entry['cross'])}")
-        results[model] = entry
-
+    try:
+        follow_at = follow_pairs(paths, find_stills(Path(clips_dir)), Path(work.name), opts.follow_frames) \
+            if measurer is not None else []
+        results = {}
+        for model in opts.models:
+            resolution = make_animator(model, device=device, finetune_steps=finetune_steps, seed=seed).resolution
+            clips, skipped = clips_at(resolution)
+            per = {}
+            for k in shots:
+                s = _Scores()
+                for c in clips:
+                    animator = prepared(model, c.shots[:k], c.shot_landmarks[:k])
+                    out, paint = _render_painting(animator, c.target_landmarks)
+                    got, found = _redetect(det, out, c.target_landmarks)
+                    ids = np.array([ident.compare(o, g, t, tl) for o, g, t, tl in
+                                    zip(out, got, c.targets, c.target_landmarks)])
+                    s.add(c.name, ssim=ssim(out, c.targets), psnr=psnr(out, c.targets),
+                          lpips=lpips(out, c.targets, device), mouth_lpips=open_mouth_lpips(out, c.targets, c.target_landmarks, device),
+                          csim=ids[:, 0], id_dist=ids[:, 1], landmark_error=landmark_error(got, c.target_landmarks),
+                          face_detected=found, **paint)
+                    s.real.append(c.targets)
+                    s.fake.append(out)
+                per[f"K={k}"] = _summary(s, inception)
+                say(f"{model} self-reenactment K={k}: {_means(per[f'K={k}'])}")
+            entry = {"self": per, "resolution": resolution, "skipped_clips": skipped}
+            if opts.cross and len(clips) >= 2:
+                s = _Scores()
+                for i, c in enumerate(clips):
+                    d = clips[(i + 1) % len(clips)]
+                    drive = np.concatenate([d.shot_landmarks[:1], d.target_landmarks])
+                    wanted = transfer_relative(c.shot_landmarks[0], drive, ref_index=0)[1:].astype(np.float32)
+                    out = _render(prepared(model, c.shots[:1], c.shot_landmarks[:1]), wanted)
+                    got, found = _redetect(det, out, wanted)
+                    ids = np.array([ident.compare(o, g, c.shots[0], c.shot_landmarks[0]) for o, g in zip(out, got)])
+                    s.add(c.name, csim=ids[:, 0], id_dist=ids[:, 1], landmark_error=landmark_error(got, wanted),
+                          face_detected=found)
+                entry["cross"] = _summary(s, None)
+                say(f"{model} cross-identity: {_means(entry['cross'])}")
+            if measurer is not None:
+                entry["follow"] = follow_setting(model, follow_at, opts, measurer, say, driver_measured)
+            results[model] = entry
+    finally:
+        work.cleanup()
     report = {"clips_dir": str(clips_dir), "clips": [p.name for p in paths], "shots": shots, "n_targets": n_targets,
               "finetune_steps": finetune_steps, "device": str(device), "models": results}
     if opts.out is not None:
@@ -305,6 +336,26 @@ def evaluate(clips_dir, opts: EvaluateOptions | None = None, **kwargs) -> dict:
         tmp.write_text(json.dumps(report, indent=2))
         os.replace(tmp, out_json)
     return report
+
+
+def follow_setting(model: str, pairs, opts: EvaluateOptions, measurer, say, driver_measured: dict) -> dict:
+    """The follow setting's summary: means over the pairs (the eye correlation over the pairs whose driver
+    closes an eye, counted in eyes_frames), the worst ratios, and per-pair values in per_frame (one "frame" per
+    pair, labelled by pair) so --compare pairs them like frames."""
+    run = AnimateOptions(model=model, landmarks=opts.detector, audio=False, overwrite=True, device=opts.device,
+                         finetune_steps=opts.finetune_steps, seed=opts.seed)
+    with tempfile.TemporaryDirectory(prefix="animate-follow-") as work:
+        names, values, skipped = run_follow(model, pairs, run, measurer, Path(work), say, driver_measured)
+    s = _Scores()
+    for i, name in enumerate(names):
+        s.add(name, **{k: v[i] for k, v in values.items()})
+    out = _summary(s, None) if names else {"frames": 0}
+    for k in ("jitter_ratio", "shake_ratio"):
+        out[f"{k}_max"] = round(float(np.nanmax(values[k])), 6) if names else None
+    out.update(pairs=len(names), skipped_pairs=skipped, measured_with=measurer.name, driven_by=opts.detector,
+               follow_frames=opts.follow_frames)
+    say(f"{model} follow: {_means(out)}")
+    return out
 
 
 def _printer(enabled: bool):

@@ -1,0 +1,144 @@
+"""The follow setting: head shake read by optical flow sees the image tremble and not a trembling detector;
+pairs are the cross-identity ones plus every still; the summary counts blinking drivers, keeps the worst
+ratios and skipped pairs, and --compare pairs follow reports pair by pair."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from animate_cli.errors import AnimateError
+from animate_cli.evaluation import cli, follow, protocol
+from animate_cli.evaluation.compare import compare
+from animate_cli.face.measures import RIGID_POINTS, interocular, jitter
+from conftest import write_test_video
+from synthetic_faces import face_landmarks
+
+SIZE = 160
+
+
+def textured(size: int = SIZE, seed: int = 0) -> np.ndarray:
+    """Skin-like blotches with corners to track (a face's pores and lashes stand for them in real frames)."""
+    rng = np.random.default_rng(seed)
+    noise = cv2.GaussianBlur(rng.random((size, size)).astype(np.float32), (0, 0), 2.0)
+    noise = (noise - noise.min()) / (noise.max() - noise.min())
+    return np.repeat((60 + 150 * noise)[..., None], 3, -1).astype(np.uint8)
+
+
+def moving(path_xy: np.ndarray, seed: int = 0):
+    """Frames of the texture translated along path_xy (N,2) and the face landmarks that ride on it."""
+    big = textured(2 * SIZE, seed)
+    lms = face_landmarks(SIZE) + SIZE / 2
+    frames, points = [], []
+    for x, y in path_xy:
+        A = np.float32([[1, 0, x - SIZE / 2], [0, 1, y - SIZE / 2]])
+        frames.append(cv2.warpAffine(big, A, (SIZE, SIZE), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT))
+        points.append(lms + [x - SIZE / 2, y - SIZE / 2])
+    return frames, np.array(points)
+
+
+def test_head_shake_reads_a_trembling_image_not_a_trembling_detector():
+    n = 30
+    smooth = np.stack([np.linspace(0, 6, n), np.linspace(0, 3, n)], 1)
+    tremble = smooth + np.where(np.arange(n) % 2, 0.8, -0.8)[:, None] * [1, 0]
+    frames, points = moving(smooth)
+    still_shake = follow.head_shake(frames, points)
+    # a detector that trembles by a pixel on frames that move smoothly: landmark jitter reads it, flow does not
+    rng = np.random.default_rng(1)
+    noisy = points + rng.normal(0, 1.0, points.shape)
+    assert jitter(noisy) > 10 * still_shake
+    assert follow.head_shake(frames, noisy) < 2 * still_shake + 1e-3
+    # the image itself trembles: flow reads about the true tremble of the rigid points
+    frames_t, points_t = moving(tremble)
+    true = jitter(points_t[:, list(RIGID_POINTS)], face_size=float(np.median(interocular(points_t))))
+    assert follow.head_shake(frames_t, points_t) == pytest.approx(true, rel=0.2)
+    assert follow.head_shake(frames_t, points_t) > 10 * still_shake
+
+
+def test_head_path_carries_the_rigid_points_along_the_motion():
+    path = np.stack([np.linspace(0, 8, 12), np.zeros(12)], 1)
+    frames, points = moving(path)
+    carried = follow.head_path(frames, points)
+    np.testing.assert_allclose(carried, points[:, list(RIGID_POINTS)], atol=0.3)
+
+
+def test_pairs_are_the_cross_identity_ones_then_every_still_with_every_clip(tmp_path):
+    clips = []
+    for name, seed in (("a.mp4", 0), ("b.mp4", 1)):
+        frames, _ = moving(np.zeros((12, 2)), seed)
+        clips.append(write_test_video(tmp_path / name, frames))
+    broken = tmp_path / "c.mp4"
+    broken.write_bytes(b"not a video")
+    still = tmp_path / "s.png"
+    cv2.imwrite(str(still), textured())
+    work = tmp_path / "work"
+    work.mkdir()
+    pairs = follow.follow_pairs(clips + [broken], follow.find_stills(tmp_path), work, frames=5)
+    assert [p.name for p in pairs] == ["a.mp4 <- b.mp4", "b.mp4 <- a.mp4", "s.png <- a.mp4", "s.png <- b.mp4"]
+    assert sum(1 for _ in follow.read_frames(pairs[0].driver)) == 5  # drivers cut to the pair's frames
+    assert pairs[0].portrait.suffix == ".png" and pairs[2].portrait == still
+
+
+def fake_follow(monkeypatch, rows: dict):
+    """The pipeline and the measurer replaced: each pair's result is its driver, its columns come from `rows`
+    by pair name; a pair named in rows with None fails like a portrait without a face."""
+    monkeypatch.setattr(follow, "load_detector", lambda opts: None)
+    monkeypatch.setattr(follow, "load_animator", lambda opts: None)
+    current = {}
+
+    def fake_animate(portrait, driver, out, opts, detector=None, animator=None):
+        current["name"] = next(n for n in rows if n.startswith(portrait.name) and n.endswith(driver.name))
+        if rows[current["name"]] is None:
+            raise AnimateError("no face found in the portrait")
+        out.write_bytes(b"video")
+
+    monkeypatch.setattr(follow, "animate", fake_animate)
+    monkeypatch.setattr(follow, "measure_pair", lambda result, driver, measurer, cache: dict(rows[current["name"]]))
+
+
+def row(eyes=float("nan"), gaze=0.5, mouth=0.8, jit=1.0, shake=0.5):
+    return dict(eyes=eyes, gaze_h=gaze, gaze_v=gaze, mouth=mouth, jitter_ratio=jit, shake_ratio=shake)
+
+
+def test_follow_summary_counts_blinking_drivers_keeps_the_worst_and_the_skipped(tmp_path, monkeypatch):
+    pairs = [follow.FollowPair(f"p{i}.png <- d{i}.mp4", tmp_path / f"p{i}.png", tmp_path / f"d{i}.mp4")
+             for i in range(3)]
+    fake_follow(monkeypatch, {pairs[0].name: row(eyes=0.9, jit=1.5, shake=0.4), pairs[1].name: row(jit=0.5, shake=1.3),
+                              pairs[2].name: None})
+    opts = protocol.EvaluateOptions(models=("warp",), follow=True)
+    out = protocol.follow_setting("warp", pairs, opts, type("M", (), {"name": "mesh"})(), lambda m: None, {})
+    assert out["pairs"] == 2 and list(out["skipped_pairs"]) == [pairs[2].name]
+    assert out["eyes"] == pytest.approx(0.9) and out["eyes_frames"] == 1  # the non-blinking driver does not count
+    assert out["jitter_ratio"] == pytest.approx(1.0) and out["jitter_ratio_max"] == pytest.approx(1.5)
+    assert out["shake_ratio_max"] == pytest.approx(1.3)
+    assert out["per_frame"]["clip"] == [pairs[0].name, pairs[1].name]
+    assert (out["measured_with"], out["driven_by"]) == ("mesh", "dlib")
+    json.dumps(out)  # NaN-free: a valid report
+
+
+def test_compare_pairs_follow_reports_pair_by_pair(tmp_path, monkeypatch):
+    pairs = [follow.FollowPair(f"p{i}.png <- d{i}.mp4", tmp_path / f"p{i}.png", tmp_path / f"d{i}.mp4")
+             for i in range(4)]
+    measurer = type("M", (), {"name": "mesh"})()
+    opts = protocol.EvaluateOptions(models=("warp",), follow=True)
+    reports = []
+    for shake in (1.5, 0.8):  # B shakes less on every pair and blinks as well
+        fake_follow(monkeypatch, {p.name: row(eyes=0.7, shake=shake + i / 10) for i, p in enumerate(pairs)})
+        reports.append({"models": {"warp": {"self": {}, "follow": protocol.follow_setting(
+            "warp", pairs, opts, measurer, lambda m: None, {})}}})
+    rows = {r["metric"]: r for r in compare(*reports) if r["setting"] == "follow"}
+    assert (rows["shake_ratio"]["better"], rows["shake_ratio"]["clips_better"]) == (4, 4)
+    assert rows["shake_ratio"]["gain"] == pytest.approx(0.7)
+    assert rows["eyes"]["ties"] == 4
+
+
+def test_follow_options(tmp_path, monkeypatch, capsys):
+    with pytest.raises(AnimateError, match="flatters"):
+        protocol.EvaluateOptions(detector="mesh", measure_with="mesh")
+    protocol.EvaluateOptions(detector="mesh", measure_with="mesh", follow=False)  # off: no conflict
+    monkeypatch.setattr(protocol, "mesh_available", lambda: False)
+    assert protocol.EvaluateOptions().measurer() is None  # not installed, not asked: skipped
+    assert protocol.EvaluateOptions(follow=False).measurer() is None
+    assert cli.main([str(tmp_path), "--follow-frames", "2", "--out", str(tmp_path / "r.json")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "--follow-frames" in err and "\n" not in err
