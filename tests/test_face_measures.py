@@ -118,5 +118,10 @@ def test_follow_scores_of_a_faithful_copy_and_of_a_frozen_face():
     frozen = np.repeat(driver[:1], 60, 0)
     frozen_scores = follow_scores(frozen, driver, np.repeat(d_iris[:1], 60, 0), d_iris)
     assert math.isnan(frozen_scores.eye_right) and frozen_scores.jitter_ratio < 1e-3
+    # eyes held on the camera (gaze within detector noise): no gaze correlation, it would be one of noise
+    fixed = irises_at(driver[0], 0.0, 0.0)[None] + rng.normal(0, 0.01 * 40, (60, 2, 2))
+    held = follow_scores(copy, driver, apply_similarity(fixed, s, R, t), fixed)
+    assert math.isnan(held.gaze_h) and math.isnan(held.gaze_v) and not held.driver_looks_h
+    assert scores.driver_looks_h and scores.driver_looks_v
     with pytest.raises(AnimateError, match="frames"):
         follow_scores(copy[:10], driver)

@@ -5,7 +5,8 @@ Each pair (a still portrait, a driver clip cut to `frames` frames) goes through 
 the result and the driver are both measured by a detector other than the one that drove (`measurer`):
 a detector's own quirks, copied into the result, would otherwise count as success. Columns per pair
 (face.measures): eye-openness correlation (only where the driver closes an eye: elsewhere a correlation
-of noise), gaze h/v and mouth-opening correlations, landmark jitter ratio result / driver, and head shake
+of noise), gaze h/v correlations (only where the driver looks that way: face.measures.looks_around), the
+mouth-opening correlation, landmark jitter ratio result / driver, and head shake
 ratio. Pairs: each clip's first frame driven by the next clip (the cross-identity pairs), and every still
 image in the folder driven by every clip.
 

@@ -22,6 +22,9 @@ INNER_LIPS: tuple[tuple[int, int], ...] = ((61, 67), (62, 66), (63, 65))  # uppe
 # Eye corners, nose and the top of the jaw: they move only with the head (motion.STABLE_POINTS)
 RIGID_POINTS: tuple[int, ...] = (0, 16, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45)
 BLINK_DEPTH = 0.6  # an eye counts as closing when its openness drops below this share of its median
+# a driver looks around on an axis when its gaze spans this many eye widths (5th to 95th percentile, open-eyed
+# frames); below it the eyes hold on the camera and a gaze correlation is one of detector noise
+GAZE_SPREAD = 0.08
 
 
 def _series(points, name: str = "landmarks") -> np.ndarray:
@@ -125,6 +128,13 @@ def blinks(openness) -> bool:
     return bool(o.min() < BLINK_DEPTH * np.median(o))
 
 
+def looks_around(gaze_series) -> tuple[bool, bool]:
+    """Does a conjugate gaze series (N,2) (h, v in eye widths) move sideways, and up or down?"""
+    g = np.asarray(gaze_series, np.float64)
+    spread = np.percentile(g, 95, axis=0) - np.percentile(g, 5, axis=0)
+    return bool(spread[0] >= GAZE_SPREAD), bool(spread[1] >= GAZE_SPREAD)
+
+
 @dataclass
 class FollowScores:
     """How well a result's face does what its driver's face did (see follow_scores)."""
@@ -132,13 +142,15 @@ class FollowScores:
     eye_right: float      # correlation of eye openness, eye 0 (points 36-41)
     eye_left: float       # eye 1 (42-47)
     mouth: float          # correlation of the inner-lip opening
-    gaze_h: float         # correlation of the horizontal iris offset (both eyes averaged); NaN without irises
-    gaze_v: float
+    gaze_h: float         # correlation of the horizontal iris offset (both eyes averaged) over the driver's
+    gaze_v: float         # open-eyed frames; NaN without irises, or where the driver does not look around
     jitter_result: float  # jitter() of the result's landmarks
     jitter_driver: float
     jitter_ratio: float   # result / driver: 1 = as steady as the driver
     head_jitter_ratio: float  # the same on the rigid points only: head shake, no blinks or syllables
     driver_blinks: bool   # eye correlations only mean much when the driver closes an eye
+    driver_looks_h: bool  # and gaze correlations when its eyes move (looks_around)
+    driver_looks_v: bool
     frames: int
 
     def as_dict(self) -> dict:
@@ -155,9 +167,12 @@ def follow_scores(result, driver, result_irises=None, driver_irises=None) -> Fol
         raise AnimateError(f"result has {len(r)} frames of landmarks, driver {len(d)}")
     eo_r, eo_d = eye_openness(r), eye_openness(d)
     gh = gv = float("nan")
+    looks = (False, False)
     if result_irises is not None and driver_irises is not None:
-        g_r, g_d = gaze(r, result_irises).mean(1), gaze(d, driver_irises).mean(1)
-        gh, gv = correlation(g_r[:, 0], g_d[:, 0]), correlation(g_r[:, 1], g_d[:, 1])
+        seen = (eo_d >= BLINK_DEPTH * np.median(eo_d, 0)).all(1)  # a shut eye shows no gaze
+        g_r, g_d = gaze(r, result_irises).mean(1)[seen], gaze(d, driver_irises).mean(1)[seen]
+        looks = looks_around(g_d) if seen.sum() >= 3 else (False, False)
+        gh, gv = (correlation(g_r[:, k], g_d[:, k]) if looks[k] else float("nan") for k in (0, 1))
     j_r, j_d = jitter(r), jitter(d)
     rigid = list(RIGID_POINTS)
     h_r = jitter(r[:, rigid], face_size=float(np.median(interocular(r))))
@@ -166,7 +181,8 @@ def follow_scores(result, driver, result_irises=None, driver_irises=None) -> Fol
                         mouth=correlation(mouth_opening(r), mouth_opening(d)), gaze_h=gh, gaze_v=gv,
                         jitter_result=j_r, jitter_driver=j_d, jitter_ratio=j_r / max(j_d, 1e-12),
                         head_jitter_ratio=h_r / max(h_d, 1e-12),
-                        driver_blinks=blinks(eo_d), frames=len(r))
+                        driver_blinks=blinks(eo_d), driver_looks_h=looks[0], driver_looks_v=looks[1],
+                        frames=len(r))
 
 
 def video_landmarks(frames: Iterable[np.ndarray], detector) -> tuple[np.ndarray, np.ndarray | None]:
