@@ -22,8 +22,9 @@ INNER_LIPS: tuple[tuple[int, int], ...] = ((61, 67), (62, 66), (63, 65))  # uppe
 # Eye corners, nose and the top of the jaw: they move only with the head (motion.STABLE_POINTS)
 RIGID_POINTS: tuple[int, ...] = (0, 16, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45)
 BLINK_DEPTH = 0.6  # an eye counts as closing when its openness drops below this share of its median
-# a driver looks around on an axis when its gaze spans this many eye widths (5th to 95th percentile, open-eyed
-# frames); below it the eyes hold on the camera and a gaze correlation is one of detector noise
+# a driver looks around on an axis when its gaze spans this many eye widths (open-eyed frames, smoothed over
+# about 3 frames so a glance counts and a one-frame outlier does not); below it the eyes hold on the camera
+# and a gaze correlation is one of detector noise
 GAZE_SPREAD = 0.08
 
 
@@ -130,8 +131,8 @@ def blinks(openness) -> bool:
 
 def looks_around(gaze_series) -> tuple[bool, bool]:
     """Does a conjugate gaze series (N,2) (h, v in eye widths) move sideways, and up or down?"""
-    g = np.asarray(gaze_series, np.float64)
-    spread = np.percentile(g, 95, axis=0) - np.percentile(g, 5, axis=0)
+    g = gaussian_filter1d(np.asarray(gaze_series, np.float64), 1.0, axis=0, mode="nearest")
+    spread = g.max(0) - g.min(0)
     return bool(spread[0] >= GAZE_SPREAD), bool(spread[1] >= GAZE_SPREAD)
 
 

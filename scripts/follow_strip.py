@@ -1,0 +1,58 @@
+"""The README's blink-and-glance strip: examples/portrait.png driven by fixtures/carphone.mp4 (the default
+model), four frames (the first, a blink, a glance left, a glance right); top the driver, bottom the result,
+each an eye band (brows to nose tip) that follows its face. Usage:
+
+  PYTHONPATH=src python scripts/follow_strip.py ../shared/fixtures/carphone.mp4 examples/follow_strip.jpg \
+      --frames 0 42 89 116
+"""
+import argparse
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from animate_cli.animate import AnimateOptions, animate
+from animate_cli.face.landmarks import make_detector
+from animate_cli.face.measures import video_landmarks
+from animate_cli.video import read_frames, read_image
+
+TILE = (320, 200)  # w, h of each eye band
+
+
+def eye_band(image: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Brows to nose tip, eye corner to eye corner and a margin, resized to TILE."""
+    x0, x1 = points[36, 0], points[45, 0]
+    cx, cy = (x0 + x1) / 2, (points[19, 1] + points[33, 1]) / 2
+    w = 1.6 * (x1 - x0)
+    h = w * TILE[1] / TILE[0]
+    A = np.float32([[TILE[0] / w, 0, TILE[0] / 2 - cx * TILE[0] / w], [0, TILE[1] / h, TILE[1] / 2 - cy * TILE[1] / h]])
+    return cv2.warpAffine(image, A, TILE, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("driver", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--portrait", type=Path, default=Path("examples/portrait.png"))
+    ap.add_argument("--frames", type=int, nargs="+", default=[0, 42, 89, 116])
+    ap.add_argument("--model", default="default")
+    a = ap.parse_args()
+    det = make_detector("dlib")
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "result.mp4"
+        animate(a.portrait, a.driver, result, AnimateOptions(model=a.model, landmarks="dlib", audio=False,
+                                                             overwrite=True))
+        results = list(read_frames(result))
+    drivers = list(read_frames(a.driver))
+    # each band follows its face (landmarks of that frame): the head turns, the irises move inside the eyes
+    d_pts, r_pts = video_landmarks(drivers, det)[0], video_landmarks(results, det)[0]  # tracked: the same face
+    top = np.concatenate([eye_band(drivers[i], d_pts[i]) for i in a.frames], 1)
+    bottom = np.concatenate([eye_band(results[i], r_pts[i]) for i in a.frames], 1)
+    strip = np.concatenate([top, np.full((4, top.shape[1], 3), 255, np.uint8), bottom], 0)
+    cv2.imwrite(str(a.out), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
+    print(f"wrote {a.out} ({strip.shape[1]}x{strip.shape[0]})")
+
+
+if __name__ == "__main__":
+    main()
