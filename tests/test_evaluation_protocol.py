@@ -116,9 +116,11 @@ def test_command_options_reach_the_protocol(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(cli, "evaluate", fake)
     assert cli.main([str(tmp_path), "--model", "warp", "--model", "w", "--shots", "1", "--targets", "4",
-                     "--finetune-steps", "0", "--no-cross", "--no-progress", "--out", str(tmp_path / "r.json")]) == 0
+                     "--finetune-steps", "0", "--no-cross", "--no-progress", "--out", str(tmp_path / "r.json"),
+                     "--no-self", "--follow", "--follow-frames", "50", "--measure-with", "dlib", "--detector", "mesh"]) == 0
     o = seen["opts"]
     assert (o.models, o.shots, o.targets, o.finetune_steps, o.cross) == (("warp", "w"), (1,), 4, 0, False)
+    assert (o.self_reenactment, o.follow, o.follow_frames, o.measure_with, o.detector) == (False, True, 50, "dlib", "mesh")
     assert (o.fid, o.device, o.out, seen["clips"]) == (True, "cpu", str(tmp_path / "r.json"), tmp_path)
 
 

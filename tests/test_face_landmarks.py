@@ -105,6 +105,7 @@ def random_fan_home(tmp_path_factory):
 def test_fan_missing_weights_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(lm, "_online", lambda *a, **k: False)
+    monkeypatch.setattr(lm, "mesh_available", lambda: False)
     assert not lm.fan_weights_cached()
     assert lm.make_detector("auto").name == "dlib"
     with pytest.raises(AnimateError, match="no internet") as e:
@@ -127,6 +128,7 @@ def test_fan_corrupt_weights(tmp_path, monkeypatch):
 def test_fan_random_weights_real_loader(random_fan_home, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(random_fan_home))
     monkeypatch.setattr(lm, "_online", lambda *a, **k: pytest.fail("must not go online"))
+    monkeypatch.setattr(lm, "mesh_available", lambda: False)
     assert lm.fan_weights_cached()
     det = lm.make_detector("auto")
     assert det.name == "fan"

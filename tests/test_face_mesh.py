@@ -59,3 +59,11 @@ def test_mesh_without_mediapipe_is_one_clear_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "mediapipe", None)  # import mediapipe -> ImportError
     with pytest.raises(AnimateError, match="pip install --no-deps mediapipe==0.10.21"):
         lm.make_detector("mesh")
+
+
+def test_auto_prefers_the_mesh_when_installed(monkeypatch):
+    """The mesh sees blinks that dlib's eyelid points miss: it drives whenever mediapipe is there."""
+    monkeypatch.setattr(lm, "fan_weights_cached", lambda: True)
+    monkeypatch.setattr(lm, "mesh_available", lambda: True)
+    monkeypatch.setattr(lm, "MeshDetector", lambda: "the mesh")
+    assert lm.make_detector("auto") == "the mesh"

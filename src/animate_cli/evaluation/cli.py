@@ -30,12 +30,16 @@ def evaluate_command(
     device: str = typer.Option(D.device, "--device", help="cpu, cuda or auto."),
     max_clips: Optional[int] = typer.Option(D.max_clips, "--max-clips"),
     max_frames: Optional[int] = typer.Option(D.max_frames, "--max-frames", help="Read at most this many frames per clip."),
+    self_reenactment: bool = typer.Option(D.self_reenactment, "--self/--no-self",
+                                          help="The self-reenactment settings (one per --shots)."),
     cross: bool = typer.Option(D.cross, "--cross/--no-cross", help="Also the cross-identity setting."),
     follow: Optional[bool] = typer.Option(
         D.follow, "--follow/--no-follow",
         help="The follow setting: portraits driven by other people's clips through the whole pipeline, eyes, gaze, "
              "mouth and head shake measured (default: when mediapipe's mesh is installed)."),
     follow_frames: int = typer.Option(D.follow_frames, "--follow-frames", help="Driver frames per follow pair."),
+    detector: str = typer.Option(D.detector, "--detector",
+                                 help="Landmarks for the crops and re-detection, and the follow pairs' driving ones."),
     measure_with: str = typer.Option(D.measure_with, "--measure-with",
                                      help="The follow setting's measurer: another detector than the driving one."),
     fid: bool = typer.Option(D.fid, "--fid/--no-fid", help="FID (from 64 frames per setting)."),
@@ -56,9 +60,9 @@ def evaluate_command(
     if clips is None:
         raise AnimateError("give a folder of clips to evaluate (or --compare A.json B.json)")
     opts = EvaluateOptions(models=tuple(model), shots=tuple(shots), targets=targets, finetune_steps=finetune_steps,
-                           out=str(out), device=device, cross=cross, max_clips=max_clips, max_frames=max_frames,
+                           out=str(out), device=device, self_reenactment=self_reenactment, cross=cross, max_clips=max_clips, max_frames=max_frames,
                            fid=fid, seed=seed, progress=progress, follow=follow, follow_frames=follow_frames,
-                           measure_with=measure_with)
+                           measure_with=measure_with, detector=detector)
     report = evaluate(clips, opts)
     if progress:
         print_table(report)

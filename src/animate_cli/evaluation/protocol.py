@@ -52,6 +52,7 @@ class EvaluateOptions:
     finetune_steps: int | None = None  # None: each model's own default
     out: str | None = "eval.json"  # the JSON report (None: not written)
     device: str = "cpu"
+    self_reenactment: bool = True  # the K-shot settings (off: only cross-identity and follow)
     cross: bool = True  # also the cross-identity setting (needs 2 clips or more)
     max_clips: int | None = None
     max_frames: int | None = None  # read at most this many frames per clip
@@ -292,7 +293,7 @@ def evaluate(clips_dir, opts: EvaluateOptions | None = None, **kwargs) -> dict:
             resolution = make_animator(model, device=device, finetune_steps=finetune_steps, seed=seed).resolution
             clips, skipped = clips_at(resolution)
             per = {}
-            for k in shots:
+            for k in shots if opts.self_reenactment else ():
                 s = _Scores()
                 for c in clips:
                     animator = prepared(model, c.shots[:k], c.shot_landmarks[:k])

@@ -312,9 +312,10 @@ LANDMARK_BACKENDS = ("auto", "fan", "dlib", "mesh")
 
 
 def make_detector(name: str = "auto", device: str = "cpu") -> LandmarkDetector:
-    """"auto" prefers fan when its weights are already cached (never downloads), else dlib."""
+    """"auto" prefers mediapipe's mesh when it is installed (it sees blinks that dlib's eyelid points miss, and
+    irises), then fan when its weights are already cached (never downloads), else dlib."""
     if name == "auto":
-        name = "fan" if fan_weights_cached() else "dlib"
+        name = "mesh" if mesh_available() else "fan" if fan_weights_cached() else "dlib"
     if name == "fan":
         return FanDetector(device)
     if name == "dlib":
