@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from animate_cli import warp
 from animate_cli.warp import DEFAULT_REG, border_anchors, tps_flow, tps_grid, warp_image
 from test_motion import face, open_mouth
 
@@ -180,3 +181,25 @@ def test_cuda_matches_cpu():
     out = warp_image(img.cuda(), src.cuda(), dst.cuda(), reg=DEFAULT_REG)
     assert out.device.type == "cuda"
     assert (out.cpu() - ref).abs().max() < 1e-3
+
+
+def test_a_smooth_spline_still_closes_the_eyelids(monkeypatch):
+    """A model's smoother spline (reg 0.05) fits eyelids as closely as the warp's own: a blink is local motion
+    between still eye corners, which the smoothing would average away (as it does without the rule)."""
+    src = torch.tensor(face(64, 64, 0.9))[None]
+    dst = src.clone()
+    for upper, lower in ((37, 41), (38, 40), (43, 47), (44, 46)):
+        dst[0, upper] += 0.7 * (dst[0, lower] - dst[0, upper])  # upper lids most of the way down
+    lids = [37, 38, 40, 41, 43, 44, 46, 47]
+    motion = (dst - src)[0, lids].norm(dim=-1).max().item()
+
+    def fit_error(reg):
+        flow = tps_flow(src, dst, (H, W), step=1, reg=reg)
+        at = F.grid_sample(flow.permute(0, 3, 1, 2), ((dst + 0.5) / (W / 2) - 1)[:, None],
+                           align_corners=False)[0, :, 0].T
+        return (dst[0] + at - src[0]).norm(dim=-1)[lids].max().item()
+
+    assert fit_error(0.05) < 0.15 * motion
+    assert fit_error(0.05) == pytest.approx(fit_error(DEFAULT_REG), abs=0.1)
+    monkeypatch.setattr(warp, "EYELIDS", ())
+    assert fit_error(0.05) > 0.4 * motion  # the lids would move less than 60% of the way

@@ -18,6 +18,11 @@ from .errors import AnimateError
 # > 0 keeps coincident points (closed lips) solvable. The functions below take `reg` from their caller.
 DEFAULT_REG = 1e-3
 DEFAULT_STEP = 4  # kernel evaluated every `step` pixels, then upsampled bilinearly
+# The upper and lower eyelids of the 68 iBUG points: fitted at DEFAULT_REG at most whatever `reg`. A blink is a
+# few pixels of local motion between still eye corners, which a smoother spline (a model's own warp_reg)
+# averages away: the eyes of the default model (reg 0.05) barely closed where the driver's shut.
+EYELIDS = (37, 38, 40, 41, 43, 44, 46, 47)
+N_LANDMARKS = 68
 
 
 def border_anchors(size_hw, per_side: int = 9, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -77,7 +82,7 @@ def tps_grid(src, dst, size, *, reg: float, anchors: bool = True, step: int = DE
     displacement on a grid `step` px coarser, upsampled bilinearly: the spline is smooth
     (at step 4 errors are sub-pixel, ~1 px at worst between tightly packed lip points) and
     this is what makes a 256² frame take milliseconds; affine motion stays exact. Use
-    step=1 for the exact spline. `reg` trades landmark fit for smoothness.
+    step=1 for the exact spline. `reg` trades landmark fit for smoothness (not on 68-point eyelids: EYELIDS).
     """
     h, w = int(size[0]), int(size[1])
     ref = src if torch.is_tensor(src) else dst  # device/dtype follow the caller's tensors
@@ -85,6 +90,7 @@ def tps_grid(src, dst, size, *, reg: float, anchors: bool = True, step: int = DE
     device = ref.device if torch.is_tensor(ref) else None
     src, dst = _batch_points(src, dst, device, dtype)
     bsz = src.shape[0]
+    close = list(EYELIDS) if src.shape[1] == N_LANDMARKS else []
     if anchors:
         anc = border_anchors((h, w), device=device, dtype=dtype).expand(bsz, -1, -1)
         src, dst = torch.cat([src, anc], 1), torch.cat([dst, anc], 1)
@@ -95,7 +101,9 @@ def tps_grid(src, dst, size, *, reg: float, anchors: bool = True, step: int = DE
     # [K + reg·I, Q; Qᵀ, 0] [wts; aff] = [disp; 0], with Q = [1, x, y].
     c64 = c.double()
     q = torch.cat([torch.ones_like(c64[..., :1]), c64], -1)
-    top = torch.cat([_kernel(c64, c64) + reg * torch.eye(n, device=device, dtype=torch.float64), q], 2)
+    diag = torch.full((n,), float(reg), device=device, dtype=torch.float64)
+    diag[close] = min(float(reg), DEFAULT_REG)
+    top = torch.cat([_kernel(c64, c64) + torch.diag(diag), q], 2)
     bottom = torch.cat([q.transpose(1, 2), q.new_zeros(bsz, 3, 3)], 2)
     rhs = torch.cat([disp.double(), q.new_zeros(bsz, 3, 2)], 1)
     sol = torch.linalg.solve(torch.cat([top, bottom], 1), rhs).to(dtype)
