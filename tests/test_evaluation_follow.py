@@ -142,3 +142,22 @@ def test_follow_options(tmp_path, monkeypatch, capsys):
     assert cli.main([str(tmp_path), "--follow-frames", "2", "--out", str(tmp_path / "r.json")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "--follow-frames" in err and "\n" not in err
+
+
+@pytest.mark.slow
+def test_follow_runs_the_real_pipeline_and_measures_with_another_detector(tmp_path):
+    from animate_cli.face.landmarks import mesh_available
+    if not mesh_available():
+        pytest.skip("the follow setting's measurer (mediapipe's mesh) is not installed")
+    from conftest import EXAMPLES
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for name in ("driver.mp4", "portrait.png"):
+        (folder / name).write_bytes((EXAMPLES / name).read_bytes())
+    report = protocol.evaluate(folder, models=("warp",), self_reenactment=False, cross=False, follow_frames=12,
+                               out=None, progress=False)
+    f = report["models"]["warp"]["follow"]
+    assert f["pairs"] == 1 and f["per_frame"]["clip"] == ["portrait.png <- driver.mp4"]
+    assert (f["measured_with"], f["driven_by"], f["follow_frames"]) == ("mesh", "dlib", 12)
+    assert -1 <= f["mouth"] <= 1 and 0 < f["shake_ratio"] < 10 and 0 < f["jitter_ratio"] < 10
+    assert "self" in report["models"]["warp"] and not report["models"]["warp"]["self"]
