@@ -103,7 +103,7 @@ def pipeline(portrait: Path = typer.Argument(..., help="Portrait image."),
              model: str = typer.Option(PB.model, help="Model to time (warp, default, or a weights folder)."),
              finetune_steps: Optional[int] = typer.Option(PB.finetune_steps, help="Fine-tuning steps for neural models."),
              device: str = typer.Option(PB.device, help="auto, cpu or cuda."),
-             landmarks: str = typer.Option(PB.landmarks, help="Landmark backend: dlib, fan or auto."),
+             landmarks: str = typer.Option(PB.landmarks, help="Landmark backend: dlib, mesh, fan or auto."),
              repeat: int = typer.Option(PB.repeat, min=1, help="Runs; the fastest is reported (the first warms caches)."),
              json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the figures here.")):
     """End-to-end frames per second and where the time goes."""
