@@ -19,6 +19,7 @@ from animate_cli.face.crop import face_crop_transform, transform_points, warp_to
 from animate_cli.gaze import gaze_field, iris_shifts, relative_gaze
 from animate_cli.motion import transfer_relative
 from animate_cli.references import references_for
+from animate_cli.warp import DEFAULT_REG
 from animate_cli.video import read_frames, read_image
 frames = list(read_frames(str(SHARED / 'fixtures/single_face.mp4')))
 def best_ms(fn, n, reps=3):
@@ -46,6 +47,6 @@ shot = torch.from_numpy(warp_to_crop(img, M, 256)).permute(2, 0, 1)[None].float(
 sl = transform_points(pl, M).astype(np.float32)[None]
 T = transform_points(transfer_relative(pl, P).reshape(-1, 2), M).reshape(-1, 68, 2).astype(np.float32)[:8]
 sh = iris_shifts(T, relative_gaze(P, I)[:8])
-res["warp render, batch 8, ms/frame"] = best_ms(lambda i=0: references_for(shot, sl, T), 4) / 8
-res["warp render + gaze field, batch 8, ms/frame"] = best_ms(lambda i=0: references_for(shot, sl, T, field=gaze_field(T, sh, 256)), 4) / 8
+res["warp render, batch 8, ms/frame"] = best_ms(lambda i=0: references_for(shot, sl, T, selection=(), reg=DEFAULT_REG), 4) / 8
+res["warp render + gaze field, batch 8, ms/frame"] = best_ms(lambda i=0: references_for(shot, sl, T, selection=(), reg=DEFAULT_REG, field=gaze_field(T, sh, 256)), 4) / 8
 for k, v in res.items(): print(f"{k:50s} {v:7.2f}")
