@@ -67,3 +67,22 @@ def test_auto_prefers_the_mesh_when_installed(monkeypatch):
     monkeypatch.setattr(lm, "mesh_available", lambda: True)
     monkeypatch.setattr(lm, "MeshDetector", lambda: "the mesh")
     assert lm.make_detector("auto") == "the mesh"
+
+
+def test_the_mesh_starts_without_chatter_on_stderr():
+    """mediapipe and TF Lite print start-up lines straight to the process's stderr; the user sees none."""
+    if not lm.mesh_available():
+        pytest.skip("mediapipe is not installed")
+    import os
+    import subprocess
+
+    from conftest import EXAMPLES, ROOT
+
+    code = ("from animate_cli.face.landmarks import make_detector, image_landmarks\n"
+            "from animate_cli.video import read_image\n"
+            f"img = read_image({str(EXAMPLES / 'portrait.png')!r})\n"
+            "print(image_landmarks(make_detector('mesh'), img).shape)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+    assert done.returncode == 0 and done.stdout.strip() == "(68, 2)", done.stderr
+    assert done.stderr == ""

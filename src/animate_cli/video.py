@@ -260,10 +260,11 @@ def shortfall_note(path, decoded: int, promised: int | None) -> str | None:
 
 
 @contextmanager
-def _stderr_silenced() -> Iterator[None]:
-    """libpng reports some damage ("libpng error: PNG input buffer is incomplete", 16-bit files) with
-    its own print to the process's stderr, past OpenCV's log level; read_image says it in one line.
-    Whatever another thread writes to stderr in these milliseconds is lost too (a progress refresh)."""
+def stderr_silenced() -> Iterator[None]:
+    """Native libraries that print to the process's stderr past any log level: libpng reporting damage
+    ("libpng error: PNG input buffer is incomplete"; read_image says it in one line), mediapipe and TF Lite
+    starting up. Whatever another thread writes to stderr in these milliseconds is lost too (a progress
+    refresh)."""
     try:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -287,7 +288,7 @@ def read_image(path) -> np.ndarray:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as e:
         raise AnimateError(f"cannot read image {path}: {e.strerror or e}") from None
-    with _stderr_silenced():
+    with stderr_silenced():
         bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     del data
     if bgr is None:

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from ..errors import AnimateError
+from ..video import stderr_silenced
 from .iris import iris_centres
 
 FAN_FILES = ("s3fd-619a316812.pth", "2DFAN4-11f355bf06.pth.tar")
@@ -273,8 +274,13 @@ class MeshDetector(LandmarkDetector):
     def __init__(self):
         if "mesh" not in _CACHE:
             face_mesh = _import_face_mesh()
-            _CACHE["mesh"] = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
-                                                min_detection_confidence=0.3)
+            # mediapipe and TF Lite print start-up chatter straight to stderr (past any log level) when the graph
+            # is built and on the first face it finds (mesh()): not for the user's eyes
+            with stderr_silenced():
+                _CACHE["mesh"] = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
+                                                    refine_landmarks=True, min_detection_confidence=0.3)
+                _CACHE["mesh"].process(np.zeros((MESH_CROP, MESH_CROP, 3), np.uint8))  # starts the graph
+            _CACHE["mesh_quiet"] = False
         self._mesh = _CACHE["mesh"]
         self._boxes = DlibDetector()
 
@@ -289,7 +295,12 @@ class MeshDetector(LandmarkDetector):
         M = np.array([[a, 0, MESH_CROP / 2 - a * (x0 + x1) / 2], [0, a, MESH_CROP / 2 - a * (y0 + y1) / 2]])
         crop = cv2.warpAffine(image, M, (MESH_CROP, MESH_CROP), flags=cv2.INTER_AREA if a < 1 else cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REPLICATE)
-        found = self._mesh.process(crop).multi_face_landmarks
+        if _CACHE["mesh_quiet"]:
+            found = self._mesh.process(crop).multi_face_landmarks
+        else:
+            with stderr_silenced():
+                found = self._mesh.process(crop).multi_face_landmarks
+            _CACHE["mesh_quiet"] = bool(found)
         if not found:
             return None
         pts = np.array([(p.x, p.y) for p in found[0].landmark], np.float64) * MESH_CROP
