@@ -106,7 +106,7 @@ def test_follow_summary_counts_blinking_drivers_keeps_the_worst_and_the_skipped(
     fake_follow(monkeypatch, {pairs[0].name: row(eyes=0.9, jit=1.5, shake=0.4), pairs[1].name: row(jit=0.5, shake=1.3),
                               pairs[2].name: None})
     opts = protocol.EvaluateOptions(models=("warp",), follow=True)
-    out = protocol.follow_setting("warp", pairs, opts, type("M", (), {"name": "mesh"})(), lambda m: None, {})
+    out = protocol.follow_setting("warp", pairs, opts, type("M", (), {"name": "mesh"})(), lambda m: None, {}, tmp_path)
     assert out["pairs"] == 2 and list(out["skipped_pairs"]) == [pairs[2].name]
     assert out["eyes"] == pytest.approx(0.9) and out["eyes_frames"] == 1  # the non-blinking driver does not count
     assert out["jitter_ratio"] == pytest.approx(1.0) and out["jitter_ratio_max"] == pytest.approx(1.5)
@@ -125,7 +125,7 @@ def test_compare_pairs_follow_reports_pair_by_pair(tmp_path, monkeypatch):
     for shake in (1.5, 0.8):  # B shakes less on every pair and blinks as well
         fake_follow(monkeypatch, {p.name: row(eyes=0.7, shake=shake + i / 10) for i, p in enumerate(pairs)})
         reports.append({"models": {"warp": {"self": {}, "follow": protocol.follow_setting(
-            "warp", pairs, opts, measurer, lambda m: None, {})}}})
+            "warp", pairs, opts, measurer, lambda m: None, {}, tmp_path)}}})
     rows = {r["metric"]: r for r in compare(*reports) if r["setting"] == "follow"}
     assert (rows["shake_ratio"]["better"], rows["shake_ratio"]["clips_better"]) == (4, 4)
     assert rows["shake_ratio"]["gain"] == pytest.approx(0.7)

@@ -60,7 +60,8 @@ def evaluate_command(
     if clips is None:
         raise AnimateError("give a folder of clips to evaluate (or --compare A.json B.json)")
     opts = EvaluateOptions(models=tuple(model), shots=tuple(shots), targets=targets, finetune_steps=finetune_steps,
-                           out=str(out), device=device, self_reenactment=self_reenactment, cross=cross, max_clips=max_clips, max_frames=max_frames,
+                           out=str(out), device=device, self_reenactment=self_reenactment, cross=cross,
+                           max_clips=max_clips, max_frames=max_frames,
                            fid=fid, seed=seed, progress=progress, follow=follow, follow_frames=follow_frames,
                            measure_with=measure_with, detector=detector)
     report = evaluate(clips, opts)

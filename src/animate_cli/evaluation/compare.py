@@ -135,10 +135,11 @@ def print_table(report: dict) -> None:
 def print_follow(follow: dict) -> None:
     """The follow setting: correlations with the driver (1 = does what it does) and ratios to the driver's
     jitter and head shake (1 = as steady as the driver; lower is steadier)."""
-    cols = ("eyes", "eyes_frames", "gaze_h", "gaze_h_frames", "gaze_v", "gaze_v_frames", "mouth", "jitter_ratio", "jitter_ratio_max", "shake_ratio",
-            "shake_ratio_max", "pairs")
-    names = {"eyes_frames": "n blinking", "gaze_h_frames": "n looking", "gaze_v_frames": "n looking", "jitter_ratio": "jitter ×", "jitter_ratio_max": "max",
-             "shake_ratio": "shake ×", "shake_ratio_max": "max", "pairs": "n"}
+    cols = ("eyes", "eyes_frames", "gaze_h", "gaze_h_frames", "gaze_v", "gaze_v_frames", "mouth", "jitter_ratio",
+            "jitter_ratio_max", "shake_ratio", "shake_ratio_max", "pairs")
+    names = {"eyes_frames": "n blinking", "gaze_h_frames": "n looking", "gaze_v_frames": "n looking",
+             "jitter_ratio": "jitter ×", "jitter_ratio_max": "max", "shake_ratio": "shake ×",
+             "shake_ratio_max": "max", "pairs": "n"}
     any_entry = next(iter(follow.values()))
     t = Table(title=f"following another person's clip (measured with {any_entry['measured_with']}, "
                     f"driven by {any_entry['driven_by']}, {any_entry['follow_frames']} frames)")

@@ -264,7 +264,8 @@ def evaluate(clips_dir, opts: EvaluateOptions | None = None, **kwargs) -> dict:
     measurer = opts.measurer()
     if measurer is None and opts.follow is None:
         say("follow setting skipped: its measurer (mediapipe's mesh) is not installed")
-    work = tempfile.TemporaryDirectory(prefix="animate-follow-")  # the follow pairs' drivers and first frames
+    # the follow pairs' cut drivers, first frames and (one at a time) results
+    work = tempfile.TemporaryDirectory(prefix="animate-follow-")
     driver_measured: dict = {}  # each driver's measured landmarks, once for every model
 
     def clips_at(resolution: int):
@@ -302,7 +303,8 @@ def evaluate(clips_dir, opts: EvaluateOptions | None = None, **kwargs) -> dict:
                     ids = np.array([ident.compare(o, g, t, tl) for o, g, t, tl in
                                     zip(out, got, c.targets, c.target_landmarks)])
                     s.add(c.name, ssim=ssim(out, c.targets), psnr=psnr(out, c.targets),
-                          lpips=lpips(out, c.targets, device), mouth_lpips=open_mouth_lpips(out, c.targets, c.target_landmarks, device),
+                          lpips=lpips(out, c.targets, device),
+                          mouth_lpips=open_mouth_lpips(out, c.targets, c.target_landmarks, device),
                           csim=ids[:, 0], id_dist=ids[:, 1], landmark_error=landmark_error(got, c.target_landmarks),
                           face_detected=found, **paint)
                     s.real.append(c.targets)
@@ -324,7 +326,8 @@ def evaluate(clips_dir, opts: EvaluateOptions | None = None, **kwargs) -> dict:
                 entry["cross"] = _summary(s, None)
                 say(f"{model} cross-identity: {_means(entry['cross'])}")
             if measurer is not None:
-                entry["follow"] = follow_setting(model, follow_at, opts, measurer, say, driver_measured)
+                entry["follow"] = follow_setting(model, follow_at, opts, measurer, say, driver_measured,
+                                                 Path(work.name))
             results[model] = entry
     finally:
         work.cleanup()
@@ -339,14 +342,14 @@ def evaluate(clips_dir, opts: EvaluateOptions | None = None, **kwargs) -> dict:
     return report
 
 
-def follow_setting(model: str, pairs, opts: EvaluateOptions, measurer, say, driver_measured: dict) -> dict:
+def follow_setting(model: str, pairs, opts: EvaluateOptions, measurer, say, driver_measured: dict,
+                   work: Path) -> dict:
     """The follow setting's summary: means over the pairs (the eye correlation over the pairs whose driver
     closes an eye, counted in eyes_frames), the worst ratios, and per-pair values in per_frame (one "frame" per
     pair, labelled by pair) so --compare pairs them like frames."""
     run = AnimateOptions(model=model, landmarks=opts.detector, audio=False, overwrite=True, device=opts.device,
                          finetune_steps=opts.finetune_steps, seed=opts.seed)
-    with tempfile.TemporaryDirectory(prefix="animate-follow-") as work:
-        names, values, skipped = run_follow(model, pairs, run, measurer, Path(work), say, driver_measured)
+    names, values, skipped = run_follow(model, pairs, run, measurer, work, say, driver_measured)
     s = _Scores()
     for i, name in enumerate(names):
         s.add(name, **{k: v[i] for k, v in values.items()})
