@@ -62,6 +62,30 @@ def test_head_path_carries_the_rigid_points_along_the_motion():
     np.testing.assert_allclose(carried, points[:, list(RIGID_POINTS)], atol=0.3)
 
 
+def test_head_shake_leaves_the_eyes_moving_inside_their_openings_out(monkeypatch):
+    """A still face whose eyes alone move (a blink, a glance) does not shake: the eye openings' strong corners
+    would otherwise outnumber the skin's and carry the head along with them."""
+    skin = textured(seed=2) // 8 + 100  # faint skin texture
+    eyes = textured(seed=3)  # strong lash-like texture
+    points = face_landmarks(SIZE, eye_gap=0.35)
+    inside = np.zeros((SIZE, SIZE), np.uint8)
+    for eye in follow.EYE_OPENINGS:
+        outline = points[list(eye)]
+        outline = outline.mean(0) + 1.1 * (outline - outline.mean(0))
+        cv2.fillConvexPoly(inside, np.round(outline).astype(np.int32), 1)
+    frames = []
+    for i in range(12):
+        moved = np.roll(eyes, 2 * (i % 2), axis=0)  # the eyes' content jumps by 2 px every other frame
+        frames.append(np.where(inside[..., None] == 1, moved, skin).astype(np.uint8))
+    points = np.repeat(points[None], len(frames), 0)
+    jump = 2 / float(interocular(points)[0])  # what the eyes move, in the shake's units
+    left_out = follow.head_shake(frames, points)
+    monkeypatch.setattr(follow, "EYE_OPENINGS", ())
+    carried = follow.head_shake(frames, points)
+    assert carried > 0.5 * jump  # the eyes' corners took the head along
+    assert left_out < 0.3 * carried
+
+
 def test_pairs_are_the_cross_identity_ones_then_every_still_with_every_clip(tmp_path):
     clips = []
     for name, seed in (("a.mp4", 0), ("b.mp4", 1)):

@@ -145,7 +145,8 @@ def test_batch_equals_singles():
     dst = src + torch.randn(3, 68, 2, generator=torch.Generator().manual_seed(0))
     both = warp_image(img, src, dst, reg=DEFAULT_REG)
     singles = torch.cat([warp_image(img[i:i + 1], src[i:i + 1], dst[i:i + 1], reg=DEFAULT_REG) for i in range(3)])
-    assert torch.allclose(both, singles, atol=1e-5)
+    # float64 solve batched or not; the eye-skin points cost the system a little conditioning
+    assert torch.allclose(both, singles, atol=5e-5)
     assert not torch.allclose(both[0], both[1], atol=1e-3)
 
 
@@ -203,3 +204,29 @@ def test_a_smooth_spline_still_closes_the_eyelids(monkeypatch):
     assert fit_error(0.05) == pytest.approx(fit_error(DEFAULT_REG), abs=0.1)
     monkeypatch.setattr(warp, "EYELIDS", ())
     assert fit_error(0.05) > 0.4 * motion  # the lids would move less than 60% of the way
+
+
+@pytest.mark.parametrize("reg", [DEFAULT_REG, 0.05])
+def test_a_blink_moves_the_eyelids_not_the_skin_round_the_eye(monkeypatch, reg):
+    """Lids closing between still eye corners leave the skin between lid and brow (and under the lower lid)
+    nearly still; without the skin points the spline dragged it further than the lids themselves moved, which
+    read as the upper face shaking on every blink."""
+    src = torch.tensor(face(64, 64, 0.9))[None]
+    dst = src.clone()
+    for upper, lower in ((37, 41), (38, 40), (43, 47), (44, 46)):
+        dst[0, upper] += 0.8 * (dst[0, lower] - dst[0, upper])
+    motion = (dst - src)[0, [37, 38, 43, 44]].norm(dim=-1).max().item()
+
+    def skin_motion():
+        flow = tps_flow(src, dst, (H, W), step=1, reg=reg)
+        moved = []
+        for a, b in ((36, 39), (42, 45)):
+            centre, width = (src[0, a] + src[0, b]) / 2, (src[0, b] - src[0, a]).norm()
+            for v in (-0.4, 0.35):  # between lid and brow; under the lower lid
+                x, y = (centre + torch.tensor([0.0, v]) * width).round().long().tolist()
+                moved.append(flow[0, y, x].norm().item())
+        return max(moved)
+
+    assert skin_motion() < 0.5 * motion
+    monkeypatch.setattr(warp, "EYE_SKIN", ())
+    assert skin_motion() > 1.0 * motion

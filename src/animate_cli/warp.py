@@ -23,6 +23,12 @@ DEFAULT_STEP = 4  # kernel evaluated every `step` pixels, then upsampled bilinea
 # averages away: the eyes of the default model (reg 0.05) barely closed where the driver's shut.
 EYELIDS = (37, 38, 40, 41, 43, 44, 46, 47)
 N_LANDMARKS = 68
+# Skin beside each eye, in units of the eye-corner distance (along the corners, then downwards): above the upper
+# lid (below the brow) and below the lower lid. These points move with the eye corners only, so a closing lid
+# stays inside the eye: without them the spline dragged the skin between lid and brow along, which read as the
+# whole upper face shaking on every blink (2x a still driver's head shake, issue 20).
+EYE_SKIN = ((-0.3, -0.5), (0.0, -0.55), (0.3, -0.5), (-0.25, 0.42), (0.25, 0.42))
+EYE_CORNERS = ((36, 39), (42, 45))
 
 
 def border_anchors(size_hw, per_side: int = 9, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -38,6 +44,19 @@ def border_anchors(size_hw, per_side: int = 9, device=None, dtype=torch.float32)
     left = torch.stack([torch.zeros_like(ys), ys], 1)
     right = torch.stack([torch.full_like(ys, w - 1), ys], 1)
     return torch.cat([top, bottom, left, right])
+
+
+def eye_skin_points(points: torch.Tensor) -> torch.Tensor:
+    """(B,68,2) px -> (B,2·len(EYE_SKIN),2) px: the EYE_SKIN points of both eyes, placed by the eye corners."""
+    out = []
+    for a, b in EYE_CORNERS:
+        pa, pb = points[:, a], points[:, b]
+        along = pb - pa  # corner to corner, image-leftmost first: its length is the unit
+        down = torch.stack([-along[:, 1], along[:, 0]], -1)  # image y grows downwards
+        centre = (pa + pb) / 2
+        for u, v in EYE_SKIN:
+            out.append(centre + u * along + v * down)
+    return torch.stack(out, 1) if out else points[:, :0]
 
 
 def _normalise(pts: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -82,7 +101,8 @@ def tps_grid(src, dst, size, *, reg: float, anchors: bool = True, step: int = DE
     displacement on a grid `step` px coarser, upsampled bilinearly: the spline is smooth
     (at step 4 errors are sub-pixel, ~1 px at worst between tightly packed lip points) and
     this is what makes a 256² frame take milliseconds; affine motion stays exact. Use
-    step=1 for the exact spline. `reg` trades landmark fit for smoothness (not on 68-point eyelids: EYELIDS).
+    step=1 for the exact spline. `reg` trades landmark fit for smoothness (not on 68-point sets' eyelids, EYELIDS,
+    nor on the skin points beside the eyes that keep a blink inside them, EYE_SKIN).
     """
     h, w = int(size[0]), int(size[1])
     ref = src if torch.is_tensor(src) else dst  # device/dtype follow the caller's tensors
@@ -90,7 +110,11 @@ def tps_grid(src, dst, size, *, reg: float, anchors: bool = True, step: int = DE
     device = ref.device if torch.is_tensor(ref) else None
     src, dst = _batch_points(src, dst, device, dtype)
     bsz = src.shape[0]
-    close = list(EYELIDS) if src.shape[1] == N_LANDMARKS else []
+    close = []
+    if src.shape[1] == N_LANDMARKS:
+        skin_src, skin_dst = eye_skin_points(src), eye_skin_points(dst)
+        close = list(EYELIDS) + list(range(N_LANDMARKS, N_LANDMARKS + skin_src.shape[1]))  # held as the lids are
+        src, dst = torch.cat([src, skin_src], 1), torch.cat([dst, skin_dst], 1)
     if anchors:
         anc = border_anchors((h, w), device=device, dtype=dtype).expand(bsz, -1, -1)
         src, dst = torch.cat([src, anc], 1), torch.cat([dst, anc], 1)

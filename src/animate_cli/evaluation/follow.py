@@ -31,7 +31,12 @@ from ..face.measures import RIGID_POINTS, follow_scores, interocular, jitter, vi
 from ..video import VideoWriter, is_image, probe_video, read_frames, write_image
 
 FOLLOW_FRAMES = 100  # driver frames per pair: 3-4 s, room for a blink or two and a glance
-UPPER_FACE = tuple(range(17, 48))  # brows, nose and eyes: what moves with the head (and blinks, RANSAC drops)
+UPPER_FACE = tuple(range(17, 48))  # brows, nose and the skin round the eyes: what moves with the head
+# The eye openings (lids, lashes, irises) are left out of the head's corners, as the mouth is: they move by
+# design (a blink, a glance), and their strong corners outnumbered the skin's, so RANSAC took a blink for the
+# head moving. The skin beside the eyes stays in: a warp that drags it along on a blink is still caught.
+EYE_OPENINGS = (tuple(range(36, 42)), tuple(range(42, 48)))
+EYE_OPENING_MARGIN = 1.3  # each eye's outline scaled about its centre by this much
 # per pair, in the report: higher is better for the correlations, lower for the ratios (compare.py)
 FOLLOW_COLUMNS = ("eyes", "gaze_h", "gaze_v", "mouth", "jitter_ratio", "shake_ratio")
 
@@ -97,6 +102,10 @@ def head_path(frames: list[np.ndarray], landmarks: np.ndarray) -> np.ndarray:
     for i in range(len(frames) - 1):
         mask = np.zeros_like(grey[i])
         cv2.fillConvexPoly(mask, cv2.convexHull(landmarks[i][list(UPPER_FACE)].astype(np.int32)), 255)
+        for eye in EYE_OPENINGS:
+            outline = landmarks[i][list(eye)]
+            outline = outline.mean(0) + EYE_OPENING_MARGIN * (outline - outline.mean(0))
+            cv2.fillConvexPoly(mask, cv2.convexHull(np.round(outline).astype(np.int32)), 0)
         start = cv2.goodFeaturesToTrack(grey[i], 300, 0.01, max(3, int(size / 20)), mask=mask)
         A = None
         if start is not None and len(start) >= 8:
