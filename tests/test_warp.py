@@ -7,6 +7,8 @@ import torch.nn.functional as F
 
 from animate_cli import warp
 from animate_cli.warp import DEFAULT_REG, border_anchors, tps_flow, tps_grid, warp_image
+from synthetic_faces import SKIN
+from synthetic_faces import face as synthetic_face
 from test_motion import face, open_mouth
 
 H = W = 128
@@ -190,7 +192,7 @@ def test_a_smooth_spline_still_closes_the_eyelids(monkeypatch):
     src = torch.tensor(face(64, 64, 0.9))[None]
     dst = src.clone()
     for upper, lower in ((37, 41), (38, 40), (43, 47), (44, 46)):
-        dst[0, upper] += 0.7 * (dst[0, lower] - dst[0, upper])  # upper lids most of the way down
+        dst[0, upper] += 0.35 * (dst[0, lower] - dst[0, upper])  # as far as the spline closes lids (LIDS_MIN_OPEN)
     lids = [37, 38, 40, 41, 43, 44, 46, 47]
     motion = (dst - src)[0, lids].norm(dim=-1).max().item()
 
@@ -214,7 +216,7 @@ def test_a_blink_moves_the_eyelids_not_the_skin_round_the_eye(monkeypatch, reg):
     src = torch.tensor(face(64, 64, 0.9))[None]
     dst = src.clone()
     for upper, lower in ((37, 41), (38, 40), (43, 47), (44, 46)):
-        dst[0, upper] += 0.8 * (dst[0, lower] - dst[0, upper])
+        dst[0, upper] += 0.35 * (dst[0, lower] - dst[0, upper])  # the spline's share of a blink (LIDS_MIN_OPEN)
     motion = (dst - src)[0, [37, 38, 43, 44]].norm(dim=-1).max().item()
 
     def skin_motion():
@@ -229,4 +231,55 @@ def test_a_blink_moves_the_eyelids_not_the_skin_round_the_eye(monkeypatch, reg):
 
     assert skin_motion() < 0.5 * motion
     monkeypatch.setattr(warp, "EYE_SKIN", ())
-    assert skin_motion() > 1.0 * motion
+    assert skin_motion() > 0.8 * motion
+
+
+def _shut_eyes(size: int, closing: float):
+    """A drawn face (wide-open eyes) and its landmarks with each upper lid `closing` of the way down to the
+    lower one, which rises a little to meet it."""
+    image, lm = synthetic_face(size, eye_gap=0.3)
+    src = torch.tensor(lm)[None]
+    dst = src.clone()
+    for up, lo in warp.LID_PAIRS:
+        dst[0, up] += 0.8 * closing * (src[0, lo] - src[0, up])
+        dst[0, lo] += 0.2 * closing * (src[0, up] - src[0, lo])
+    return torch.tensor(image).permute(2, 0, 1)[None].float() / 255, src, dst
+
+
+def _eye_colours(out: torch.Tensor, src: torch.Tensor) -> float:
+    """Share of the eyes' boxes (corner to corner, half an eye width high) that is eye white or iris."""
+    image = (out[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    shares = []
+    for a, b in warp.EYE_CORNERS:
+        (x0, y0), (x1, _) = src[0, a].tolist(), src[0, b].tolist()
+        box = image[int(y0 - (x1 - x0) / 4):int(y0 + (x1 - x0) / 4), int(x0):int(x1)].astype(int)
+        skin = np.abs(box - np.array(SKIN)).sum(-1) < 60
+        shares.append(1 - skin.mean())
+    return max(shares)
+
+
+def test_a_shut_eye_shows_its_lids_not_the_eye(monkeypatch):
+    """Lids driven shut close over the eye: the spline alone cannot (its upper and lower lid points meet
+    while reading from lids apart), and the closed line showed the eye's white and iris."""
+    image, src, dst = _shut_eyes(256, 1.0)
+    open_share = _eye_colours(image, src)
+    shut = _eye_colours(warp_image(image, src, dst, reg=DEFAULT_REG), src)
+    assert open_share > 0.4 and shut < 0.1 * open_share
+    monkeypatch.setattr(warp, "LIDS_MIN_OPEN", 0.0)  # the spline alone
+    assert _eye_colours(warp_image(image, src, dst, reg=DEFAULT_REG), src) > 0.3 * open_share
+
+
+def test_the_lid_remap_only_acts_on_lids_closed_past_the_splines_share():
+    image, src, dst = _shut_eyes(128, 0.3)
+    assert torch.equal(warp.open_lids(src, dst), dst)
+    assert warp.lid_field(dst, dst, (128, 128)) is None
+    _, _, shut = _shut_eyes(128, 0.9)
+    opened = warp.open_lids(src, shut)
+    gap = lambda lm: (lm[0, 41, 1] - lm[0, 37, 1]).item()  # noqa: E731
+    assert gap(opened) == pytest.approx(warp.LIDS_MIN_OPEN * gap(src), rel=1e-3) and gap(shut) < gap(opened)
+    # the lids move smoothly into the remap: a step of closing across the spline's share (at 0.4 here) changes
+    # the image no more than the same step elsewhere
+    def change(c0, c1):
+        a, b = (warp_image(image, src, _shut_eyes(128, c)[2], reg=DEFAULT_REG) for c in (c0, c1))
+        return (a - b).abs().mean().item()
+    assert change(0.39, 0.41) < 2 * change(0.30, 0.32)

@@ -29,6 +29,16 @@ N_LANDMARKS = 68
 # whole upper face shaking on every blink (2x a still driver's head shake, issue 20).
 EYE_SKIN = ((-0.3, -0.5), (0.0, -0.55), (0.3, -0.5), (-0.25, 0.42), (0.25, 0.42))
 EYE_CORNERS = ((36, 39), (42, 45))
+# A closing eye. The spline cannot shut one: the target's upper and lower lid points meet while they read from
+# lids apart in the shot, so it splits the difference and the closed line shows the middle of the eye (the
+# iris) - a blink looked like a squint. So the spline is given lids at least LIDS_MIN_OPEN of the shot's gap
+# apart, and a per-pixel remap (lid_field) closes them the rest of the way: above the closed line the upper
+# lid's skin slides down, below it the lower lid comes up, and the eye between them is squeezed out of view.
+LIDS_MIN_OPEN = 0.6
+LID_PAIRS = ((37, 41), (38, 40), (43, 47), (44, 46))
+EYE_OUTLINES = ((36, 37, 38, 39, 40, 41), (42, 43, 44, 45, 46, 47))  # corner, upper lid, corner, lower lid
+LID_MARGIN = 0.15  # lid_field reads this share of the opening beyond the spline's lid lines (and half a pixel)
+LID_REACH = (0.35, 0.25)  # skin above the upper lid and below the lower one that moves with them, × eye width
 
 
 def border_anchors(size_hw, per_side: int = 9, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -57,6 +67,105 @@ def eye_skin_points(points: torch.Tensor) -> torch.Tensor:
         for u, v in EYE_SKIN:
             out.append(centre + u * along + v * down)
     return torch.stack(out, 1) if out else points[:, :0]
+
+
+def open_lids(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """dst (B,68,2) with each lid pair at least LIDS_MIN_OPEN × its gap in `src` apart (scaled by the eyes'
+    widths), about the pair's midpoint: the lids the spline is fitted to. Wider pairs are left as they are."""
+    out = dst.clone()
+    for (a, b), eye in zip(EYE_CORNERS, EYE_OUTLINES):
+        scale = (dst[:, b] - dst[:, a]).norm(dim=-1) / (src[:, b] - src[:, a]).norm(dim=-1).clamp_min(1e-6)
+        along = dst[:, b] - dst[:, a]
+        down = torch.stack([-along[:, 1], along[:, 0]], -1) / along.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        for up, lo in LID_PAIRS:
+            if up not in eye:
+                continue
+            gap = ((dst[:, lo] - dst[:, up]) * down).sum(-1)
+            least = LIDS_MIN_OPEN * ((src[:, lo] - src[:, up]).norm(dim=-1) * scale)
+            widen = ((least - gap) / 2).clamp_min(0)[:, None] * down
+            out[:, up], out[:, lo] = dst[:, up] - widen, dst[:, lo] + widen
+    return out
+
+
+def _lid_curve(points: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Across-coordinate of a lid (B,4 points: corner, two lid points, corner, as (t, a)) at positions t
+    (B,P): piecewise linear in t, the corners' value beyond them."""
+    ts, as_ = points[..., 0], points[..., 1]
+    out = torch.zeros_like(t)
+    for i in range(3):
+        t0, t1 = ts[:, i:i + 1], ts[:, i + 1:i + 2]
+        a0, a1 = as_[:, i:i + 1], as_[:, i + 1:i + 2]
+        w = ((t - t0) / (t1 - t0).clamp_min(1e-6)).clamp(0, 1)
+        inside = (t >= t0) & (t <= t1) if i < 2 else (t >= t0)
+        if i == 0:
+            out = torch.where(t < t0, a0.expand_as(t), out)
+        out = torch.where(inside, a0 + w * (a1 - a0), out)
+    return out
+
+
+def _remap(a, top, up_f, lo_f, bottom, up_s, lo_s):
+    """The across-coordinate in the spline's frame that the output's `a` reads: [top, up_f] <- [top, up_s]
+    (the upper lid's skin), [up_f, lo_f] <- [up_s, lo_s] (what is left of the eye), [lo_f, bottom] <-
+    [lo_s, bottom] (the lower lid's skin); identity outside."""
+    def lerp(x, x0, x1, y0, y1):
+        return y0 + (x - x0) * (y1 - y0) / (x1 - x0).clamp_min(1e-6)
+    out = torch.where((a >= top) & (a < up_f), lerp(a, top, up_f, top, up_s), a)
+    out = torch.where((a >= up_f) & (a < lo_f), lerp(a, up_f, lo_f, up_s, lo_s), out)
+    return torch.where((a >= lo_f) & (a < bottom), lerp(a, lo_f, bottom, lo_s, bottom), out)
+
+
+def lid_field(opened: torch.Tensor, dst: torch.Tensor, size_hw) -> LocalField | None:
+    """The remap (a LocalField, grid units) that takes the spline's `opened` lids (open_lids) to the target's
+    `dst` ones, or None where no lid was opened. Each eye's frame comes from its corners (which the remap
+    keeps); along it the lids are piecewise-linear curves through the outline points."""
+    if torch.equal(opened, dst):
+        return None
+    h, w = int(size_hw[0]), int(size_hw[1])
+    reach = max(LID_REACH)
+    lo_xy, hi_xy = [], []
+    for (a, b), eye in zip(EYE_CORNERS, EYE_OUTLINES):
+        width = (dst[:, b] - dst[:, a]).norm(dim=-1).max()
+        pts = torch.cat([dst[:, list(eye)], opened[:, list(eye)]], 1).reshape(-1, 2)
+        lo_xy.append(pts.amin(0) - reach * width - 2)
+        hi_xy.append(pts.amax(0) + reach * width + 2)
+    x0, y0 = [int(v) for v in torch.stack(lo_xy).amin(0).floor().clamp_min(0).tolist()]
+    x1 = int(min(w, torch.stack(hi_xy)[:, 0].max().ceil().item() + 1))
+    y1 = int(min(h, torch.stack(hi_xy)[:, 1].max().ceil().item() + 1))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    ys, xs = torch.meshgrid(torch.arange(y0, y1, device=dst.device, dtype=dst.dtype),
+                            torch.arange(x0, x1, device=dst.device, dtype=dst.dtype), indexing="ij")
+    px = torch.stack([xs, ys], -1).reshape(1, -1, 2)
+    shift = torch.zeros(len(dst), px.shape[1], 2, device=dst.device, dtype=dst.dtype)
+    for (a, b), eye in zip(EYE_CORNERS, EYE_OUTLINES):
+        centre = (dst[:, a] + dst[:, b]) / 2
+        along = dst[:, b] - dst[:, a]
+        width = along.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        axis = along / width
+        down = torch.stack([-axis[:, 1], axis[:, 0]], -1)
+
+        def frame(points):  # (B,P,2) px -> (t, a): along in half-widths, across in px
+            rel = points - centre[:, None]
+            return torch.stack([(rel * axis[:, None]).sum(-1) / (width / 2), (rel * down[:, None]).sum(-1)], -1)
+
+        upper, lower = [eye[0], eye[1], eye[2], eye[3]], [eye[0], eye[5], eye[4], eye[3]]
+        t, across = frame(px).unbind(-1)
+        up_f, lo_f = _lid_curve(frame(dst[:, upper]), t), _lid_curve(frame(dst[:, lower]), t)
+        up_s, lo_s = _lid_curve(frame(opened[:, upper]), t), _lid_curve(frame(opened[:, lower]), t)
+        # the spline's lids bow between their points: reach a little beyond the polylines, or a sliver of the
+        # eye's white stays in view at a closed eye's corners
+        # eye white stays in view at a closed eye's corners); as much as the lids were closed, so an open eye
+        # (and a batch row without a closing one) is left exactly as the spline made it
+        gap_s = (lo_s - up_s).clamp_min(0)
+        closed = ((gap_s - (lo_f - up_f)) / gap_s.clamp_min(1e-6)).clamp(0, 1)
+        margin = (LID_MARGIN * gap_s + 0.5) * closed
+        up_s, lo_s = up_s - margin, lo_s + margin
+        top, bottom = up_s - LID_REACH[0] * width, lo_s + LID_REACH[1] * width
+        inside = (t.abs() < 1) & (across > top) & (across < bottom)
+        moved = _remap(across, top, up_f, lo_f, bottom, up_s, lo_s) - across
+        shift = shift + torch.where(inside, -moved, torch.zeros_like(moved))[..., None] * down[:, None]
+    values = shift * shift.new_tensor([2.0 / w, 2.0 / h])
+    return LocalField(values.reshape(len(dst), y1 - y0, x1 - x0, 2), y0, x0)
 
 
 def _normalise(pts: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -110,8 +219,10 @@ def tps_grid(src, dst, size, *, reg: float, anchors: bool = True, step: int = DE
     device = ref.device if torch.is_tensor(ref) else None
     src, dst = _batch_points(src, dst, device, dtype)
     bsz = src.shape[0]
-    close = []
+    close, lids = [], None
     if src.shape[1] == N_LANDMARKS:
+        opened = open_lids(src, dst)
+        lids, dst = lid_field(opened, dst, (h, w)), opened
         skin_src, skin_dst = eye_skin_points(src), eye_skin_points(dst)
         close = list(EYELIDS) + list(range(N_LANDMARKS, N_LANDMARKS + skin_src.shape[1]))  # held as the lids are
         src, dst = torch.cat([src, skin_src], 1), torch.cat([dst, skin_dst], 1)
@@ -142,7 +253,8 @@ def tps_grid(src, dst, size, *, reg: float, anchors: bool = True, step: int = DE
     coarse = coarse.transpose(1, 2).reshape(bsz, 2, lh, lw)
     if (lh, lw) != (h, w):
         coarse = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=True)
-    return _base_grid(h, w, device, dtype) + coarse.permute(0, 2, 3, 1)
+    grid = _base_grid(h, w, device, dtype) + coarse.permute(0, 2, 3, 1)
+    return grid if lids is None else displace_grid(grid, lids)
 
 
 def _base_grid(h: int, w: int, device, dtype) -> torch.Tensor:
