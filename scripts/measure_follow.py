@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.landmarks == a.measure_with:
         print("warning: measuring with the driving detector flatters the scores", file=sys.stderr)
-    measurer, cache, rows = make_detector(a.measure_with), {}, []
+    measurer, driving, cache, rows = make_detector(a.measure_with), make_detector(a.landmarks), {}, []
     with tempfile.TemporaryDirectory() as tmp:
         work = a.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -69,13 +69,13 @@ def main(argv=None) -> int:
                 else:
                     animate(a.shared / por, driver, out, AnimateOptions(model=a.model, landmarks=a.landmarks,
                                                                         audio=False, overwrite=True, device="cpu"))
-                row = measure_pair(out, driver, measurer, cache)
+                row = measure_pair(out, driver, measurer, cache, driven_by=driving)
                 row.update(portrait=Path(por).name, driver=Path(drv).name, seconds=time.perf_counter() - t)
                 rows.append(row)
                 print(f"{row['portrait']:18s} {row['driver']:18s} " +
                       " ".join(f"{k} {row[k]:+.2f}" for k in FOLLOW_COLUMNS), flush=True)
     mean = {k: float(np.nanmean([r[k] for r in rows])) for k in FOLLOW_COLUMNS + ("head_jitter_ratio",)}
-    for k in ("eyes", "gaze_h", "gaze_v"):
+    for k in ("eyes", "eyes_seen", "gaze_h", "gaze_v"):
         mean[f"{k}_pairs"] = int(np.isfinite([r[k] for r in rows]).sum())
     for k in ("jitter_ratio", "shake_ratio"):
         mean[f"{k}_max"] = float(max(r[k] for r in rows))

@@ -117,11 +117,49 @@ def fake_follow(monkeypatch, rows: dict):
         out.write_bytes(b"video")
 
     monkeypatch.setattr(follow, "animate", fake_animate)
-    monkeypatch.setattr(follow, "measure_pair", lambda result, driver, measurer, cache: dict(rows[current["name"]]))
+    monkeypatch.setattr(follow, "measure_pair",
+                        lambda result, driver, measurer, cache, driven_by=None: dict(rows[current["name"]]))
 
 
 def row(eyes=float("nan"), gaze=0.5, mouth=0.8, jit=1.0, shake=0.5):
-    return dict(eyes=eyes, gaze_h=gaze, gaze_v=gaze, mouth=mouth, jitter_ratio=jit, shake_ratio=shake)
+    return dict(eyes=eyes, eyes_seen=eyes, gaze_h=gaze, gaze_v=gaze, mouth=mouth, jitter_ratio=jit,
+                shake_ratio=shake)
+
+
+class _Reader:
+    """A stand-in detector: video_landmarks of any frames gives its `points` series."""
+
+    def __init__(self, name, points):
+        self.name, self.points = name, points
+
+
+def test_eyes_seen_keeps_only_drivers_whose_blinks_both_detectors_read(tmp_path, monkeypatch):
+    n = 40
+    base = np.repeat(face_landmarks(SIZE)[None], n, 0).astype(np.float64)
+    blink = np.ones(n)
+    blink[[10, 11, 25]] = 0.1  # the driver's eyes shut on three frames
+
+    def with_eyes(openness):
+        out = base.copy()
+        for up, lo in ((37, 41), (38, 40), (43, 47), (44, 46)):
+            mid = (base[:, up] + base[:, lo]) / 2
+            half = (base[:, lo] - base[:, up]) / 2
+            out[:, up], out[:, lo] = mid - half * openness[:, None], mid + half * openness[:, None]
+        return out
+
+    noise = np.random.default_rng(0).uniform(0.5, 1.0, n)  # a detector that misses the blinks
+    measurer = _Reader("measurer", with_eyes(blink))
+    monkeypatch.setattr(follow, "read_frames", lambda path: [np.zeros((8, 8, 3), np.uint8)] * n)
+    monkeypatch.setattr(follow, "head_shake", lambda frames, points: 1.0)
+    monkeypatch.setattr(follow, "video_landmarks", lambda frames, det: (det.points, None))
+    result, driver = tmp_path / "result.mp4", tmp_path / "driver.mp4"
+    seen = follow.measure_pair(result, driver, measurer, {}, driven_by=_Reader("driving", with_eyes(blink ** 0.5)))
+    assert seen["driver_eyes_agree"] > 0.95 and seen["eyes"] == pytest.approx(1.0)
+    assert seen["eyes_seen"] == seen["eyes"]
+    missed = follow.measure_pair(result, driver, measurer, {}, driven_by=_Reader("driving", with_eyes(noise)))
+    assert missed["driver_eyes_agree"] < follow.EYES_SEEN and np.isnan(missed["eyes_seen"])
+    assert missed["eyes"] == pytest.approx(1.0)  # the plain column keeps every blinking driver
+    assert np.isnan(follow.measure_pair(result, driver, measurer, {})["eyes_seen"])  # no driving detector
 
 
 def test_follow_summary_counts_blinking_drivers_keeps_the_worst_and_the_skipped(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from ..errors import AnimateError
 HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "lpips": False, "mouth_lpips": False, "csim": True,
                     "id_dist": False, "landmark_error": False,
                     # the follow setting (follow.py), one value per pair
-                    "eyes": True, "gaze_h": True, "gaze_v": True, "mouth": True, "jitter_ratio": False,
+                    "eyes": True, "eyes_seen": True, "gaze_h": True, "gaze_v": True, "mouth": True, "jitter_ratio": False,
                     "shake_ratio": False}
 
 
@@ -135,9 +135,10 @@ def print_table(report: dict) -> None:
 def print_follow(follow: dict) -> None:
     """The follow setting: correlations with the driver (1 = does what it does) and ratios to the driver's
     jitter and head shake (1 = as steady as the driver; lower is steadier)."""
-    cols = ("eyes", "eyes_frames", "gaze_h", "gaze_h_frames", "gaze_v", "gaze_v_frames", "mouth", "jitter_ratio",
-            "jitter_ratio_max", "shake_ratio", "shake_ratio_max", "pairs")
-    names = {"eyes_frames": "n blinking", "gaze_h_frames": "n looking", "gaze_v_frames": "n looking",
+    cols = ("eyes", "eyes_frames", "eyes_seen", "eyes_seen_frames", "gaze_h", "gaze_h_frames", "gaze_v",
+            "gaze_v_frames", "mouth", "jitter_ratio", "jitter_ratio_max", "shake_ratio", "shake_ratio_max", "pairs")
+    names = {"eyes_frames": "n blinking", "eyes_seen": "eyes seen", "eyes_seen_frames": "n seen",
+             "gaze_h_frames": "n looking", "gaze_v_frames": "n looking",
              "jitter_ratio": "jitter ×", "jitter_ratio_max": "max", "shake_ratio": "shake ×",
              "shake_ratio_max": "max", "pairs": "n"}
     any_entry = next(iter(follow.values()))
