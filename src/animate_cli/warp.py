@@ -118,9 +118,11 @@ def lid_field(opened: torch.Tensor, dst: torch.Tensor, size_hw) -> LocalField | 
     """The remap (a LocalField, grid units) that takes the spline's `opened` lids (open_lids) to the target's
     `dst` ones, or None where no lid was opened. Each eye's frame comes from its corners (which the remap
     keeps); along it the lids are piecewise-linear curves through the outline points."""
-    if torch.equal(opened, dst):
+    rows = (opened != dst).flatten(1).any(1).nonzero()[:, 0]
+    if len(rows) == 0:
         return None
     h, w = int(size_hw[0]), int(size_hw[1])
+    everyone, opened, dst = len(dst), opened[rows], dst[rows]  # only the rows with a closing eye are remapped
     reach = max(LID_REACH)
     lo_xy, hi_xy = [], []
     for (a, b), eye in zip(EYE_CORNERS, EYE_OUTLINES):
@@ -152,10 +154,9 @@ def lid_field(opened: torch.Tensor, dst: torch.Tensor, size_hw) -> LocalField | 
         t, across = frame(px).unbind(-1)
         up_f, lo_f = _lid_curve(frame(dst[:, upper]), t), _lid_curve(frame(dst[:, lower]), t)
         up_s, lo_s = _lid_curve(frame(opened[:, upper]), t), _lid_curve(frame(opened[:, lower]), t)
-        # the spline's lids bow between their points: reach a little beyond the polylines, or a sliver of the
-        # eye's white stays in view at a closed eye's corners
-        # eye white stays in view at a closed eye's corners); as much as the lids were closed, so an open eye
-        # (and a batch row without a closing one) is left exactly as the spline made it
+        # the spline's lids bow between their points: reach a little beyond the polylines (or a sliver of the
+        # eye's white stays in view at a closed eye's corners), as much as the lids were closed, so the remap
+        # grows from nothing as the lids pass the spline's share
         gap_s = (lo_s - up_s).clamp_min(0)
         closed = ((gap_s - (lo_f - up_f)) / gap_s.clamp_min(1e-6)).clamp(0, 1)
         margin = (LID_MARGIN * gap_s + 0.5) * closed
@@ -164,8 +165,9 @@ def lid_field(opened: torch.Tensor, dst: torch.Tensor, size_hw) -> LocalField | 
         inside = (t.abs() < 1) & (across > top) & (across < bottom)
         moved = _remap(across, top, up_f, lo_f, bottom, up_s, lo_s) - across
         shift = shift + torch.where(inside, -moved, torch.zeros_like(moved))[..., None] * down[:, None]
-    values = shift * shift.new_tensor([2.0 / w, 2.0 / h])
-    return LocalField(values.reshape(len(dst), y1 - y0, x1 - x0, 2), y0, x0)
+    values = shift.new_zeros(everyone, y1 - y0, x1 - x0, 2)
+    values[rows] = (shift * shift.new_tensor([2.0 / w, 2.0 / h])).reshape(len(rows), y1 - y0, x1 - x0, 2)
+    return LocalField(values, y0, x0)
 
 
 def _normalise(pts: torch.Tensor, h: int, w: int) -> torch.Tensor:
