@@ -147,8 +147,7 @@ def test_batch_equals_singles():
     dst = src + torch.randn(3, 68, 2, generator=torch.Generator().manual_seed(0))
     both = warp_image(img, src, dst, reg=DEFAULT_REG)
     singles = torch.cat([warp_image(img[i:i + 1], src[i:i + 1], dst[i:i + 1], reg=DEFAULT_REG) for i in range(3)])
-    # float64 solve batched or not; the eye-skin points cost the system a little conditioning
-    assert torch.allclose(both, singles, atol=5e-5)
+    assert torch.allclose(both, singles, atol=1e-5)
     assert not torch.allclose(both[0], both[1], atol=1e-3)
 
 
@@ -187,12 +186,14 @@ def test_cuda_matches_cpu():
 
 
 def test_a_smooth_spline_still_closes_the_eyelids(monkeypatch):
-    """A model's smoother spline (reg 0.05) fits eyelids as closely as the warp's own: a blink is local motion
-    between still eye corners, which the smoothing would average away (as it does without the rule)."""
+    """A model's smoother spline (reg 0.05) fits eyelids as closely as the warp's own: lid motion is local
+    between still eye corners, which the smoothing would average away (as it does without the rule). The
+    spline alone here: a closing lid goes to the remap (test below), an opening one stays the spline's."""
+    monkeypatch.setattr(warp, "LIDS_MIN_OPEN", 0.0)
     src = torch.tensor(face(64, 64, 0.9))[None]
     dst = src.clone()
     for upper, lower in ((37, 41), (38, 40), (43, 47), (44, 46)):
-        dst[0, upper] += 0.35 * (dst[0, lower] - dst[0, upper])  # as far as the spline closes lids (LIDS_MIN_OPEN)
+        dst[0, upper] += 0.7 * (dst[0, lower] - dst[0, upper])  # upper lids most of the way down
     lids = [37, 38, 40, 41, 43, 44, 46, 47]
     motion = (dst - src)[0, lids].norm(dim=-1).max().item()
 
@@ -209,29 +210,28 @@ def test_a_smooth_spline_still_closes_the_eyelids(monkeypatch):
 
 
 @pytest.mark.parametrize("reg", [DEFAULT_REG, 0.05])
-def test_a_blink_moves_the_eyelids_not_the_skin_round_the_eye(monkeypatch, reg):
-    """Lids closing between still eye corners leave the skin between lid and brow (and under the lower lid)
-    nearly still; without the skin points the spline dragged it further than the lids themselves moved, which
-    read as the upper face shaking on every blink."""
+def test_a_blink_leaves_the_skin_below_the_brow_still(monkeypatch, reg):
+    """Lids closing between still eye corners leave the skin under the brow (and the brow) where it was: the
+    spline alone dragged it along further than the lids themselves moved, which crumpled the brows on a blink
+    and read as the upper face shaking."""
     src = torch.tensor(face(64, 64, 0.9))[None]
     dst = src.clone()
     for upper, lower in ((37, 41), (38, 40), (43, 47), (44, 46)):
-        dst[0, upper] += 0.35 * (dst[0, lower] - dst[0, upper])  # the spline's share of a blink (LIDS_MIN_OPEN)
+        dst[0, upper] += 0.8 * (dst[0, lower] - dst[0, upper])
     motion = (dst - src)[0, [37, 38, 43, 44]].norm(dim=-1).max().item()
 
     def skin_motion():
         flow = tps_flow(src, dst, (H, W), step=1, reg=reg)
         moved = []
-        for a, b in ((36, 39), (42, 45)):
+        for a, b in warp.EYE_CORNERS:
             centre, width = (src[0, a] + src[0, b]) / 2, (src[0, b] - src[0, a]).norm()
-            for v in (-0.4, 0.35):  # between lid and brow; under the lower lid
-                x, y = (centre + torch.tensor([0.0, v]) * width).round().long().tolist()
-                moved.append(flow[0, y, x].norm().item())
+            x, y = (centre + torch.tensor([0.0, -0.6]) * width).round().long().tolist()  # between lid and brow
+            moved.append(flow[0, y, x].norm().item())
         return max(moved)
 
-    assert skin_motion() < 0.5 * motion
-    monkeypatch.setattr(warp, "EYE_SKIN", ())
-    assert skin_motion() > 0.8 * motion
+    assert skin_motion() < 0.25 * motion
+    monkeypatch.setattr(warp, "LIDS_MIN_OPEN", 0.0)  # the spline alone
+    assert skin_motion() > 0.5 * motion
 
 
 def _shut_eyes(size: int, closing: float):
@@ -270,16 +270,16 @@ def test_a_shut_eye_shows_its_lids_not_the_eye(monkeypatch):
 
 
 def test_the_lid_remap_only_acts_on_lids_closed_past_the_splines_share():
-    image, src, dst = _shut_eyes(128, 0.3)
+    image, src, dst = _shut_eyes(128, 0.05)
     assert torch.equal(warp.open_lids(src, dst), dst)
     assert warp.lid_field(dst, dst, (128, 128)) is None
     _, _, shut = _shut_eyes(128, 0.9)
     opened = warp.open_lids(src, shut)
     gap = lambda lm: (lm[0, 41, 1] - lm[0, 37, 1]).item()  # noqa: E731
     assert gap(opened) == pytest.approx(warp.LIDS_MIN_OPEN * gap(src), rel=1e-3) and gap(shut) < gap(opened)
-    # the lids move smoothly into the remap: a step of closing across the spline's share (at 0.4 here) changes
+    # the lids move smoothly into the remap: a step of closing across the spline's share (at 0.1 here) changes
     # the image no more than the same step elsewhere
     def change(c0, c1):
         a, b = (warp_image(image, src, _shut_eyes(128, c)[2], reg=DEFAULT_REG) for c in (c0, c1))
         return (a - b).abs().mean().item()
-    assert change(0.39, 0.41) < 2 * change(0.30, 0.32)
+    assert change(0.09, 0.11) < 2 * change(0.50, 0.52)

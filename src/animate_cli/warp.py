@@ -23,18 +23,15 @@ DEFAULT_STEP = 4  # kernel evaluated every `step` pixels, then upsampled bilinea
 # averages away: the eyes of the default model (reg 0.05) barely closed where the driver's shut.
 EYELIDS = (37, 38, 40, 41, 43, 44, 46, 47)
 N_LANDMARKS = 68
-# Skin beside each eye, in units of the eye-corner distance (along the corners, then downwards): above the upper
-# lid (below the brow) and below the lower lid. These points move with the eye corners only, so a closing lid
-# stays inside the eye: without them the spline dragged the skin between lid and brow along, which read as the
-# whole upper face shaking on every blink (2x a still driver's head shake, issue 20).
-EYE_SKIN = ((-0.3, -0.5), (0.0, -0.55), (0.3, -0.5), (-0.25, 0.42), (0.25, 0.42))
 EYE_CORNERS = ((36, 39), (42, 45))
 # A closing eye. The spline cannot shut one: the target's upper and lower lid points meet while they read from
 # lids apart in the shot, so it splits the difference and the closed line shows the middle of the eye (the
 # iris) - a blink looked like a squint. So the spline is given lids at least LIDS_MIN_OPEN of the shot's gap
 # apart, and a per-pixel remap (lid_field) closes them the rest of the way: above the closed line the upper
 # lid's skin slides down, below it the lower lid comes up, and the eye between them is squeezed out of view.
-LIDS_MIN_OPEN = 0.6
+# The remap takes nearly all of a lid's travel: the spline, closing a lid, also dragged the skin up to the brow
+# along (the brows crumpled on a blink, and the upper face read as shaking); the remap moves a band of lid skin.
+LIDS_MIN_OPEN = 0.9
 LID_PAIRS = ((37, 41), (38, 40), (43, 47), (44, 46))
 EYE_OUTLINES = ((36, 37, 38, 39, 40, 41), (42, 43, 44, 45, 46, 47))  # corner, upper lid, corner, lower lid
 LID_MARGIN = 0.15  # lid_field reads this share of the opening beyond the spline's lid lines (and half a pixel)
@@ -54,19 +51,6 @@ def border_anchors(size_hw, per_side: int = 9, device=None, dtype=torch.float32)
     left = torch.stack([torch.zeros_like(ys), ys], 1)
     right = torch.stack([torch.full_like(ys, w - 1), ys], 1)
     return torch.cat([top, bottom, left, right])
-
-
-def eye_skin_points(points: torch.Tensor) -> torch.Tensor:
-    """(B,68,2) px -> (B,2·len(EYE_SKIN),2) px: the EYE_SKIN points of both eyes, placed by the eye corners."""
-    out = []
-    for a, b in EYE_CORNERS:
-        pa, pb = points[:, a], points[:, b]
-        along = pb - pa  # corner to corner, image-leftmost first: its length is the unit
-        down = torch.stack([-along[:, 1], along[:, 0]], -1)  # image y grows downwards
-        centre = (pa + pb) / 2
-        for u, v in EYE_SKIN:
-            out.append(centre + u * along + v * down)
-    return torch.stack(out, 1) if out else points[:, :0]
 
 
 def open_lids(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
@@ -212,8 +196,8 @@ def tps_grid(src, dst, size, *, reg: float, anchors: bool = True, step: int = DE
     displacement on a grid `step` px coarser, upsampled bilinearly: the spline is smooth
     (at step 4 errors are sub-pixel, ~1 px at worst between tightly packed lip points) and
     this is what makes a 256² frame take milliseconds; affine motion stays exact. Use
-    step=1 for the exact spline. `reg` trades landmark fit for smoothness (not on 68-point sets' eyelids, EYELIDS,
-    nor on the skin points beside the eyes that keep a blink inside them, EYE_SKIN).
+    step=1 for the exact spline. `reg` trades landmark fit for smoothness (not on 68-point sets' eyelids:
+    EYELIDS). A 68-point set's lids closing past LIDS_MIN_OPEN are closed by lid_field, not the spline.
     """
     h, w = int(size[0]), int(size[1])
     ref = src if torch.is_tensor(src) else dst  # device/dtype follow the caller's tensors
@@ -225,9 +209,7 @@ def tps_grid(src, dst, size, *, reg: float, anchors: bool = True, step: int = DE
     if src.shape[1] == N_LANDMARKS:
         opened = open_lids(src, dst)
         lids, dst = lid_field(opened, dst, (h, w)), opened
-        skin_src, skin_dst = eye_skin_points(src), eye_skin_points(dst)
-        close = list(EYELIDS) + list(range(N_LANDMARKS, N_LANDMARKS + skin_src.shape[1]))  # held as the lids are
-        src, dst = torch.cat([src, skin_src], 1), torch.cat([dst, skin_dst], 1)
+        close = list(EYELIDS)
     if anchors:
         anc = border_anchors((h, w), device=device, dtype=dtype).expand(bsz, -1, -1)
         src, dst = torch.cat([src, anc], 1), torch.cat([dst, anc], 1)
