@@ -71,20 +71,17 @@ def open_lids(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _lid_curve(points: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Across-coordinate of a lid (B,4 points: corner, two lid points, corner, as (t, a)) at positions t
-    (B,P): piecewise linear in t, the corners' value beyond them."""
-    ts, as_ = points[..., 0], points[..., 1]
-    out = torch.zeros_like(t)
-    for i in range(3):
-        t0, t1 = ts[:, i:i + 1], ts[:, i + 1:i + 2]
-        a0, a1 = as_[:, i:i + 1], as_[:, i + 1:i + 2]
-        w = ((t - t0) / (t1 - t0).clamp_min(1e-6)).clamp(0, 1)
-        inside = (t >= t0) & (t <= t1) if i < 2 else (t >= t0)
-        if i == 0:
-            out = torch.where(t < t0, a0.expand_as(t), out)
-        out = torch.where(inside, a0 + w * (a1 - a0), out)
-    return out
+def _knot_weights(knots: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """(B,3,P): how far each position t (B,P) has come along each of the 3 segments between 4 increasing knots
+    (B,4), 0 to 1. A polyline through values v at those knots is then v0 + Σ w_i (v_i+1 − v_i): flat beyond
+    the end knots."""
+    k0, k1 = knots[:, :3, None], knots[:, 1:, None]
+    return ((t[:, None] - k0) / (k1 - k0).clamp_min(1e-6)).clamp(0, 1)
+
+
+def _polyline(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(B,4) values at the knots, (B,3,P) weights (_knot_weights) -> (B,P)."""
+    return values[:, :1] + (weights * (values[:, 1:] - values[:, :3])[..., None]).sum(1)
 
 
 def _remap(a, top, up_f, lo_f, bottom, up_s, lo_s):
@@ -98,46 +95,44 @@ def _remap(a, top, up_f, lo_f, bottom, up_s, lo_s):
     return torch.where((a >= lo_f) & (a < bottom), lerp(a, lo_f, bottom, lo_s, bottom), out)
 
 
-def lid_field(opened: torch.Tensor, dst: torch.Tensor, size_hw) -> LocalField | None:
-    """The remap (a LocalField, grid units) that takes the spline's `opened` lids (open_lids) to the target's
-    `dst` ones, or None where no lid was opened. Each eye's frame comes from its corners (which the remap
-    keeps); along it the lids are piecewise-linear curves through the outline points."""
+def lid_field(opened: torch.Tensor, dst: torch.Tensor, size_hw) -> list[LocalField]:
+    """The remap (LocalFields, grid units, one per eye) that takes the spline's `opened` lids (open_lids) to
+    the target's `dst` ones; empty where no lid was opened. Each eye's frame comes from its corners (which the
+    remap keeps); along it the lids are polylines through the outline points."""
     rows = (opened != dst).flatten(1).any(1).nonzero()[:, 0]
     if len(rows) == 0:
-        return None
+        return []
     h, w = int(size_hw[0]), int(size_hw[1])
     everyone, opened, dst = len(dst), opened[rows], dst[rows]  # only the rows with a closing eye are remapped
-    reach = max(LID_REACH)
-    lo_xy, hi_xy = [], []
+    fields = []
     for (a, b), eye in zip(EYE_CORNERS, EYE_OUTLINES):
-        width = (dst[:, b] - dst[:, a]).norm(dim=-1).max()
-        pts = torch.cat([dst[:, list(eye)], opened[:, list(eye)]], 1).reshape(-1, 2)
-        lo_xy.append(pts.amin(0) - reach * width - 2)
-        hi_xy.append(pts.amax(0) + reach * width + 2)
-    x0, y0 = [int(v) for v in torch.stack(lo_xy).amin(0).floor().clamp_min(0).tolist()]
-    x1 = int(min(w, torch.stack(hi_xy)[:, 0].max().ceil().item() + 1))
-    y1 = int(min(h, torch.stack(hi_xy)[:, 1].max().ceil().item() + 1))
-    if x1 <= x0 or y1 <= y0:
-        return None
-    ys, xs = torch.meshgrid(torch.arange(y0, y1, device=dst.device, dtype=dst.dtype),
-                            torch.arange(x0, x1, device=dst.device, dtype=dst.dtype), indexing="ij")
-    px = torch.stack([xs, ys], -1).reshape(1, -1, 2)
-    shift = torch.zeros(len(dst), px.shape[1], 2, device=dst.device, dtype=dst.dtype)
-    for (a, b), eye in zip(EYE_CORNERS, EYE_OUTLINES):
-        centre = (dst[:, a] + dst[:, b]) / 2
         along = dst[:, b] - dst[:, a]
         width = along.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        pts = torch.cat([dst[:, list(eye)], opened[:, list(eye)]], 1).reshape(-1, 2)
+        pad = max(LID_REACH) * width.max() + 2
+        x0, y0 = [int(v) for v in (pts.amin(0) - pad).floor().clamp_min(0).tolist()]
+        x1, y1 = [int(v) for v in (pts.amax(0) + pad).ceil().tolist()]
+        x1, y1 = min(w, x1 + 1), min(h, y1 + 1)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        ys, xs = torch.meshgrid(torch.arange(y0, y1, device=dst.device, dtype=dst.dtype),
+                                torch.arange(x0, x1, device=dst.device, dtype=dst.dtype), indexing="ij")
+        centre = (dst[:, a] + dst[:, b]) / 2
         axis = along / width
         down = torch.stack([-axis[:, 1], axis[:, 0]], -1)
 
-        def frame(points):  # (B,P,2) px -> (t, a): along in half-widths, across in px
+        def frame(points):  # (B,P,2) px -> t along in half-widths, across in px
             rel = points - centre[:, None]
-            return torch.stack([(rel * axis[:, None]).sum(-1) / (width / 2), (rel * down[:, None]).sum(-1)], -1)
+            return (rel * axis[:, None]).sum(-1) / (width / 2), (rel * down[:, None]).sum(-1)
 
+        t, across = frame(torch.stack([xs, ys], -1).reshape(1, -1, 2))
         upper, lower = [eye[0], eye[1], eye[2], eye[3]], [eye[0], eye[5], eye[4], eye[3]]
-        t, across = frame(px).unbind(-1)
-        up_f, lo_f = _lid_curve(frame(dst[:, upper]), t), _lid_curve(frame(dst[:, lower]), t)
-        up_s, lo_s = _lid_curve(frame(opened[:, upper]), t), _lid_curve(frame(opened[:, lower]), t)
+        # open_lids moves points across the eye only: the target's and the spline's lids share their knots
+        t_up, a_up = frame(dst[:, upper])
+        t_lo, a_lo = frame(dst[:, lower])
+        w_up, w_lo = _knot_weights(t_up, t), _knot_weights(t_lo, t)
+        up_f, lo_f = _polyline(a_up, w_up), _polyline(a_lo, w_lo)
+        up_s, lo_s = _polyline(frame(opened[:, upper])[1], w_up), _polyline(frame(opened[:, lower])[1], w_lo)
         # the spline's lids bow between their points: reach a little beyond the polylines (or a sliver of the
         # eye's white stays in view at a closed eye's corners), as much as the lids were closed, so the remap
         # grows from nothing as the lids pass the spline's share
@@ -147,11 +142,12 @@ def lid_field(opened: torch.Tensor, dst: torch.Tensor, size_hw) -> LocalField | 
         up_s, lo_s = up_s - margin, lo_s + margin
         top, bottom = up_s - LID_REACH[0] * width, lo_s + LID_REACH[1] * width
         inside = (t.abs() < 1) & (across > top) & (across < bottom)
-        moved = _remap(across, top, up_f, lo_f, bottom, up_s, lo_s) - across
-        shift = shift + torch.where(inside, -moved, torch.zeros_like(moved))[..., None] * down[:, None]
-    values = shift.new_zeros(everyone, y1 - y0, x1 - x0, 2)
-    values[rows] = (shift * shift.new_tensor([2.0 / w, 2.0 / h])).reshape(len(rows), y1 - y0, x1 - x0, 2)
-    return LocalField(values, y0, x0)
+        moved = torch.where(inside, _remap(across, top, up_f, lo_f, bottom, up_s, lo_s) - across, 0.0)
+        values = dst.new_zeros(everyone, y1 - y0, x1 - x0, 2)
+        shift = -moved[..., None] * down[:, None] * dst.new_tensor([2.0 / w, 2.0 / h])
+        values[rows] = shift.reshape(len(rows), y1 - y0, x1 - x0, 2)
+        fields.append(LocalField(values, y0, x0))
+    return fields
 
 
 def _normalise(pts: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -205,7 +201,7 @@ def tps_grid(src, dst, size, *, reg: float, anchors: bool = True, step: int = DE
     device = ref.device if torch.is_tensor(ref) else None
     src, dst = _batch_points(src, dst, device, dtype)
     bsz = src.shape[0]
-    close, lids = [], None
+    close, lids = [], []
     if src.shape[1] == N_LANDMARKS:
         opened = open_lids(src, dst)
         lids, dst = lid_field(opened, dst, (h, w)), opened
@@ -238,7 +234,9 @@ def tps_grid(src, dst, size, *, reg: float, anchors: bool = True, step: int = DE
     if (lh, lw) != (h, w):
         coarse = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=True)
     grid = _base_grid(h, w, device, dtype) + coarse.permute(0, 2, 3, 1)
-    return grid if lids is None else displace_grid(grid, lids)
+    for field in lids:
+        grid = displace_grid(grid, field)
+    return grid
 
 
 def _base_grid(h: int, w: int, device, dtype) -> torch.Tensor:
