@@ -240,7 +240,7 @@ def _shut_eyes(size: int, closing: float):
     image, lm = synthetic_face(size, eye_gap=0.3)
     src = torch.tensor(lm)[None]
     dst = src.clone()
-    for up, lo in warp.LID_PAIRS:
+    for up, lo in (pair for eye in warp.LID_PAIRS for pair in eye):
         dst[0, up] += 0.8 * closing * (src[0, lo] - src[0, up])
         dst[0, lo] += 0.2 * closing * (src[0, up] - src[0, lo])
     return torch.tensor(image).permute(2, 0, 1)[None].float() / 255, src, dst

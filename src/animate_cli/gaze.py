@@ -16,6 +16,7 @@ import torch
 
 from .errors import AnimateError
 from .face.measures import eye_frames, eye_openness, gaze
+from .face.regions import EYELIDS as LID_PAIRS
 from .warp import LocalField
 
 MAX_SHIFT = 0.2     # the driver's gaze change, in eye widths, is clamped to this (sideways)
@@ -23,7 +24,6 @@ MAX_ECCENTRIC = 0.25  # and the portrait's iris centre stays this close to its e
 MAX_LIFT = 0.3      # a vertical shift is at most this share of the eyelid gap
 LID_RAMP = 0.35     # across the eye, the field falls to 0 over this outer share of the half-opening (lids, lashes)
 CORNER_RAMP = 0.4   # along it, over this share of the half-width before the opening's edge on that row
-LID_PAIRS = (((37, 41), (38, 40)), ((43, 47), (44, 46)))
 
 
 def relative_gaze(points, irises) -> np.ndarray:

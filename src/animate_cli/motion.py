@@ -11,6 +11,7 @@ import numpy as np
 
 from .errors import AnimateError
 from .face.measures import EYE_CORNERS, INNER_LIPS, RIGID_POINTS, eye_openness, interocular
+from .face.regions import EYELIDS as LID_PAIRS  # per eye, (upper, lower)
 
 # Eye corners (still when blinking), nose bridge and nostrils, and the top of the jaw near
 # the ears: rigid with the skull, so a fit on them is not fooled by a smile or an open mouth.
@@ -29,7 +30,6 @@ def _points(a, name: str, ndim: int = 2) -> np.ndarray:
 
 
 # Eyelids and inner lips are moved as gaps, not as deltas (see transfer_relative).
-LID_PAIRS: tuple[tuple[tuple[int, int], ...], ...] = (((37, 41), (38, 40)), ((43, 47), (44, 46)))  # (upper, lower)
 OUTER_LIP_OF: dict[int, int] = {61: 50, 62: 51, 63: 52, 67: 58, 66: 57, 65: 56}  # inner lip point -> outer one
 SHUT_SHARE = 0.2       # a driver eye this open, relative to its resting openness, reads as shut
 WIDEST = 1.3           # a portrait eye opens at most this much wider than it is in the portrait

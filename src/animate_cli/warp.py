@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import AnimateError
+from .face.measures import EYE_CORNERS
+from .face.regions import EYELIDS as LID_PAIRS  # per eye, (upper, lower) pairs
 
 # The spline's regularisation (normalised units) of the model-free `warp` animator, and ModelConfig's default;
 # > 0 keeps coincident points (closed lips) solvable. The functions below take `reg` from their caller.
@@ -21,9 +23,8 @@ DEFAULT_STEP = 4  # kernel evaluated every `step` pixels, then upsampled bilinea
 # The upper and lower eyelids of the 68 iBUG points: fitted at DEFAULT_REG at most whatever `reg`. A blink is a
 # few pixels of local motion between still eye corners, which a smoother spline (a model's own warp_reg)
 # averages away: the eyes of the default model (reg 0.05) barely closed where the driver's shut.
-EYELIDS = (37, 38, 40, 41, 43, 44, 46, 47)
+EYELIDS = tuple(sorted(i for eye in LID_PAIRS for pair in eye for i in pair))  # (37, 38, 40, 41, 43, ...)
 N_LANDMARKS = 68
-EYE_CORNERS = ((36, 39), (42, 45))
 # A closing eye. The spline cannot shut one: the target's upper and lower lid points meet while they read from
 # lids apart in the shot, so it splits the difference and the closed line shows the middle of the eye (the
 # iris) - a blink looked like a squint. So the spline is given lids at least LIDS_MIN_OPEN of the shot's gap
@@ -32,8 +33,6 @@ EYE_CORNERS = ((36, 39), (42, 45))
 # The remap takes nearly all of a lid's travel: the spline, closing a lid, also dragged the skin up to the brow
 # along (the brows crumpled on a blink, and the upper face read as shaking); the remap moves a band of lid skin.
 LIDS_MIN_OPEN = 0.9
-LID_PAIRS = ((37, 41), (38, 40), (43, 47), (44, 46))
-EYE_OUTLINES = ((36, 37, 38, 39, 40, 41), (42, 43, 44, 45, 46, 47))  # corner, upper lid, corner, lower lid
 LID_MARGIN = 0.15  # lid_field reads this share of the opening beyond the spline's lid lines (and half a pixel)
 LID_REACH = (0.35, 0.25)  # skin above the upper lid and below the lower one that moves with them, × eye width
 
@@ -57,13 +56,11 @@ def open_lids(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     """dst (B,68,2) with each lid pair at least LIDS_MIN_OPEN × its gap in `src` apart (scaled by the eyes'
     widths), about the pair's midpoint: the lids the spline is fitted to. Wider pairs are left as they are."""
     out = dst.clone()
-    for (a, b), eye in zip(EYE_CORNERS, EYE_OUTLINES):
+    for (a, b), pairs in zip(EYE_CORNERS, LID_PAIRS):
         scale = (dst[:, b] - dst[:, a]).norm(dim=-1) / (src[:, b] - src[:, a]).norm(dim=-1).clamp_min(1e-6)
         along = dst[:, b] - dst[:, a]
         down = torch.stack([-along[:, 1], along[:, 0]], -1) / along.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-        for up, lo in LID_PAIRS:
-            if up not in eye:
-                continue
+        for up, lo in pairs:
             gap = ((dst[:, lo] - dst[:, up]) * down).sum(-1)
             least = LIDS_MIN_OPEN * ((src[:, lo] - src[:, up]).norm(dim=-1) * scale)
             widen = ((least - gap) / 2).clamp_min(0)[:, None] * down
@@ -105,10 +102,12 @@ def lid_field(opened: torch.Tensor, dst: torch.Tensor, size_hw) -> list[LocalFie
     h, w = int(size_hw[0]), int(size_hw[1])
     everyone, opened, dst = len(dst), opened[rows], dst[rows]  # only the rows with a closing eye are remapped
     fields = []
-    for (a, b), eye in zip(EYE_CORNERS, EYE_OUTLINES):
+    for (a, b), pairs in zip(EYE_CORNERS, LID_PAIRS):
+        upper = [a] + [up for up, _ in pairs] + [b]  # corner, the lid's points left to right, corner
+        lower = [a] + [lo for _, lo in pairs] + [b]
         along = dst[:, b] - dst[:, a]
         width = along.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-        pts = torch.cat([dst[:, list(eye)], opened[:, list(eye)]], 1).reshape(-1, 2)
+        pts = torch.cat([dst[:, upper + lower], opened[:, upper + lower]], 1).reshape(-1, 2)
         pad = max(LID_REACH) * width.max() + 2
         x0, y0 = [int(v) for v in (pts.amin(0) - pad).floor().clamp_min(0).tolist()]
         x1, y1 = [int(v) for v in (pts.amax(0) + pad).ceil().tolist()]
@@ -126,7 +125,6 @@ def lid_field(opened: torch.Tensor, dst: torch.Tensor, size_hw) -> list[LocalFie
             return (rel * axis[:, None]).sum(-1) / (width / 2), (rel * down[:, None]).sum(-1)
 
         t, across = frame(torch.stack([xs, ys], -1).reshape(1, -1, 2))
-        upper, lower = [eye[0], eye[1], eye[2], eye[3]], [eye[0], eye[5], eye[4], eye[3]]
         # open_lids moves points across the eye only: the target's and the spline's lids share their knots
         t_up, a_up = frame(dst[:, upper])
         t_lo, a_lo = frame(dst[:, lower])

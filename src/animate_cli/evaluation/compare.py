@@ -15,8 +15,8 @@ from ..errors import AnimateError
 HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "lpips": False, "mouth_lpips": False, "csim": True,
                     "id_dist": False, "landmark_error": False,
                     # the follow setting (follow.py), one value per pair
-                    "eyes": True, "eyes_seen": True, "gaze_h": True, "gaze_v": True, "mouth": True, "jitter_ratio": False,
-                    "shake_ratio": False}
+                    "eyes": True, "eyes_seen": True, "gaze_h": True, "gaze_v": True, "mouth": True,
+                    "jitter_ratio": False, "shake_ratio": False}
 
 
 def sign_test(better: int, worse: int) -> float:
