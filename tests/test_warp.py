@@ -283,3 +283,21 @@ def test_the_lid_remap_only_acts_on_lids_closed_past_the_splines_share():
         a, b = (warp_image(image, src, _shut_eyes(128, c)[2], reg=DEFAULT_REG) for c in (c0, c1))
         return (a - b).abs().mean().item()
     assert change(0.09, 0.11) < 2 * change(0.50, 0.52)
+
+
+def test_a_blink_holds_the_lid_that_did_not_move():
+    """The spline's lids are widened back on the side that closed: the upper lid falling leaves the lower lid
+    (and the cheek under it) where the driver has it. Widened about the midpoint, the lower lid's spline point
+    went down by half the missing gap and the skin under the eye bobbed on every blink."""
+    _, src, _ = _shut_eyes(128, 1.0)
+    lower = [40, 41, 46, 47]
+    upper = [37, 38, 43, 44]
+    dst = src.clone()
+    dst[0, upper, 1] = dst[0, lower, 1] - 0.05 * (src[0, lower, 1] - src[0, upper, 1])  # the upper lids fall
+    opened = warp.open_lids(src, dst)
+    assert torch.allclose(opened[0, lower], dst[0, lower], atol=1e-4)
+    gap = opened[0, lower, 1] - opened[0, upper, 1]
+    assert torch.allclose(gap, warp.LIDS_MIN_OPEN * (src[0, lower, 1] - src[0, upper, 1]), rtol=1e-3)
+    rise = src.clone()  # a squint the other way: the lower lids rise, the upper ones stay
+    rise[0, lower, 1] = src[0, upper, 1] + 0.05 * (src[0, lower, 1] - src[0, upper, 1])
+    assert torch.allclose(warp.open_lids(src, rise)[0, upper], src[0, upper], atol=1e-4)

@@ -54,18 +54,32 @@ def border_anchors(size_hw, per_side: int = 9, device=None, dtype=torch.float32)
 
 def open_lids(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     """dst (B,68,2) with each lid pair at least LIDS_MIN_OPEN × its gap in `src` apart (scaled by the eyes'
-    widths), about the pair's midpoint: the lids the spline is fitted to. Wider pairs are left as they are."""
+    widths): the lids the spline is fitted to. Wider pairs are left as they are. The missing gap is given back
+    to each lid in proportion to how far it has closed from where it sits in `src` (about the eye corners), so
+    a lid that did not move stays put: widened about the midpoint, a blink (the upper lid falling) pushed the
+    lower lid's spline point down and the cheek under the eye bobbed with every blink."""
     out = dst.clone()
     for (a, b), pairs in zip(EYE_CORNERS, LID_PAIRS):
         scale = (dst[:, b] - dst[:, a]).norm(dim=-1) / (src[:, b] - src[:, a]).norm(dim=-1).clamp_min(1e-6)
-        along = dst[:, b] - dst[:, a]
-        down = torch.stack([-along[:, 1], along[:, 0]], -1) / along.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        down_d, down_s = _down(dst[:, a], dst[:, b]), _down(src[:, a], src[:, b])
+        depth_d = lambda i: ((dst[:, i] - dst[:, a]) * down_d).sum(-1)  # noqa: E731  below the corner line
+        depth_s = lambda i: ((src[:, i] - src[:, a]) * down_s).sum(-1) * scale  # noqa: E731
         for up, lo in pairs:
-            gap = ((dst[:, lo] - dst[:, up]) * down).sum(-1)
-            least = LIDS_MIN_OPEN * ((src[:, lo] - src[:, up]).norm(dim=-1) * scale)
-            widen = ((least - gap) / 2).clamp_min(0)[:, None] * down
-            out[:, up], out[:, lo] = dst[:, up] - widen, dst[:, lo] + widen
+            gap = depth_d(lo) - depth_d(up)
+            least = LIDS_MIN_OPEN * (depth_s(lo) - depth_s(up))
+            missing = (least - gap).clamp_min(0)
+            fell = (depth_d(up) - depth_s(up)).clamp_min(0)  # the upper lid's travel down, the lower's up
+            rose = (depth_s(lo) - depth_d(lo)).clamp_min(0)
+            share_up = torch.where(fell + rose > 1e-6, fell / (fell + rose).clamp_min(1e-6), torch.full_like(fell, 0.5))
+            out[:, up] = dst[:, up] - (missing * share_up)[:, None] * down_d
+            out[:, lo] = dst[:, lo] + (missing * (1 - share_up))[:, None] * down_d
     return out
+
+
+def _down(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(B,2) unit normal of the corner line a -> b, pointing down the face (image y grows downwards)."""
+    along = b - a
+    return torch.stack([-along[:, 1], along[:, 0]], -1) / along.norm(dim=-1, keepdim=True).clamp_min(1e-6)
 
 
 def _knot_weights(knots: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
