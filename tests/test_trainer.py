@@ -218,6 +218,30 @@ def test_init_adds_a_mouth_painter_that_starts_from_the_weights_output(cache, ph
         Trainer(opts(cache, tmp_path / "none", init=str(tmp_path / "paint" / "checkpoint"), paint_size=0))
 
 
+def test_painter_only_trains_the_painter_and_nothing_else(cache, photos, tmp_path):
+    """--painter-only: the painter's weights move, every other weight of E, G and D stays as --init gave it;
+    the resumed run refuses to go on without the flag."""
+    base = Trainer(opts(cache, tmp_path / "base", seed=3))
+    base.save()
+    tr = Trainer(opts(cache, tmp_path / "p", seed=5, init=str(tmp_path / "base" / "checkpoint"), paint_size=16,
+                      photos=str(photos), photo_share=1.0, max_steps=3, painter_only=True))
+    before = state_of(tr)
+    assert tr.train()["step"] == 3
+    after = state_of(tr)
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith("G.painter.") for k in moved), sorted(moved)[:5]
+    assert any(k.startswith("G.painter.head") for k in moved)
+    rows = (tmp_path / "p" / "losses.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert all(r.split(",")[header.index("mouth")] != "" for r in rows[1:])
+    assert all(r.split(",")[header.index("loss_d")] == "" for r in rows[1:])  # D never ran
+    with pytest.raises(AnimateError, match="painter-only"):
+        Trainer(opts(cache, tmp_path / "p", init=str(tmp_path / "base" / "checkpoint"), paint_size=16,
+                     photos=str(photos), photo_share=1.0)).load()
+    with pytest.raises(AnimateError, match="painter-only"):
+        TrainOptions(painter_only=True, paint_size=0)
+
+
 def test_options_out_of_range_are_refused_by_name():
     for field, value, flag in (("photo_share", 1.5, "--photo-share"), ("photo_share", -0.5, "--photo-share"),("random_reference", 1.5, "--random-reference"),
                                ("random_reference", -0.1, "--random-reference"),

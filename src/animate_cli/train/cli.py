@@ -80,6 +80,9 @@ def train_command(
     mouth_weight: float = typer.Option(T.mouth_weight, "--mouth-weight", help="Weight of the mouth term (0 = off)."),
     random_reference: float = typer.Option(T.random_reference, "--random-reference",
                                            help="Share of episodes warping a random shot instead of the nearest."),
+    painter_only: bool = typer.Option(T.painter_only, "--painter-only",
+                                      help="Train the mouth painter alone on the mouth term (E, G's trunk and D "
+                                           "frozen; from --init weights)."),
     threads: Optional[int] = typer.Option(T.threads, "--threads", help="CPU threads per process."),
     init: Optional[Path] = typer.Option(T.init, "--init", help="Start from this weights folder."),
     progress: bool = typer.Option(T.progress, "--progress/--no-progress", help="Loss table on stderr."),
@@ -102,7 +105,8 @@ def train_command(
                         sample_every=sample_every, val_per_identity=val_per_identity,
                         episodes_per_epoch=episodes_per_epoch, workers=workers, seed=seed, device=device, amp=amp,
                         init=None if init is None else str(init), threads=threads, augment=augment,
-                        mouth_weight=mouth_weight, random_reference=random_reference, progress=progress)
+                        mouth_weight=mouth_weight, random_reference=random_reference, progress=progress,
+                        painter_only=painter_only)
     summary = train(opts)
     if summary["rank"] == 0:
         print(json.dumps(summary))

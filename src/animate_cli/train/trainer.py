@@ -76,6 +76,9 @@ class TrainOptions:
     augment: bool = True  # mirror + colour jitter of episodes (see episodes.py)
     mouth_weight: float = SHARED.mouth_weight  # weight of the mouth term (losses.mouth_loss); 0 = the paper's losses only
     random_reference: float = 0.5  # share of episodes whose warp reference is a random shot, not the nearest
+    # train the mouth painter alone (from --init weights): E, G's trunk and D frozen, the loss the mouth term
+    # alone. No D update and no backward through E and the trunk: several times the episodes per CPU second
+    painter_only: bool = False
     nan_patience: int = 3  # consecutive bad steps before restoring the last checkpoint and halving lr
     progress: bool = True
 
@@ -86,6 +89,9 @@ class TrainOptions:
             raise AnimateError(f"--random-reference must be between 0 and 1 (got {self.random_reference})")
         if self.mouth_weight < 0:
             raise AnimateError(f"--mouth-weight must be 0 or more (got {self.mouth_weight})")
+        if self.painter_only and (self.mouth_weight <= 0 or self.generator != "warp" or self.paint_size == 0):
+            raise AnimateError("--painter-only trains the warp generator's mouth painter on the mouth term: it needs "
+                               "--generator warp, a painter (--paint-size > 0) and --mouth-weight > 0")
         for flag, value in (("--k-shots", self.k_shots), ("--batch-size", self.batch_size),
                             ("--d-steps", self.d_steps), ("--log-every", self.log_every),
                             ("--threads", self.threads)):
@@ -133,8 +139,17 @@ class Trainer:
         # the mouth painter has a learning rate of its own: it starts fresh where the rest may be trained weights
         painter = getattr(distributed.unwrap(self.G), "painter", None)
         painting = {id(p) for p in painter.parameters()} if painter is not None else set()
-        groups = [{"params": [*self.E.parameters(), *(p for p in self.G.parameters() if id(p) not in painting)],
-                   "lr": opts.lr_g, "base_lr": opts.lr_g}]
+        rest = [*self.E.parameters(), *(p for p in self.G.parameters() if id(p) not in painting)]
+        groups = [{"params": rest, "lr": opts.lr_g, "base_lr": opts.lr_g}]
+        if opts.painter_only and painter is None:
+            raise AnimateError("--painter-only: this model has no mouth painter (--paint-size 0)")
+        if opts.painter_only:  # frozen: no gradient, and eval mode (spectral norm's power iteration stands still)
+            for p in rest:
+                p.requires_grad_(False)
+            distributed.unwrap(self.E).eval()
+            distributed.unwrap(self.G).eval()
+            painter.train()
+            groups = []
         if painter is not None:
             groups.append({"params": list(painter.parameters()), "lr": opts.lr_paint, "base_lr": opts.lr_paint})
         self.opt_g = torch.optim.Adam(groups, betas=betas)
@@ -199,6 +214,9 @@ class Trainer:
         distributed.unwrap(self.E).load_state_dict(e.state_dict())
         distributed.unwrap(self.G).load_state_dict(g.state_dict())
         distributed.unwrap(self.D).load_state_dict(d.state_dict())
+        if len(state["opt_g"]["param_groups"]) != len(self.opt_g.param_groups):
+            raise AnimateError(f"{folder} was trained {'without' if self.opts.painter_only else 'with'} "
+                               f"--painter-only; use another --run-dir folder")
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.step_no, self.skipped, self.lr_scale = state["step"], state["skipped"], state["lr_scale"]
@@ -212,6 +230,8 @@ class Trainer:
         'skipped': True when a non-finite loss/gradient made it skip the update (NaN guard)."""
         o = self.opts
         b = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        if o.painter_only:
+            return self._painter_step(b)
         B, K = b["x_shots"].shape[:2]
         D_raw = distributed.unwrap(self.D)
         out = {}
@@ -265,6 +285,30 @@ class Trainer:
             out.update(loss_d=loss_d.item(), d_real=s[:B].float().mean().item(), d_fake=s[B:].float().mean().item())
         self.opt_g.zero_grad(set_to_none=True)
         self.opt_d.zero_grad(set_to_none=True)
+        return self._end_step(out, ok, b, x_hat, warped)
+
+    def _painter_step(self, b: dict) -> dict:
+        """TrainOptions.painter_only: the painter's update on the mouth term; E and G's trunk run without a
+        graph, D not at all."""
+        B, K = b["x_shots"].shape[:2]
+        warped, ref_lm = self._episode_warp(b)
+        with self._autocast():
+            with torch.no_grad():
+                e_hat = self.E(b["x_shots"].flatten(0, 1), b["y_shots"].flatten(0, 1)).view(B, K, -1).mean(dim=1)
+            parts: dict = {}
+            x_hat = self.G(b["y_t"], e_hat, warped=warped, landmarks=b["lm_t"], ref_landmarks=ref_lm, parts=parts)
+        mouth = losses.mouth_loss(x_hat.float(), b["x_t"], b["lm_t"])
+        loss = self.opts.mouth_weight * mouth
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        ok = self._finite(loss, [p for g in self.opt_g.param_groups for p in g["params"]])
+        if ok:
+            self.opt_g.step()
+        self.opt_g.zero_grad(set_to_none=True)
+        out = {"loss_g": loss.item(), "mouth": mouth.item()}
+        painted = paint_usage(parts)["paint_size"]
+        if torch.isfinite(painted).any():
+            out["paint"] = painted[torch.isfinite(painted)].mean().item()
         return self._end_step(out, ok, b, x_hat, warped)
 
     def _episode_warp(self, b: dict):
