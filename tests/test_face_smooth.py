@@ -115,17 +115,3 @@ def test_euro_zero_phase_and_bad_input():
     with pytest.raises(AnimateError):
         smooth_driver(np.repeat(face()[None], 5, 0), np.zeros((5, 3, 2)))
 
-
-def test_eye_corners_sliding_on_a_blink_stay_with_the_head():
-    """Detectors slide the eye corners along the lids on a blink; the corners sit on the skull, so the
-    smoothed ones barely move while the lids still shut (the warp carried the slide to the skin round the eyes)."""
-    frames = [face() for _ in range(60)]
-    io = float(interocular(face())[0])
-    for i in (30, 31, 32):
-        frames[i] = shut_eye(frames[i], 0, 0.1)
-        frames[i][[36, 39], 0] += np.array([-1, 1]) * 0.04 * io  # the corners slide outwards, as dlib's do
-    raw = noisy(frames, sigma=0.2)
-    out, _ = smooth_driver(raw)
-    slide = np.abs(out[29:34, 36, 0] - out[20:28, 36, 0].mean()).max()
-    assert slide < 0.25 * 0.04 * io, slide / io
-    assert eye_openness(out)[29:34, 0].min() < 0.3 * np.median(eye_openness(out)[:, 0])

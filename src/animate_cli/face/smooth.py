@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import AnimateError
 from ..motion import STABLE_POINTS, apply_similarity, procrustes
-from .measures import EYE_CORNERS, eye_frames
+from .measures import eye_frames
 
 
 class OneEuroFilter:
@@ -90,15 +90,10 @@ class Smoothing:
     face: Euro = Euro(0.01, 0.02)      # jaw, brows, nose: noisy points (the jaw most) that move slowly
     eyes_lips: Euro = Euro(0.05, 0.1)  # eyelids and lips: a 3-frame blink and a syllable must survive
     gaze: Euro = Euro(0.05, 0.1)       # iris offsets: still between saccades, a saccade is a step
-    # the eye corners sit on the skull; detectors slide them along the lids on a blink (dlib's outer corners by
-    # 0.04 inter-ocular distances), and the warp carried that to the skin round the eyes: a plain low-pass
-    # (never opened by speed) keeps only slow changes, a squint
-    eye_corners: Euro = Euro(0.01, 0.0)
 
 
 DEFAULT_SMOOTHING = Smoothing()
 EYELIDS_AND_LIPS: tuple[int, ...] = (37, 38, 40, 41, 43, 44, 46, 47) + tuple(range(48, 68))
-EYE_CORNER_POINTS: tuple[int, ...] = tuple(i for pair in EYE_CORNERS for i in pair)
 
 
 def _pose_params(s: float, R: np.ndarray, t: np.ndarray, size: float) -> np.ndarray:
@@ -136,8 +131,6 @@ def smooth_driver(points, irises=None, settings: Smoothing = DEFAULT_SMOOTHING
     smooth_expr = np.empty_like(expr)
     smooth_expr[:, fast] = settings.eyes_lips.run(expr[:, fast], noise)
     smooth_expr[:, ~fast] = settings.face.run(expr[:, ~fast], noise)
-    corners = list(EYE_CORNER_POINTS)
-    smooth_expr[:, corners] = settings.eye_corners.run(expr[:, corners], noise)
     out = np.stack([apply_similarity(e, *_pose(p, size)) for e, p in zip(smooth_expr, smooth_pose)]) + centre
     if irises is None:
         return out.astype(np.float32), None
