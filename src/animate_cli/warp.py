@@ -70,7 +70,8 @@ def open_lids(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
             missing = (least - gap).clamp_min(0)
             fell = (depth_d(up) - depth_s(up)).clamp_min(0)  # the upper lid's travel down, the lower's up
             rose = (depth_s(lo) - depth_d(lo)).clamp_min(0)
-            share_up = torch.where(fell + rose > 1e-6, fell / (fell + rose).clamp_min(1e-6), torch.full_like(fell, 0.5))
+            share_up = torch.where(fell + rose > 1e-6, fell / (fell + rose).clamp_min(1e-6),
+                                   torch.full_like(fell, 0.5))
             out[:, up] = dst[:, up] - (missing * share_up)[:, None] * down_d
             out[:, lo] = dst[:, lo] + (missing * (1 - share_up))[:, None] * down_d
     return out
