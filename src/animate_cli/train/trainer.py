@@ -79,6 +79,8 @@ class TrainOptions:
     # train the mouth painter alone (from --init weights): E, G's trunk and D frozen, the loss the mouth term
     # alone. No D update and no backward through E and the trunk: several times the episodes per CPU second
     painter_only: bool = False
+    # with painter_only: weight of the mouth's colour term (losses.mouth_colour_loss) next to the mouth term
+    colour_weight: float = 0.0
     nan_patience: int = 3  # consecutive bad steps before restoring the last checkpoint and halving lr
     progress: bool = True
 
@@ -89,6 +91,9 @@ class TrainOptions:
             raise AnimateError(f"--random-reference must be between 0 and 1 (got {self.random_reference})")
         if self.mouth_weight < 0:
             raise AnimateError(f"--mouth-weight must be 0 or more (got {self.mouth_weight})")
+        if self.colour_weight < 0 or (self.colour_weight and not self.painter_only):
+            raise AnimateError(f"--colour-weight must be 0 or more, and is used with --painter-only "
+                               f"(got {self.colour_weight})")
         if self.painter_only and (self.mouth_weight <= 0 or self.generator != "warp" or self.paint_size == 0):
             raise AnimateError("--painter-only trains the warp generator's mouth painter on the mouth term: it needs "
                                "--generator warp, a painter (--paint-size > 0) and --mouth-weight > 0")
@@ -298,14 +303,15 @@ class Trainer:
             parts: dict = {}
             x_hat = self.G(b["y_t"], e_hat, warped=warped, landmarks=b["lm_t"], ref_landmarks=ref_lm, parts=parts)
         mouth = losses.mouth_loss(x_hat.float(), b["x_t"], b["lm_t"])
-        loss = self.opts.mouth_weight * mouth
+        colour = losses.mouth_colour_loss(x_hat.float(), b["x_t"], b["lm_t"])
+        loss = self.opts.mouth_weight * (mouth + self.opts.colour_weight * colour)
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         ok = self._finite(loss, [p for g in self.opt_g.param_groups for p in g["params"]])
         if ok:
             self.opt_g.step()
         self.opt_g.zero_grad(set_to_none=True)
-        out = {"loss_g": loss.item(), "mouth": mouth.item()}
+        out = {"loss_g": loss.item(), "mouth": mouth.item()}  # loss_g − mouth_weight·mouth: the colour term
         painted = paint_usage(parts)["paint_size"]
         if torch.isfinite(painted).any():
             out["paint"] = painted[torch.isfinite(painted)].mean().item()
