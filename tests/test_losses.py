@@ -102,3 +102,22 @@ def test_mouth_term_sees_only_the_mouth_and_appears_with_landmarks():
     assert with_lm["total"].item() == pytest.approx(without["total"].item() + with_lm["mouth"].item(), rel=1e-5)
     off = generator_losses(score, feats, feats, teeth, x, landmarks=lips, weights=LossWeights(mouth=0.0))
     assert "mouth" not in off
+
+
+
+def test_mouth_colour_term_sees_hue_not_fine_texture(monkeypatch):
+    """A colour cast on the mouth costs its full size; a fine pattern whose 4x4 blocks keep their mean costs
+    nothing (the perceptual term judges texture; this one the colour it leaves free)."""
+    import animate_cli.losses as losses
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 64, 64) * 0.2
+    lips = _lips()
+    green = x.clone()
+    green[:, 1] += 0.3  # a green cast everywhere
+    assert losses.mouth_colour_loss(green, x, lips).item() == pytest.approx(0.1, rel=0.05)  # 0.3 in 1 of 3
+    checker = 1 - 2 * ((torch.arange(64)[:, None] + torch.arange(64)[None]) % 2).float()
+    monkeypatch.setattr(losses, "mouth_crop", lambda img, lm: img)  # compare the images as crops
+    patterned = x + 0.3 * checker
+    assert losses.mouth_colour_loss(patterned, x, lips).item() < 1e-6
+    assert torch.nn.functional.l1_loss(patterned, x).item() > 0.25

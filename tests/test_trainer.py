@@ -240,6 +240,8 @@ def test_painter_only_trains_the_painter_and_nothing_else(cache, photos, tmp_pat
                      photos=str(photos), photo_share=1.0)).load()
     with pytest.raises(AnimateError, match="painter-only"):
         TrainOptions(painter_only=True, paint_size=0)
+    with pytest.raises(AnimateError, match="--colour-weight"):
+        TrainOptions(colour_weight=1.0)  # the colour term belongs to the painter's own training
 
 
 def test_options_out_of_range_are_refused_by_name():
