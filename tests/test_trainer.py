@@ -224,7 +224,8 @@ def test_painter_only_trains_the_painter_and_nothing_else(cache, photos, tmp_pat
     base = Trainer(opts(cache, tmp_path / "base", seed=3))
     base.save()
     tr = Trainer(opts(cache, tmp_path / "p", seed=5, init=str(tmp_path / "base" / "checkpoint"), paint_size=16,
-                      photos=str(photos), photo_share=1.0, max_steps=3, painter_only=True))
+                      photos=str(photos), photo_share=1.0, max_steps=3, painter_only=True,
+                      colour_weight=1.0))
     before = state_of(tr)
     assert tr.train()["step"] == 3
     after = state_of(tr)
