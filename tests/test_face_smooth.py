@@ -114,4 +114,3 @@ def test_euro_zero_phase_and_bad_input():
         smooth_driver(np.zeros((5, 60, 2)))
     with pytest.raises(AnimateError):
         smooth_driver(np.repeat(face()[None], 5, 0), np.zeros((5, 3, 2)))
-

@@ -133,7 +133,7 @@ def lid_field(opened: torch.Tensor, dst: torch.Tensor, size_hw) -> list[LocalFie
                                 torch.arange(x0, x1, device=dst.device, dtype=dst.dtype), indexing="ij")
         centre = (dst[:, a] + dst[:, b]) / 2
         axis = along / width
-        down = torch.stack([-axis[:, 1], axis[:, 0]], -1)
+        down = _down(dst[:, a], dst[:, b])
 
         def frame(points):  # (B,P,2) px -> t along in half-widths, across in px
             rel = points - centre[:, None]

@@ -145,16 +145,15 @@ class Trainer:
         painter = getattr(distributed.unwrap(self.G), "painter", None)
         painting = {id(p) for p in painter.parameters()} if painter is not None else set()
         rest = [*self.E.parameters(), *(p for p in self.G.parameters() if id(p) not in painting)]
-        groups = [{"params": rest, "lr": opts.lr_g, "base_lr": opts.lr_g}]
-        if opts.painter_only and painter is None:
-            raise AnimateError("--painter-only: this model has no mouth painter (--paint-size 0)")
+        groups = [] if opts.painter_only else [{"params": rest, "lr": opts.lr_g, "base_lr": opts.lr_g}]
         if opts.painter_only:  # frozen: no gradient, and eval mode (spectral norm's power iteration stands still)
+            if painter is None:
+                raise AnimateError("--painter-only: this model has no mouth painter (--paint-size 0)")
             for p in rest:
                 p.requires_grad_(False)
             distributed.unwrap(self.E).eval()
             distributed.unwrap(self.G).eval()
             painter.train()
-            groups = []
         if painter is not None:
             groups.append({"params": list(painter.parameters()), "lr": opts.lr_paint, "base_lr": opts.lr_paint})
         self.opt_g = torch.optim.Adam(groups, betas=betas)
@@ -267,10 +266,7 @@ class Trainer:
         if ok:
             self.opt_g.step()
         out.update({("loss_g" if k == "total" else k): v.item() for k, v in losses_g.items()})
-        if "painted" in parts:
-            painted = paint_usage(parts)["paint_size"]
-            if torch.isfinite(painted).any():
-                out["paint"] = painted[torch.isfinite(painted)].mean().item()
+        out.update(_painted(parts))
 
         # D (hinge), on the same x̂ (detached): one forward of real ⊕ fake so DDP sees one pass
         x_fake = x_hat.detach()
@@ -311,10 +307,7 @@ class Trainer:
         if ok:
             self.opt_g.step()
         self.opt_g.zero_grad(set_to_none=True)
-        out = {"loss_g": loss.item(), "mouth": mouth.item()}  # loss_g − mouth_weight·mouth: the colour term
-        painted = paint_usage(parts)["paint_size"]
-        if torch.isfinite(painted).any():
-            out["paint"] = painted[torch.isfinite(painted)].mean().item()
+        out = {"loss_g": loss.item(), "mouth": mouth.item(), **_painted(parts)}  # loss_g − that: the colour term
         return self._end_step(out, ok, b, x_hat, warped)
 
     def _episode_warp(self, b: dict):
@@ -483,6 +476,16 @@ class Trainer:
         self.log(f"stopped ({reason}) at step {self.step_no}; {summary['episodes_per_s']} episodes/s; "
                  f"checkpoint in {self.run / rundir.CHECKPOINT}")
         return summary
+
+
+def _painted(parts: dict) -> dict:
+    """The loss log's `paint`: the painter's mean correction on the open mouths of the step's targets (none
+    without a painter or an open mouth)."""
+    if "painted" not in parts:
+        return {}
+    painted = paint_usage(parts)["paint_size"]
+    finite = torch.isfinite(painted)
+    return {"paint": painted[finite].mean().item()} if finite.any() else {}
 
 
 def train(opts: TrainOptions | None = None, **kwargs) -> dict:
