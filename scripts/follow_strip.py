@@ -3,7 +3,7 @@ model), four frames (the first, a blink, a glance left, a glance right); top the
 each an eye band (brows to nose tip) that follows its face. Usage:
 
   PYTHONPATH=src python scripts/follow_strip.py ../shared/fixtures/carphone.mp4 examples/follow_strip.jpg \
-      --frames 0 42 89 116
+      --frames 0 42 92 110
 """
 import argparse
 import tempfile
