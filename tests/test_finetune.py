@@ -178,3 +178,59 @@ def test_round_trip_reference_resamples_the_shot_once():
     assert err_once > 1e-3  # still moved
     assert err_once < 0.8 * err_twice
     assert once.std().item() > 1.1 * twice.std().item()  # the noise's contrast survives better
+
+
+def _drawn_shots(res, gaps):
+    """Drawn faces (teeth between the lips when open) as model tensors, their landmark images and landmarks."""
+    from synthetic_faces import face
+
+    faces = [face(res, mouth_gap=g) for g in gaps]
+    x = torch.stack([torch.from_numpy(img).permute(2, 0, 1).float() / 127.5 - 1 for img, _ in faces])
+    lms = np.stack([lm for _, lm in faces]).astype(np.float32)
+    return x, -torch.ones_like(x), lms
+
+
+def test_an_open_mouthed_shot_gets_references_with_its_mouth_shut():
+    from animate_cli.face.regions import mouth_box, mouth_gap
+    from animate_cli.finetune import mouth_closing_references
+
+    x, _, lms = _drawn_shots(128, [0.3, 0.0])
+    made = mouth_closing_references(x, lms, variants=2, reg=0.05)
+    assert list(made) == [0]  # the closed shot has no teeth to learn from
+    x0, y0, side = (int(v) for v in mouth_box(lms[0]))
+    shot = (x[0] + 1) * 127.5
+    for picture, shut in made[0]:
+        assert picture.shape == x[0].shape and mouth_gap(shut) < 0.02  # shut, then warped back to the shot's pose
+        ref = (picture + 1) * 127.5
+        teeth = lambda im: float((im[:, y0:y0 + side, x0:x0 + side].min(0).values > 225).float().mean())  # noqa: E731
+        assert teeth(shot) > 0.05 and teeth(ref) < 0.3 * teeth(shot)  # the teeth are gone: the painter must make them
+        assert (ref - shot)[:, :int(lms[0][:, 1].min()) - 4].abs().mean() < 2  # the forehead is untouched
+
+
+def test_finetuning_a_painter_fits_open_mouthed_shots_from_shut_ones(monkeypatch):
+    import animate_cli.finetune as ft_mod
+    from animate_cli.face.regions import mouth_gap
+
+    torch.manual_seed(0)
+    cfg = preset("tiny").replace(paint_size=32)
+    E, G, D = Embedder(cfg), build_generator(cfg), Discriminator(cfg, n_videos=3)
+    x, y, lms = _drawn_shots(cfg.resolution, [0.3, 0.0])
+    seen = []
+    real = ft_mod._with_closings
+
+    def spy(*args):
+        out = real(*args)
+        seen.append(out[1])  # the landmarks of what each shot's reference warped
+        return out
+
+    monkeypatch.setattr(ft_mod, "_with_closings", spy)
+
+    def run(share):
+        seen.clear()
+        torch.manual_seed(1)
+        finetune(cfg, E, G, D, x, y, lms, FinetuneConfig(steps=3, mouth_closing=share))
+        return [mouth_gap(r.numpy()) for r in seen]
+
+    gaps = run(1.0)
+    assert len(gaps) == 3 and all(g[0] < 0.02 and abs(g[1] - mouth_gap(lms[1])) < 1e-6 for g in gaps)
+    assert all(abs(g[0] - mouth_gap(lms[0])) < 1e-6 for g in run(0.0))  # off: round trips only
