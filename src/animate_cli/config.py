@@ -185,11 +185,6 @@ class FinetuneConfig:
     mouth_weight: float = 1.0  # the mouth term (losses.mouth_loss); 0 = the paper's losses only
     # strength of the landmark jitter that makes each shot's synthetic reference (finetune.round_trip_reference)
     jitter: float = 0.04
-    # share of steps on which an open-mouthed shot is fitted from its mouth warped shut, so that the painter
-    # learns this person's teeth (finetune.mouth_closing_references; painter models only), and how many
-    # shut versions of each such shot are made once, before the steps
-    mouth_closing: float = 0.5
-    closing_variants: int = 4
 
     def __post_init__(self) -> None:
         if type(self.steps) is not int or self.steps < 0:
@@ -200,10 +195,6 @@ class FinetuneConfig:
                 raise AnimateError(f"fine-tuning {name} must be a positive number (got {value!r})")
         if self.content_size is not None and (type(self.content_size) is not int or self.content_size < 16):
             raise AnimateError(f"fine-tuning content_size must be None or at least 16 (got {self.content_size!r})")
-        if not 0.0 <= self.mouth_closing <= 1.0:
-            raise AnimateError(f"fine-tuning mouth_closing must be within [0, 1] (got {self.mouth_closing!r})")
-        if type(self.closing_variants) is not int or self.closing_variants < 1:
-            raise AnimateError(f"fine-tuning closing_variants must be 1 or more (got {self.closing_variants!r})")
         for name in ("mouth_weight", "jitter"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):

@@ -20,9 +20,8 @@ from torch import nn
 from .config import FinetuneConfig, ModelConfig
 from .errors import AnimateError
 from .losses import LossWeights, d_hinge_loss, generator_losses, reconstruction_losses
-from .face.regions import OPEN_MOUTH_GAP, mouth_gap
 from .models.checkpoint import PersonModel  # one class for fine-tuned and loaded persons
-from .warp import resample, tps_grid, warp_image
+from .warp import resample, tps_grid
 
 
 def round_trip_reference(shot: torch.Tensor, landmarks: np.ndarray, *, strength: float,
@@ -41,30 +40,6 @@ def round_trip_reference(shot: torch.Tensor, landmarks: np.ndarray, *, strength:
         return resample(shot, resample(away.permute(0, 3, 1, 2), back).permute(0, 2, 3, 1))
 
 
-def mouth_closing_references(shots: torch.Tensor, landmarks: np.ndarray, *, variants: int, reg: float,
-                             seed: int = 0) -> dict[int, list[tuple[torch.Tensor, np.ndarray]]]:
-    """For each open-mouthed shot (inner-lip gap above OPEN_MOUTH_GAP): `variants` references made as the
-    photo episodes make them in training: the shot with its mouth warped shut (and its pose moved a little),
-    warped back to the shot's own landmarks -> {shot index: [(reference (3,R,R), the shut landmarks)]}.
-    Fitting the shot from those asks the painter for this person's own teeth and mouth, where a round trip
-    of the shot only asks it to copy them."""
-    from .train.photo_episodes import PhotoEpisodeSettings, make_shot  # training's closing warp, one copy
-    lms = np.asarray(landmarks, np.float32).reshape(-1, 68, 2)
-    settings = PhotoEpisodeSettings(warp_reg=reg)
-    rng = np.random.default_rng(seed)
-    out: dict[int, list[tuple[torch.Tensor, np.ndarray]]] = {}
-    for i in np.flatnonzero(mouth_gap(lms) > OPEN_MOUTH_GAP):
-        image = ((shots[i].detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-        made = []
-        for _ in range(variants):
-            shut, shut_lms = make_shot(image, lms[i], "mouth", rng, settings)
-            picture = torch.from_numpy(shut).permute(2, 0, 1)[None].float() / 127.5 - 1
-            back = warp_image(picture, shut_lms[None], lms[i][None], reg=reg)[0]
-            made.append((back.to(shots.device, shots.dtype), shut_lms))
-        out[int(i)] = made
-    return out
-
-
 def _perturbed(lms: torch.Tensor, strength: float) -> torch.Tensor:
     """(T,68,2) landmarks moved as by another picture of the person: a head turn of up to ~7 degrees
     (at 0.04), a scale and a shift of up to `strength`, and per-point expression jitter."""
@@ -77,21 +52,6 @@ def _perturbed(lms: torch.Tensor, strength: float) -> torch.Tensor:
     moved = (lms - centre) @ rot.transpose(-1, -2) * scale + centre
     moved = moved + (torch.rand(len(lms), 1, 2, device=lms.device) * 2 - 1) * strength * size
     return moved + torch.randn_like(lms) * 0.25 * strength * size
-
-
-def _with_closings(ref: torch.Tensor, lms_t, closings: dict, share: float):
-    """This step's references: each open-mouthed shot takes, with probability `share`, one of its shut-mouth
-    references (mouth_closing_references) instead of its round trip -> (references, the landmarks of what
-    each one warped). Uses torch's global RNG."""
-    if not closings:
-        return ref, lms_t
-    ref, ref_lms = ref.clone(), lms_t.clone()
-    for i, made in closings.items():
-        if float(torch.rand(())) < share:
-            picture, shut = made[int(torch.randint(len(made), ()))]
-            ref[i] = picture
-            ref_lms[i] = torch.as_tensor(shut, device=ref_lms.device)
-    return ref, ref_lms
 
 
 def _set_grad(params, flag: bool):
@@ -166,18 +126,15 @@ def finetune(cfg: ModelConfig, E: nn.Module, G: nn.Module, D: Optional[nn.Module
 
     weights = LossWeights(mouth=settings.mouth_weight)
     lms_t = None if lms is None else torch.as_tensor(lms, device=device).reshape(-1, 68, 2)
-    closings = {}
-    if cfg.paint_size and fixed_warp is None and settings.mouth_closing > 0:
-        closings = mouth_closing_references(x, lms, variants=settings.closing_variants, reg=cfg.warp_reg)
     for step in range(steps):
-        ref, ref_lms = None, lms_t  # each shot is fitted from a warp of itself: its landmarks are the target's
+        ref = None
         if cfg.generator == "warp":
             ref = fixed_warp if fixed_warp is not None else \
                 round_trip_reference(x, lms, strength=settings.jitter, reg=cfg.warp_reg)
-            ref, ref_lms = _with_closings(ref, lms_t, closings, settings.mouth_closing)
         # Generator step: L_CNT + L_ADV (-D(x̂) + 10·L_FM) [+ mouth]; D's weights frozen for this backward.
         with autocast():
-            x_hat = g(y, psi=psi, warped=ref, landmarks=lms_t, ref_landmarks=ref_lms)
+            # each shot is fitted from a warp of itself: its landmarks are the target's and the reference's
+            x_hat = g(y, psi=psi, warped=ref, landmarks=lms_t, ref_landmarks=lms_t)
         if d is not None:
             _set_grad(d_params, False)
             with autocast():
