@@ -209,6 +209,24 @@ def test_a_smooth_spline_still_closes_the_eyelids(monkeypatch):
     assert fit_error(0.05) > 0.4 * motion  # the lids would move less than 60% of the way
 
 
+def test_a_smooth_spline_follows_the_lips_as_the_warps_own(monkeypatch):
+    """A model's smoother spline (reg 0.05) still puts the lips where the driver has them: the mouth's shape is
+    local motion (a lower lip dropping under a still upper lip) that the smoothing would round off."""
+    src = torch.tensor(face(64, 64, 0.7))[None]
+    dst = torch.tensor(open_mouth(face(64, 64, 0.7), 6.0))[None]
+    lips = list(range(48, 68))
+
+    def fit_error(reg):
+        flow = tps_flow(src, dst, (H, W), step=1, reg=reg)
+        at = F.grid_sample(flow.permute(0, 3, 1, 2), ((dst + 0.5) / (W / 2) - 1)[:, None],
+                           align_corners=False)[0, :, 0].T
+        return (dst[0] + at - src[0]).norm(dim=-1)[lips].max().item()
+
+    assert fit_error(0.05) < 0.1 * 6.0
+    monkeypatch.setattr(warp, "LIPS", ())
+    assert fit_error(0.05) > 0.25 * 6.0  # the lower lip would drop a quarter less than the driver's
+
+
 @pytest.mark.parametrize("reg", [DEFAULT_REG, 0.05])
 def test_a_blink_leaves_the_skin_below_the_brow_still(monkeypatch, reg):
     """Lids closing between still eye corners leave the skin under the brow (and the brow) where it was: the
