@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from .errors import AnimateError
 from .face.measures import EYE_CORNERS
 from .face.regions import EYELIDS as LID_PAIRS  # per eye, (upper, lower) pairs
+from .face.regions import MOUTH_POINTS
 
 # The spline's regularisation (normalised units) of the model-free `warp` animator, and ModelConfig's default;
 # > 0 keeps coincident points (closed lips) solvable. The functions below take `reg` from their caller.
@@ -26,7 +27,7 @@ DEFAULT_STEP = 4  # kernel evaluated every `step` pixels, then upsampled bilinea
 EYELIDS = tuple(sorted(i for eye in LID_PAIRS for pair in eye for i in pair))  # (37, 38, 40, 41, 43, ...)
 # The lips (outer and inner line), likewise: the mouth's shape is what a talking face says, and at the model's
 # reg the smoother spline rounded it off (the default followed the driver's mouth less than the warp: 0.72 vs 0.77)
-LIPS = tuple(range(48, 68))
+LIPS = tuple(range(68)[MOUTH_POINTS])  # (48, ..., 67)
 N_LANDMARKS = 68
 # A closing eye. The spline cannot shut one: the target's upper and lower lid points meet while they read from
 # lids apart in the shot, so it splits the difference and the closed line shows the middle of the eye (the
