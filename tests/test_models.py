@@ -5,16 +5,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from animate_cli.config import ModelConfig, preset
 from animate_cli.errors import AnimateError
 from animate_cli.face.draw import landmark_tensor
+from animate_cli.face.regions import FACE_OUTLINE
 from animate_cli.losses import mouth_crop
 from animate_cli.models.blocks import SelfAttention, adain
 from animate_cli.models.discriminator import Discriminator
 from animate_cli.models.embedder import Embedder
 from animate_cli.models.generator import (FSTHGenerator, WarpGenerator, build_generator, extend_with_painter,
-                                          paint_usage)
+                                          paint_usage, polygon_mask)
 from animate_cli.models.stats import count_params_and_gflops
 from animate_cli.train.episodes import reference_warp, to_model_tensor
 from animate_cli.train.photo_episodes import PhotoEpisodeSettings, make_shot
@@ -319,3 +321,31 @@ def test_painter_config_is_checked_and_old_configs_have_none():
     stats = count_params_and_gflops(PAINT)
     assert stats["generator_params"] == sum(p.numel() for p in build_generator(PAINT).parameters())
     assert stats["generator_gflops"] > count_params_and_gflops(PAINT.replace(paint_size=0))["generator_gflops"]
+
+
+def test_the_painter_sees_and_paints_only_the_face():
+    """A wall beside a turned cheek (outside the face's outline) changes nothing the painter paints, and it
+    paints nothing there: a painter that read its colour cast from the whole crop painted a mouth by a teal
+    wall teal."""
+    _, painting = _painting_pair()
+    with torch.no_grad():
+        painting.painter.head.weight.normal_(0, 0.05)  # a trained painter paints something
+    x_t, warped, y, lm_t, lm_s = _mouth_closing_episode()
+    r = warped.shape[-1]
+    face_mask = polygon_mask(lm_t[:, list(FACE_OUTLINE)].float(), r)
+    outside = (face_mask == 0).expand_as(warped)
+    walled = warped.clone()
+    walled[outside] = torch.tensor([-0.6, 0.4, 0.4]).view(1, 3, 1, 1).expand_as(warped)[outside]
+    assert outside[0, 0, r // 2 + 14, :12].all()  # the wall reaches the mouth's side of the crop
+    features = torch.rand(1, painting.head.in_channels, r, r, generator=torch.Generator().manual_seed(1))
+    painted, frames = [], []
+    for image in (warped, walled):
+        parts = {}
+        with torch.no_grad():
+            frames.append(painting._paint(image, features, lm_t, lm_s, parts) - image)
+        painted.append(parts["painted"])
+    assert painted[0].abs().max() > 1e-3
+    # only the face's edge, where the crop's pixels blend face and wall, sees the wall at all (4% before the rule)
+    assert (painted[0] - painted[1]).abs().max() < 0.01 * painted[0].abs().max()
+    near_face = F.max_pool2d(face_mask, 5, stride=1, padding=2) > 0
+    assert frames[0][(~near_face).expand_as(warped)].abs().max() < 1e-6

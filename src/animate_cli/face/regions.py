@@ -24,6 +24,9 @@ INNER_LIPS = ((61, 67), (62, 66), (63, 65))
 EYELIDS = (((37, 41), (38, 40)), ((43, 47), (44, 46)))  # the face's right eye (image left), then left
 LIP_CORNERS = (48, 54)
 MOUTH_POINTS = slice(48, 68)
+# the face's outline: the jaw from ear to ear (0-16), back along the brows (26-17); inside it is face, outside
+# hair, neck or background
+FACE_OUTLINE = tuple(range(17)) + tuple(range(26, 16, -1))
 
 
 def _points(landmarks) -> np.ndarray:

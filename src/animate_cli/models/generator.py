@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
-from ..face.regions import INNER_LIPS, LIP_CORNERS, MOUTH_BOX_SCALE
+from ..face.regions import FACE_OUTLINE, INNER_LIPS, LIP_CORNERS, MOUTH_BOX_SCALE
 from .blocks import AdaINParams, ResBlock, ResBlockDown, ResBlockUp, SelfAttention, sn_conv, sn_linear
 
 # The painter's blend mask m (1 = the warp generator's output, 0 = painted) starts at sigmoid(±PAINT_PRIOR):
@@ -167,13 +167,15 @@ class WarpGenerator(Generator):
         crop = lambda t: F.grid_sample(t.float(), grid, mode="bilinear", padding_mode="border",  # noqa: E731
                                        align_corners=False)
         with torch.no_grad():
-            inner = lips_mask(lm, theta, size, res, INNER_LIP_POINTS)
-            outer = lips_mask(lm, theta, size, res, OUTER_LIP_POINTS)
+            inner = outline_mask(lm, theta, size, res, INNER_LIP_POINTS)
+            outer = outline_mask(lm, theta, size, res, OUTER_LIP_POINTS)
             uncovered = inner * mouth_stretch(lm, ref).view(-1, 1, 1, 1)
-        raw = self.painter(torch.cat([crop(out), inner, outer, uncovered, crop(features)], dim=1))
+            face = outline_mask(lm, theta, size, res, list(FACE_OUTLINE))
+        image = face_only(crop(out), face)
+        raw = self.painter(torch.cat([image, inner, outer, uncovered, crop(features) * face], dim=1))
         delta, logit = raw[:, :3], raw[:, 3:]
         m = torch.sigmoid(logit + PAINT_PRIOR * (1 - 2 * uncovered))
-        share = paint_window(size, out.device) * (1 - m)
+        share = paint_window(size, out.device) * face * (1 - m)
         painted = share * delta
         if parts is not None:
             parts.update(share=share.detach(), painted=painted.detach(), inner=inner, uncovered=uncovered)
@@ -254,10 +256,10 @@ def polygon_mask(polygon: torch.Tensor, size: int) -> torch.Tensor:
     return F.avg_pool2d(inside, 3, stride=1, padding=1, count_include_pad=False)
 
 
-def lips_mask(landmarks: torch.Tensor, theta: torch.Tensor, size: int, resolution: int,
-              points: slice = slice(60, 68)) -> torch.Tensor:
-    """(B,1,size,size): the inside of the target's inner lips (iBUG 60-67; the open mouth) or, with
-    OUTER_LIP_POINTS, of its outer lip line (48-59), in the painter's crop."""
+def outline_mask(landmarks: torch.Tensor, theta: torch.Tensor, size: int, resolution: int,
+                 points: slice | list[int] = INNER_LIP_POINTS) -> torch.Tensor:
+    """(B,1,size,size): the inside of the outline that the target's landmarks `points` draw, in the painter's
+    crop: its inner lips (the open mouth), its outer lip line (OUTER_LIP_POINTS) or its face (FACE_OUTLINE)."""
     return polygon_mask(to_crop_pixels(landmarks[:, points], theta, size, resolution), size)
 
 
@@ -275,6 +277,14 @@ def mouth_stretch(landmarks: torch.Tensor, ref_landmarks: torch.Tensor) -> torch
     whatever lay between the shot's lips over the target's opening: a closed mouth gives only a smear."""
     target = mouth_gaps(landmarks)
     return (1 - mouth_gaps(ref_landmarks) / target.clamp_min(1e-6)).clamp(0, 1) * (target > 1e-3)
+
+
+def face_only(image: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+    """The painter's view of its crop: the face's pixels, everything outside the face's outline (a background
+    beside a turned cheek, hair, the neck) replaced by the face's mean colour. A painter that saw a teal wall
+    by the chin painted the mouth teal: it reads the colour cast from its crop."""
+    mean = (image * face).sum(dim=(2, 3), keepdim=True) / face.sum(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+    return image * face + mean * (1 - face)
 
 
 def paint_window(size: int, device=None) -> torch.Tensor:
