@@ -20,14 +20,17 @@ from animate_cli.video import read_frames, read_image
 TILE = (320, 200)  # w, h of each eye band
 
 
+def tile_around(image: np.ndarray, centre, width: float, tile: tuple[int, int]) -> np.ndarray:
+    """The box of `width` px across (and tile's aspect) centred on `centre`, resized to `tile` (w, h)."""
+    scale = tile[0] / width
+    A = np.float32([[scale, 0, tile[0] / 2 - centre[0] * scale], [0, scale, tile[1] / 2 - centre[1] * scale]])
+    return cv2.warpAffine(image, A, tile, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+
+
 def eye_band(image: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Brows to nose tip, eye corner to eye corner and a margin, resized to TILE."""
     x0, x1 = points[36, 0], points[45, 0]
-    cx, cy = (x0 + x1) / 2, (points[19, 1] + points[33, 1]) / 2
-    w = 1.6 * (x1 - x0)
-    h = w * TILE[1] / TILE[0]
-    A = np.float32([[TILE[0] / w, 0, TILE[0] / 2 - cx * TILE[0] / w], [0, TILE[1] / h, TILE[1] / 2 - cy * TILE[1] / h]])
-    return cv2.warpAffine(image, A, TILE, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    return tile_around(image, ((x0 + x1) / 2, (points[19, 1] + points[33, 1]) / 2), 1.6 * (x1 - x0), TILE)
 
 
 def main() -> None:

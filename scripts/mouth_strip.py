@@ -17,6 +17,7 @@ from animate_cli.evaluation.follow import cut_driver
 from animate_cli.face.landmarks import make_detector
 from animate_cli.face.measures import mouth_opening, video_landmarks
 from animate_cli.video import read_frames
+from follow_strip import tile_around  # scripts/, beside this one
 
 TILE = (240, 180)  # w, h of each mouth tile
 
@@ -24,11 +25,7 @@ TILE = (240, 180)  # w, h of each mouth tile
 def mouth_tile(image: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Nose tip to chin, 2.2 × the mouth's width across, centred on the lips, resized to TILE."""
     lips = points[48:68]
-    cx, cy = lips[:, 0].mean(), lips[:, 1].mean()
-    w = 2.2 * np.linalg.norm(points[54] - points[48])
-    h = w * TILE[1] / TILE[0]
-    A = np.float32([[TILE[0] / w, 0, TILE[0] / 2 - cx * TILE[0] / w], [0, TILE[1] / h, TILE[1] / 2 - cy * TILE[1] / h]])
-    return cv2.warpAffine(image, A, TILE, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    return tile_around(image, lips.mean(axis=0), 2.2 * np.linalg.norm(points[54] - points[48]), TILE)
 
 
 def widest(openings: np.ndarray, n: int = 4, apart: int = 8) -> list[int]:

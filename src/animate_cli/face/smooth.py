@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import AnimateError
 from ..motion import STABLE_POINTS, apply_similarity, procrustes
 from .measures import eye_frames
+from .regions import EYELIDS, MOUTH_POINTS
 
 
 class OneEuroFilter:
@@ -93,7 +94,8 @@ class Smoothing:
 
 
 DEFAULT_SMOOTHING = Smoothing()
-EYELIDS_AND_LIPS: tuple[int, ...] = (37, 38, 40, 41, 43, 44, 46, 47) + tuple(range(48, 68))
+EYELIDS_AND_LIPS: tuple[int, ...] = (tuple(sorted(i for eye in EYELIDS for pair in eye for i in pair))
+                                     + tuple(range(68)[MOUTH_POINTS]))
 
 
 def _pose_params(s: float, R: np.ndarray, t: np.ndarray, size: float) -> np.ndarray:
