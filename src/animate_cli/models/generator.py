@@ -122,12 +122,13 @@ class WarpGenerator(Generator):
     1; the mask starved the painted branch of gradient and it never learnt anything useful.) The trunk
     has no skip connections (the paper's design).
 
-    With the painter, x̂ = X + paste(window·(1 − m)·Δp), X = warped + Δ: the MouthPainter paints the mouth
-    box at its own resolution (see there), from the crop of X, masks of the target's lips and the trunk's
-    features; m is its blend mask, starting low only inside the target's open mouth, as far as it opens wider
-    than the warped shot's (mouth_stretch). Δp's convolution starts at zero, so a painter added to trained
-    weights starts from exactly their output; the gradient it gets comes from the open mouths the warp cannot
-    make (photo episodes that close a mouth and ask for it open).
+    With the painter, x̂ = X + paste(s·(P − X)), X = warped + Δ, s = window·face·(1 − m): the MouthPainter paints
+    the mouth box at its own resolution (see there), from the crop of X (the face only), masks of the target's
+    lips and the trunk's features. P is a colour of the lips' hue or none (mouth_colours); m is its blend mask,
+    starting low only inside the target's open mouth, as far as it opens wider than the warped shot's
+    (mouth_stretch): the gradient the painter gets comes from the open mouths the warp cannot make (photo
+    episodes that close a mouth and ask for it open). A fresh painter's zero output convolution paints the lips'
+    colour half-whitened there (and 5% of it around): it does not start from exactly the trunk's output.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -173,10 +174,11 @@ class WarpGenerator(Generator):
             face = outline_mask(lm, theta, size, res, list(FACE_OUTLINE))
         image = face_only(crop(out), face)
         raw = self.painter(torch.cat([image, inner, outer, uncovered, crop(features) * face], dim=1))
-        delta, logit = raw[:, :3], raw[:, 3:]
+        tone, white, logit = raw[:, :1], raw[:, 1:2], raw[:, 2:]
+        colour = mouth_colours(image, (outer - inner).clamp(0, 1), 2 * torch.sigmoid(tone), torch.sigmoid(white))
         m = torch.sigmoid(logit + PAINT_PRIOR * (1 - 2 * uncovered))
         share = paint_window(size, out.device) * face * (1 - m)
-        painted = share * delta
+        painted = share * (colour - crop(out))
         if parts is not None:
             parts.update(share=share.detach(), painted=painted.detach(), inner=inner, uncovered=uncovered)
         return out + paste_crop(painted, theta, res).to(out.dtype)
@@ -185,8 +187,9 @@ class WarpGenerator(Generator):
 class MouthPainter(nn.Module):
     """A small U-Net at the mouth's own resolution (cfg.paint_size²: the mouth box of a 256² face is about
     100 px): the trunk reaches its output only through an 8² bottleneck, too coarse for teeth and the lips'
-    inner edge; this sees the crop directly and keeps its detail through skip connections. Output: 3 channels
-    of Δp and 1 of the blend mask's logit, from a zero-initialised convolution."""
+    inner edge; this sees the crop directly and keeps its detail through skip connections. Output: tone and
+    whiteness of the painted colour (mouth_colours) and the blend mask's logit, from a zero-initialised
+    convolution."""
 
     def __init__(self, in_ch: int, ch: int):
         super().__init__()
@@ -197,7 +200,7 @@ class MouthPainter(nn.Module):
         self.dec2 = sn_conv(4 * c + 2 * c, 2 * c)
         self.dec1 = sn_conv(2 * c + c, c)
         self.norms = nn.ModuleList(nn.InstanceNorm2d(n, affine=True) for n in (c, 2 * c, 4 * c, 2 * c, c))
-        self.head = nn.Conv2d(c, 4, 3, padding=1)
+        self.head = nn.Conv2d(c, 3, 3, padding=1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
@@ -287,6 +290,15 @@ def face_only(image: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
     return image * face + mean * (1 - face)
 
 
+def mouth_colours(image: torch.Tensor, lips: torch.Tensor, tone: torch.Tensor, white: torch.Tensor) -> torch.Tensor:
+    """The painter's colours, [-1, 1]: per pixel, its lips' mean colour mixed with white (`white`, 0..1) and
+    scaled in brightness (`tone`, 0..2). A mouth's inside (teeth, tongue, the dark cavity) has the lips' hue
+    or none; a painter free to choose any colour painted grey-blue and green mouths on faces unlike its
+    training photos."""
+    lip = ((image + 1) / 2 * lips).sum(dim=(2, 3), keepdim=True) / lips.sum(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+    return (tone * ((1 - white) * lip + white)).clamp(0, 1) * 2 - 1
+
+
 def paint_window(size: int, device=None) -> torch.Tensor:
     """(1,1,size,size): 1 inside, fading smoothly to 0 at the crop's edges, so the paste leaves no seam."""
     u = (2 * torch.arange(size, device=device, dtype=torch.float32) + 1) / size - 1
@@ -319,8 +331,8 @@ def paint_usage(parts: dict) -> dict[str, torch.Tensor]:
 
 def extend_with_painter(new: WarpGenerator, old: WarpGenerator) -> None:
     """Load a warp generator without a painter into one with a painter (the same config otherwise): every
-    weight but the painter's is copied, and the painter keeps its fresh start, whose zero output convolution
-    makes `new` return exactly what `old` does."""
+    weight but the painter's is copied, and the painter keeps its fresh start: `new` returns what `old` does
+    outside the mouth box, and blends its first colours into it (WarpGenerator)."""
     if new.painter is None or getattr(old, "painter", None) is not None:
         raise ValueError("extend_with_painter: `new` must have a painter and `old` none")
     missing, unexpected = new.load_state_dict(old.state_dict(), strict=False)
