@@ -172,13 +172,14 @@ class WarpGenerator(Generator):
             outer = outline_mask(lm, theta, size, res, OUTER_LIP_POINTS)
             uncovered = inner * mouth_stretch(lm, ref).view(-1, 1, 1, 1)
             face = outline_mask(lm, theta, size, res, list(FACE_OUTLINE))
-        image = face_only(crop(out), face)
+        seen = crop(out)
+        image = face_only(seen, face)
         raw = self.painter(torch.cat([image, inner, outer, uncovered, crop(features) * face], dim=1))
         tone, white, logit = raw[:, :1], raw[:, 1:2], raw[:, 2:]
         colour = mouth_colours(image, (outer - inner).clamp(0, 1), 2 * torch.sigmoid(tone), torch.sigmoid(white))
         m = torch.sigmoid(logit + PAINT_PRIOR * (1 - 2 * uncovered))
         share = paint_window(size, out.device) * face * (1 - m)
-        painted = share * (colour - crop(out))
+        painted = share * (colour - seen)
         if parts is not None:
             parts.update(share=share.detach(), painted=painted.detach(), inner=inner, uncovered=uncovered)
         return out + paste_crop(painted, theta, res).to(out.dtype)
