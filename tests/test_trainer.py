@@ -7,6 +7,7 @@ import torch
 from animate_cli import losses
 from animate_cli.errors import AnimateError
 from animate_cli.models.checkpoint import load_checkpoint
+from animate_cli.models.discriminator import mouth_view
 from animate_cli.models.generator import mouth_theta, paste_crop
 from animate_cli.references import SELECTION_FEATURES
 from animate_cli.train.rundir import export
@@ -257,3 +258,35 @@ def test_options_out_of_range_are_refused_by_name():
                                ("k_shots", 0, "--k-shots"), ("log_every", 0, "--log-every")):
         with pytest.raises(AnimateError, match=flag):
             TrainOptions(**{field: value})
+
+
+def test_the_mouth_critic_trains_beside_the_painter_and_resumes(cache, photos, tmp_path):
+    """--mouth-adv: a mouth critic learns beside the painter (its adversarial term reaches the painter; E, G's
+    trunk and D stay frozen); the checkpoint keeps it, so a resumed run goes on with the same critic."""
+    base = Trainer(opts(cache, tmp_path / "base", seed=3))
+    base.save()
+    run = dict(seed=5, init=str(tmp_path / "base" / "checkpoint"), paint_size=16, photos=str(photos),
+               photo_share=1.0, painter_only=True, mouth_adv=0.5)
+    tr = Trainer(opts(cache, tmp_path / "p", max_steps=2, **run))
+    critic_before = {k: v.clone() for k, v in tr.critic.state_dict().items()}
+    before = state_of(tr)
+    assert tr.train()["step"] == 2
+    moved = {k for k in before if not torch.equal(before[k], state_of(tr)[k])}
+    assert moved and all(k.startswith("G.painter.") for k in moved)
+    assert any(not torch.equal(v, tr.critic.state_dict()[k]) for k, v in critic_before.items())
+    rows = (tmp_path / "p" / "losses.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert all(r.split(",")[header.index(c)] != "" for r in rows[1:] for c in ("adv", "loss_d", "d_real"))
+    again = Trainer(opts(cache, tmp_path / "p", max_steps=2, **run))
+    assert again.load()
+    assert same(again.critic.state_dict(), tr.critic.state_dict())
+    assert same(again.opt_critic.state_dict()["state"], tr.opt_critic.state_dict()["state"])
+    # the critic's term alone reaches the painter through the painted crop
+    b = next(iter(tr.loader(0, 0)))
+    warped, ref_lm = tr._episode_warp(b)
+    e = torch.rand(2, tr.cfg.embed_dim)
+    x_hat = tr.G(b["y_t"], e, warped=warped, landmarks=b["lm_t"], ref_landmarks=ref_lm)
+    losses.g_adv_loss(tr.critic(mouth_view(x_hat, b["lm_t"], 16))).backward()
+    assert tr.G.painter.head.weight.grad.abs().sum() > 0
+    with pytest.raises(AnimateError, match="--mouth-adv"):
+        TrainOptions(mouth_adv=0.1)  # the critic belongs to the painter's own training

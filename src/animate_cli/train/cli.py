@@ -85,6 +85,8 @@ def train_command(
                                            "frozen; from --init weights)."),
     colour_weight: float = typer.Option(T.colour_weight, "--colour-weight",
                                         help="With --painter-only: weight of the mouth's colour term."),
+    mouth_adv: float = typer.Option(T.mouth_adv, "--mouth-adv",
+                                    help="With --painter-only: weight of a mouth critic's adversarial term (0 = off)."),
     threads: Optional[int] = typer.Option(T.threads, "--threads", help="CPU threads per process."),
     init: Optional[Path] = typer.Option(T.init, "--init", help="Start from this weights folder."),
     progress: bool = typer.Option(T.progress, "--progress/--no-progress", help="Loss table on stderr."),
@@ -108,7 +110,8 @@ def train_command(
                         episodes_per_epoch=episodes_per_epoch, workers=workers, seed=seed, device=device, amp=amp,
                         init=None if init is None else str(init), threads=threads, augment=augment,
                         mouth_weight=mouth_weight, random_reference=random_reference, progress=progress,
-                        painter_only=painter_only, colour_weight=colour_weight)
+                        painter_only=painter_only, colour_weight=colour_weight,
+                        mouth_adv=mouth_adv)
     summary = train(opts)
     if summary["rank"] == 0:
         print(json.dumps(summary))

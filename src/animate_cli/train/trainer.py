@@ -25,7 +25,7 @@ from .. import losses
 from ..config import FinetuneConfig, preset
 from ..errors import AnimateError
 from ..models.checkpoint import load_checkpoint
-from ..models.discriminator import Discriminator
+from ..models.discriminator import Discriminator, MouthCritic, mouth_view
 from ..models.embedder import Embedder
 from ..models.generator import build_generator, extend_with_painter, paint_usage
 from . import distributed, rundir
@@ -33,7 +33,8 @@ from .episodes import EpisodeDataset, reference_warp_and_landmarks
 from .photo_episodes import MixedEpisodeDataset, PhotoEpisodeDataset
 
 SHARED = FinetuneConfig()  # meta-learning and fine-tuning share learning rates, L_CNT size and the mouth term
-# paint: the mouth painter's mean |correction| on the open mouths of the step's targets (paint_usage)
+# paint: the mouth painter's mean |correction| on the open mouths of the step's targets (paint_usage).
+# With --painter-only the adv and D columns are the mouth critic's (--mouth-adv)
 LOSS_COLUMNS = ("loss_g", "cnt", "adv", "fm", "mch", "pix", "mouth", "paint", "loss_d", "d_real", "d_fake")
 
 
@@ -81,6 +82,9 @@ class TrainOptions:
     painter_only: bool = False
     # with painter_only: weight of the mouth's colour term (losses.mouth_colour_loss) next to the mouth term
     colour_weight: float = 0.0
+    # with painter_only: weight of the mouth critic's adversarial term (MouthCritic, trained beside the painter);
+    # 0 = none. The mouth term alone is met best by a blur: the mean of the teeth and cavities it might hold
+    mouth_adv: float = 0.0
     nan_patience: int = 3  # consecutive bad steps before restoring the last checkpoint and halving lr
     progress: bool = True
 
@@ -94,6 +98,8 @@ class TrainOptions:
         if self.colour_weight < 0 or (self.colour_weight and not self.painter_only):
             raise AnimateError(f"--colour-weight must be 0 or more, and is used with --painter-only "
                                f"(got {self.colour_weight})")
+        if self.mouth_adv < 0 or (self.mouth_adv and not self.painter_only):
+            raise AnimateError(f"--mouth-adv must be 0 or more, and is used with --painter-only (got {self.mouth_adv})")
         if self.painter_only and (self.mouth_weight <= 0 or self.generator != "warp" or self.paint_size == 0):
             raise AnimateError("--painter-only trains the warp generator's mouth painter on the mouth term: it needs "
                                "--generator warp, a painter (--paint-size > 0) and --mouth-weight > 0")
@@ -159,6 +165,11 @@ class Trainer:
         self.opt_g = torch.optim.Adam(groups, betas=betas)
         self.opt_d = torch.optim.Adam([{"params": list(self.D.parameters()), "lr": opts.lr_d, "base_lr": opts.lr_d}],
                                       betas=betas)
+        self.critic, self.opt_critic = None, None
+        if opts.mouth_adv:
+            self.critic = distributed.wrap(MouthCritic().to(self.device), self.device)
+            self.opt_critic = torch.optim.Adam([{"params": list(self.critic.parameters()), "lr": opts.lr_d,
+                                                 "base_lr": opts.lr_d}], betas=betas)
         self.amp = opts.amp and self.device.type == "cuda"
         self.step_no = 0
         self.bad_in_a_row = 0
@@ -201,7 +212,7 @@ class Trainer:
             rundir.save_run_checkpoint(self.run, self.cfg, E, G, D, {
                 "step": self.step_no, "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
                 "rng": rundir.rng_state(), "skipped": self.skipped, "lr_scale": self.lr_scale,
-                "n_videos": self.data.n_videos})
+                "n_videos": self.data.n_videos, **self._critic_state()})
         distributed.barrier()
 
     def load(self, restore_rng: bool = True) -> bool:
@@ -223,10 +234,18 @@ class Trainer:
                                f"--painter-only; use another --run-dir folder")
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        if self.critic is not None and "critic" in state:  # a run started without the critic gets a fresh one
+            distributed.unwrap(self.critic).load_state_dict(state["critic"])
+            self.opt_critic.load_state_dict(state["opt_critic"])
         self.step_no, self.skipped, self.lr_scale = state["step"], state["skipped"], state["lr_scale"]
         if restore_rng:
             rundir.set_rng_state(state["rng"])
         return True
+
+    def _critic_state(self) -> dict:
+        if self.critic is None:
+            return {}
+        return {"critic": distributed.unwrap(self.critic).state_dict(), "opt_critic": self.opt_critic.state_dict()}
 
     # --- one step -------------------------------------------------------------------------------
     def step(self, batch: dict) -> dict:
@@ -301,14 +320,38 @@ class Trainer:
         mouth = losses.mouth_loss(x_hat.float(), b["x_t"], b["lm_t"])
         colour = losses.mouth_colour_loss(x_hat.float(), b["x_t"], b["lm_t"])
         loss = self.opts.mouth_weight * (mouth + self.opts.colour_weight * colour)
+        out = {"mouth": mouth.item(), **_painted(parts)}  # loss_g − mouth − adv: the colour term
+        if self.critic is not None:
+            size = distributed.unwrap(self.G).cfg.paint_size
+            adv = losses.g_adv_loss(self.critic(mouth_view(x_hat, b["lm_t"], size)))
+            loss = loss + self.opts.mouth_adv * adv
+            out["adv"] = adv.item()
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         ok = self._finite(loss, [p for g in self.opt_g.param_groups for p in g["params"]])
         if ok:
             self.opt_g.step()
         self.opt_g.zero_grad(set_to_none=True)
-        out = {"loss_g": loss.item(), "mouth": mouth.item(), **_painted(parts)}  # loss_g − that: the colour term
+        out["loss_g"] = loss.item()
+        if ok and self.critic is not None:
+            ok = self._critic_step(x_hat.detach(), b, out)
         return self._end_step(out, ok, b, x_hat, warped)
+
+    def _critic_step(self, x_hat, b: dict, out: dict) -> bool:
+        """One hinge update of the mouth critic: the targets' mouths against the painter's."""
+        size = distributed.unwrap(self.G).cfg.paint_size
+        views = torch.cat([mouth_view(b["x_t"], b["lm_t"], size), mouth_view(x_hat, b["lm_t"], size)])
+        scores = self.critic(views).flatten(1).mean(dim=1)
+        B = len(x_hat)
+        loss_d = losses.d_hinge_loss(scores[:B], scores[B:])
+        self.opt_critic.zero_grad(set_to_none=True)
+        loss_d.backward()
+        ok = self._finite(loss_d, list(self.critic.parameters()))
+        if ok:
+            self.opt_critic.step()
+        self.opt_critic.zero_grad(set_to_none=True)
+        out.update(loss_d=loss_d.item(), d_real=scores[:B].mean().item(), d_fake=scores[B:].mean().item())
+        return ok
 
     def _episode_warp(self, b: dict):
         """The warp generator's reference for this step's episodes and the landmarks of the shot it warped
@@ -359,7 +402,7 @@ class Trainer:
             self.lr_scale *= 0.5
             self.bad_in_a_row = 0
             self.log(f"[yellow]NaN guard: restored the last checkpoint, learning rates x{self.lr_scale:g}")
-        for opt in (self.opt_g, self.opt_d):
+        for opt in (self.opt_g, self.opt_d, *([self.opt_critic] if self.opt_critic else [])):
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * self.lr_scale
 
