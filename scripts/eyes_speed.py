@@ -14,7 +14,7 @@ torch.set_num_threads(1)
 from animate_cli.face.landmarks import make_detector
 from animate_cli.face.iris import iris_centres
 from animate_cli.face.smooth import smooth_driver
-from animate_cli.face.track import track_faces, fill_missing
+from animate_cli.face.track import track_faces
 from animate_cli.face.crop import face_crop_transform, transform_points, warp_to_crop
 from animate_cli.gaze import gaze_field, iris_shifts, relative_gaze
 from animate_cli.motion import transfer_relative

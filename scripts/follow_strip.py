@@ -15,7 +15,7 @@ import numpy as np
 from animate_cli.animate import AnimateOptions, animate
 from animate_cli.face.landmarks import make_detector
 from animate_cli.face.measures import video_landmarks
-from animate_cli.video import read_frames, read_image
+from animate_cli.video import read_frames
 
 TILE = (320, 200)  # w, h of each eye band
 

@@ -1,7 +1,7 @@
 """How well weights open a mouth the warp has shut: fixed photo episodes of the mouth-closing kind (an open-
 mouthed photo, its mouth warped shut as the one shot, the photo as the target), feed-forward, scored on the
 mouth crop (L1 and LPIPS, [-1, 1] images) against the plain warp of the shot; with a mouth painter also what it
-painted (paint_share, paint_size: models.generator.paint_usage).
+painted (paint_share, paint_size: models.painter.paint_usage).
 
 A quick check between training sessions that the painter learns: the episodes come from the training photos, so
 this measures fitting; held-out figures come from `animate-evaluate` on val (its mouth metric).
@@ -21,7 +21,7 @@ import torch
 
 from animate_cli.losses import mouth_crop
 from animate_cli.models.checkpoint import load_checkpoint
-from animate_cli.models.generator import paint_usage
+from animate_cli.models.painter import paint_usage
 from animate_cli.models.perceptual import lpips
 from animate_cli.train.episodes import reference_warp_and_landmarks
 from animate_cli.train.photo_episodes import PhotoEpisodeDataset, PhotoEpisodeSettings

@@ -15,8 +15,8 @@ from animate_cli.losses import mouth_crop
 from animate_cli.models.blocks import SelfAttention, adain
 from animate_cli.models.discriminator import Discriminator
 from animate_cli.models.embedder import Embedder
-from animate_cli.models.generator import (FSTHGenerator, WarpGenerator, build_generator, extend_with_painter,
-                                          mouth_theta, paint_usage, paste_crop, polygon_mask)
+from animate_cli.models.generator import FSTHGenerator, WarpGenerator, build_generator, extend_with_painter
+from animate_cli.models.painter import mouth_colours, mouth_theta, paint_usage, paste_crop, polygon_mask
 from animate_cli.models.stats import count_params_and_gflops
 from animate_cli.train.episodes import reference_warp, to_model_tensor
 from animate_cli.train.photo_episodes import PhotoEpisodeSettings, make_shot
@@ -358,7 +358,6 @@ def test_the_painter_sees_and_paints_only_the_face():
 def test_painted_colours_have_the_lips_hue_or_none():
     """Whatever the painter outputs, a painted pixel is the lips' mean colour mixed with white and scaled in
     brightness: never a hue the face does not have (a free painter painted grey-blue and green mouths)."""
-    from animate_cli.models.generator import mouth_colours
     g = torch.Generator().manual_seed(0)
     image = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
     image[0, :, 4:8] = torch.tensor([0.4, -0.3, -0.4]).view(3, 1, 1)  # red lips

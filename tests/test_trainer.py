@@ -7,8 +7,8 @@ import torch
 from animate_cli import losses
 from animate_cli.errors import AnimateError
 from animate_cli.models.checkpoint import load_checkpoint
-from animate_cli.models.discriminator import mouth_view
-from animate_cli.models.generator import mouth_theta, paste_crop
+from animate_cli.models.painter import mouth_view
+from animate_cli.models.painter import mouth_theta, paste_crop
 from animate_cli.references import SELECTION_FEATURES
 from animate_cli.train.rundir import export
 from animate_cli.train.selection import write_selection

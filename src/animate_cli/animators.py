@@ -26,7 +26,7 @@ from .face.draw import landmark_tensor
 from .config import FinetuneConfig
 from .finetune import finetune
 from .models.checkpoint import load_checkpoint, load_person, save_person
-from .models.generator import paint_usage
+from .models.painter import paint_usage
 from .references import ReferenceMotion, reference_motion
 from .shots import portrait_fingerprint, same_portrait
 from .warp import DEFAULT_REG, LocalField
@@ -269,7 +269,7 @@ class NeuralAnimator(Animator):
 
     def render_with_paint_usage(self, target_landmarks: np.ndarray) -> tuple[np.ndarray, dict]:
         """render's frames and, per frame, what the mouth painter did on the target's open mouth
-        (models.generator.paint_usage: paint_share, paint_size; NaN where the mouth is closed)."""
+        (models.painter.paint_usage: paint_share, paint_size; NaN where the mouth is closed)."""
         if not self.paints:
             raise AnimateError(f"{self.name} has no mouth painter")
         parts: dict = {}

@@ -52,7 +52,7 @@ class ModelConfig:
     # thin-plate-spline regularisation of the model's warps (warp.py, normalised units): larger = smoother,
     # less swayed by landmark noise; fitted with the selection. The default is the `warp` model's
     warp_reg: float = DEFAULT_REG
-    # the warp generator's mouth painter (models/generator.py, MouthPainter): the side of the mouth crop it
+    # the warp generator's mouth painter (models/painter.py, MouthPainter): the side of the mouth crop it
     # paints; 0 = none (every model before it; their outputs stay exactly as they were)
     paint_size: int = 0
     drawing_version: int = DRAWING_VERSION  # the landmark drawing the networks were trained on

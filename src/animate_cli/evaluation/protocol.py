@@ -39,7 +39,7 @@ from .metrics import FaceIdentity, Inception, frechet_distance, landmark_error, 
 
 FID_MIN_FRAMES = 64  # below this many frames per side the FID estimate is noise: reported as null
 # defined on some frames only (open-mouth targets): the report always counts them. paint_share / paint_size:
-# what a mouth painter did there (models.generator.paint_usage), for models that have one
+# what a mouth painter did there (models.painter.paint_usage), for models that have one
 PARTIAL_METRICS = ("mouth_lpips", "paint_share", "paint_size", "eyes", "eyes_seen", "gaze_h", "gaze_v")
 
 

@@ -13,7 +13,6 @@ from torch import nn
 from ..config import ModelConfig
 from .blocks import ResBlock, sn_conv
 from .embedder import DownTrunk
-from .generator import INNER_LIP_POINTS, mouth_theta, outline_mask
 
 
 class Discriminator(nn.Module):
@@ -57,8 +56,9 @@ class MouthCritic(nn.Module):
 
     The mouth term (L_CNT + L1 on a zoom of the mouth) is met best by the mean of what an opening might hold, a
     blur: teeth, tongue and the dark cavity each sit in a slightly different place in every photo. This critic
-    judges the painter's crop (mouth_view: the mouth at the painter's resolution and the target's open-mouth mask,
-    so it asks "is this a plausible inside for this opening") patch by patch, hinge loss, no sigmoid."""
+    judges the painter's crop (painter.mouth_view: the mouth at the painter's resolution and the target's
+    open-mouth mask, so it asks "is this a plausible inside for this opening") patch by patch, hinge loss, no
+    sigmoid."""
 
     def __init__(self, ch: int = 32):
         super().__init__()
@@ -74,13 +74,3 @@ class MouthCritic(nn.Module):
                 h = F.avg_pool2d(h, 2)
         return self.out(h)
 
-
-def mouth_view(images: torch.Tensor, landmarks: torch.Tensor, size: int) -> torch.Tensor:
-    """(B,3,R,R) images, (B,68,2) px -> (B,4,size,size): the painter's crop of each image (mouth_theta) and the
-    landmarks' open-mouth mask in it: what the MouthCritic judges."""
-    lm = landmarks.float().reshape(-1, 68, 2)
-    res = images.shape[-1]
-    theta = mouth_theta(lm, res)
-    grid = F.affine_grid(theta, (len(lm), 3, size, size), align_corners=False)
-    crop = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return torch.cat([crop, outline_mask(lm, theta, size, res, INNER_LIP_POINTS)], dim=1)

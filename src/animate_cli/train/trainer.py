@@ -25,9 +25,10 @@ from .. import losses
 from ..config import FinetuneConfig, preset
 from ..errors import AnimateError
 from ..models.checkpoint import load_checkpoint
-from ..models.discriminator import Discriminator, MouthCritic, mouth_view
+from ..models.discriminator import Discriminator, MouthCritic
 from ..models.embedder import Embedder
-from ..models.generator import build_generator, extend_with_painter, paint_usage
+from ..models.generator import build_generator, extend_with_painter
+from ..models.painter import mouth_view, paint_usage
 from . import distributed, rundir
 from .episodes import EpisodeDataset, reference_warp_and_landmarks
 from .photo_episodes import MixedEpisodeDataset, PhotoEpisodeDataset

@@ -1,0 +1,176 @@
+"""The warp generator's mouth painter: a small U-Net at the mouth's own resolution, and its geometry (the crop
+around the lips, the masks of the lips and the face in it, the colours it may paint, the paste back), batched in
+torch from landmarks in pixels of the R×R frame. The WarpGenerator (generator.py) decides where its paint goes.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..face.regions import INNER_LIPS, LIP_CORNERS, MOUTH_BOX_SCALE
+from .blocks import sn_conv
+
+# The painter's blend mask m (1 = the warp generator's output, 0 = painted) starts at sigmoid(±PAINT_PRIOR):
+# about 0.95 where the warped shot has what the target shows, 0.05 inside the target's open mouth where it
+# has not (the uncovered mouth). So the painter gets the gradient of exactly the pixels the warp cannot make.
+PAINT_PRIOR = 3.0
+PAINT_FEATHER = 0.2  # the painter's window fades out over this share of the crop's half-side at each edge
+MOUTH_HEIGHT_SCALE = 1.3  # the painter's box is also at least this × the lips' height (a wide-open mouth)
+INNER_LIP_POINTS, OUTER_LIP_POINTS = slice(60, 68), slice(48, 60)
+
+
+class MouthPainter(nn.Module):
+    """A small U-Net at the mouth's own resolution (cfg.paint_size²: the mouth box of a 256² face is about
+    100 px): the trunk reaches its output only through an 8² bottleneck, too coarse for teeth and the lips'
+    inner edge; this sees the crop directly and keeps its detail through skip connections. Output: tone and
+    whiteness of the painted colour (mouth_colours) and the blend mask's logit, from a zero-initialised
+    convolution."""
+
+    def __init__(self, in_ch: int, ch: int):
+        super().__init__()
+        c = ch
+        self.enc1 = nn.ModuleList([sn_conv(in_ch, c), sn_conv(c, c)])
+        self.enc2 = nn.ModuleList([sn_conv(c, 2 * c), sn_conv(2 * c, 2 * c)])
+        self.enc3 = nn.ModuleList([sn_conv(2 * c, 4 * c), sn_conv(4 * c, 4 * c)])
+        self.dec2 = sn_conv(4 * c + 2 * c, 2 * c)
+        self.dec1 = sn_conv(2 * c + c, c)
+        self.norms = nn.ModuleList(nn.InstanceNorm2d(n, affine=True) for n in (c, 2 * c, 4 * c, 2 * c, c))
+        self.head = nn.Conv2d(c, 3, 3, padding=1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        def level(convs, norm, h):
+            return F.relu(norm(convs[1](F.relu(convs[0](h)))))
+
+        e1 = level(self.enc1, self.norms[0], x)
+        e2 = level(self.enc2, self.norms[1], F.avg_pool2d(e1, 2))
+        e3 = level(self.enc3, self.norms[2], F.avg_pool2d(e2, 2))
+        up = lambda t: F.interpolate(t, scale_factor=2, mode="nearest")  # noqa: E731
+        d2 = F.relu(self.norms[3](self.dec2(torch.cat([up(e3), e2], dim=1))))
+        d1 = F.relu(self.norms[4](self.dec1(torch.cat([up(d2), e1], dim=1))))
+        return self.head(d1)
+
+
+# ----------------------------------------------------------------------------------------------
+# The painter's geometry.
+
+
+def mouth_theta(landmarks: torch.Tensor, resolution: int) -> torch.Tensor:
+    """(B,68,2) px -> (B,2,3) affine from the painter's crop to the frame (normalised coordinates, as
+    F.affine_grid with align_corners=False): a square centred on the lips, MOUTH_BOX_SCALE × their width (as
+    the mouth metric's box, face.regions.mouth_box), at least MOUTH_HEIGHT_SCALE × their height."""
+    lips = landmarks[:, 48:68]
+    lo, hi = lips.amin(dim=1), lips.amax(dim=1)
+    centre = (lo + hi) / 2
+    width = (landmarks[:, LIP_CORNERS[0]] - landmarks[:, LIP_CORNERS[1]]).norm(dim=-1)
+    side = torch.maximum(MOUTH_BOX_SCALE * width, MOUTH_HEIGHT_SCALE * (hi - lo)[:, 1]).clamp_min(resolution / 16)
+    theta = landmarks.new_zeros(len(landmarks), 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = side / resolution
+    theta[:, :, 2] = (2 * centre + 1) / resolution - 1
+    return theta
+
+
+def to_crop_pixels(points: torch.Tensor, theta: torch.Tensor, size: int, resolution: int) -> torch.Tensor:
+    """(B,N,2) frame px -> px of the size × size crop `theta` makes (pixel centres at integers)."""
+    frame = (2 * points + 1) / resolution - 1
+    u = (frame - theta[:, None, :, 2]) / theta[:, None, [0, 1], [0, 1]]
+    return ((u + 1) * size - 1) / 2
+
+
+def polygon_mask(polygon: torch.Tensor, size: int) -> torch.Tensor:
+    """(B,N,2) px -> (B,1,size,size) float: 1 at the pixel centres inside the polygon (even-odd rule), edges
+    softened by a 3×3 mean. A degenerate polygon (a closed mouth) is empty."""
+    coords = torch.arange(size, device=polygon.device, dtype=polygon.dtype)
+    py = coords.view(1, size, 1, 1)
+    px = coords.view(1, 1, size, 1)
+    x0, y0 = polygon[:, None, None, :, 0], polygon[:, None, None, :, 1]
+    nxt = polygon.roll(-1, dims=1)
+    x1, y1 = nxt[:, None, None, :, 0], nxt[:, None, None, :, 1]
+    spans = (y0 > py) != (y1 > py)
+    dy = torch.where(y1 == y0, torch.ones_like(y1), y1 - y0)
+    crossing = spans & (px < x0 + (py - y0) * (x1 - x0) / dy)
+    inside = (crossing.sum(dim=-1) % 2 == 1).to(polygon.dtype)[:, None]
+    return F.avg_pool2d(inside, 3, stride=1, padding=1, count_include_pad=False)
+
+
+def outline_mask(landmarks: torch.Tensor, theta: torch.Tensor, size: int, resolution: int,
+                 points: slice | list[int] = INNER_LIP_POINTS) -> torch.Tensor:
+    """(B,1,size,size): the inside of the outline that the target's landmarks `points` draw, in the painter's
+    crop: its inner lips (the open mouth), its outer lip line (OUTER_LIP_POINTS) or its face (FACE_OUTLINE)."""
+    return polygon_mask(to_crop_pixels(landmarks[:, points], theta, size, resolution), size)
+
+
+def mouth_gaps(landmarks: torch.Tensor) -> torch.Tensor:
+    """(B,68,2) -> (B,) inner-lip gap / outer-eye-corner distance (face.regions.mouth_gap, in torch)."""
+    up = landmarks[:, [a for a, _ in INNER_LIPS]]
+    lo = landmarks[:, [b for _, b in INNER_LIPS]]
+    iod = (landmarks[:, 36] - landmarks[:, 45]).norm(dim=-1).clamp_min(1e-6)
+    return (up - lo).norm(dim=-1).mean(dim=-1) / iod
+
+
+def mouth_stretch(landmarks: torch.Tensor, ref_landmarks: torch.Tensor) -> torch.Tensor:
+    """(B,) in [0,1]: how much of the target's mouth opening the warped shot cannot fill: 1 − its own gap /
+    the target's (1 for a closed shot driven open, 0 when the shot opens as wide). The spline stretches
+    whatever lay between the shot's lips over the target's opening: a closed mouth gives only a smear."""
+    target = mouth_gaps(landmarks)
+    return (1 - mouth_gaps(ref_landmarks) / target.clamp_min(1e-6)).clamp(0, 1) * (target > 1e-3)
+
+
+def face_only(image: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+    """The painter's view of its crop: the face's pixels, everything outside the face's outline (a background
+    beside a turned cheek, hair, the neck) replaced by the face's mean colour. A painter that saw a teal wall
+    by the chin painted the mouth teal: it reads the colour cast from its crop."""
+    mean = (image * face).sum(dim=(2, 3), keepdim=True) / face.sum(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+    return image * face + mean * (1 - face)
+
+
+def mouth_colours(image: torch.Tensor, lips: torch.Tensor, tone: torch.Tensor, white: torch.Tensor) -> torch.Tensor:
+    """The painter's colours, [-1, 1]: per pixel, its lips' mean colour mixed with white (`white`, 0..1) and
+    scaled in brightness (`tone`, 0..2). A mouth's inside (teeth, tongue, the dark cavity) has the lips' hue
+    or none; a painter free to choose any colour painted grey-blue and green mouths on faces unlike its
+    training photos."""
+    lip = ((image + 1) / 2 * lips).sum(dim=(2, 3), keepdim=True) / lips.sum(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+    return (tone * ((1 - white) * lip + white)).clamp(0, 1) * 2 - 1
+
+
+def paint_window(size: int, device=None) -> torch.Tensor:
+    """(1,1,size,size): 1 inside, fading smoothly to 0 at the crop's edges, so the paste leaves no seam."""
+    u = (2 * torch.arange(size, device=device, dtype=torch.float32) + 1) / size - 1
+    ramp = ((1 - u.abs()) / PAINT_FEATHER).clamp(0, 1)
+    ramp = ramp * ramp * (3 - 2 * ramp)  # smoothstep
+    return (ramp[:, None] * ramp[None, :])[None, None]
+
+
+def paste_crop(crop: torch.Tensor, theta: torch.Tensor, resolution: int) -> torch.Tensor:
+    """(B,C,S,S) crop made with `theta` -> (B,C,R,R) in the frame, zero outside the box."""
+    inv = torch.zeros_like(theta)
+    scale = theta[:, [0, 1], [0, 1]]
+    inv[:, 0, 0], inv[:, 1, 1] = 1 / scale[:, 0], 1 / scale[:, 1]
+    inv[:, :, 2] = -theta[:, :, 2] / scale
+    grid = F.affine_grid(inv, (len(crop), crop.shape[1], resolution, resolution), align_corners=False)
+    return F.grid_sample(crop, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def paint_usage(parts: dict) -> dict[str, torch.Tensor]:
+    """What the painter did, per frame, over the target's open mouth (the inner-lip polygon), from the `parts`
+    a painting forward filled: `paint_share`, the mean share of those pixels taken from the painted branch
+    (1 − m, windowed), and `paint_size`, the mean |painted correction| there on the [-1, 1] scale. NaN where
+    the target's mouth is closed."""
+    inside = (parts["inner"] > 0.5).float()
+    n = inside.sum(dim=(1, 2, 3))
+    nan = torch.full_like(n, float("nan"))
+    mean = lambda t: torch.where(n > 0, (t * inside).sum(dim=(1, 2, 3)) / n.clamp_min(1), nan)  # noqa: E731
+    return {"paint_share": mean(parts["share"]), "paint_size": mean(parts["painted"].abs().mean(dim=1, keepdim=True))}
+
+
+def mouth_view(images: torch.Tensor, landmarks: torch.Tensor, size: int) -> torch.Tensor:
+    """(B,3,R,R) images, (B,68,2) px -> (B,4,size,size): the painter's crop of each image (mouth_theta) and the
+    landmarks' open-mouth mask in it: what the mouth critic (discriminator.MouthCritic) judges."""
+    lm = landmarks.float().reshape(-1, 68, 2)
+    res = images.shape[-1]
+    theta = mouth_theta(lm, res)
+    grid = F.affine_grid(theta, (len(lm), 3, size, size), align_corners=False)
+    crop = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return torch.cat([crop, outline_mask(lm, theta, size, res, INNER_LIP_POINTS)], dim=1)
