@@ -83,8 +83,9 @@ class TrainOptions:
     painter_only: bool = False
     # with painter_only: weight of the mouth's colour term (losses.mouth_colour_loss) next to the mouth term
     colour_weight: float = 0.0
-    # with painter_only: weight of the mouth critic's adversarial term (MouthCritic, trained beside the painter);
-    # 0 = none. The mouth term alone is met best by a blur: the mean of the teeth and cavities it might hold
+    # with painter_only: weight of the mouth critic's adversarial term (MouthCritic, trained beside the painter at
+    # lr_d, d_steps updates per step); 0 = none. The mouth term alone is met best by a blur: the mean of the teeth
+    # and cavities it might hold
     mouth_adv: float = 0.0
     nan_patience: int = 3  # consecutive bad steps before restoring the last checkpoint and halving lr
     progress: bool = True
@@ -339,20 +340,21 @@ class Trainer:
         return self._end_step(out, ok, b, x_hat, warped)
 
     def _critic_step(self, x_hat, b: dict, out: dict) -> bool:
-        """One hinge update of the mouth critic: the targets' mouths against the painter's."""
+        """`d_steps` hinge updates of the mouth critic: the targets' mouths against the painter's."""
         size = distributed.unwrap(self.G).cfg.paint_size
         views = torch.cat([mouth_view(b["x_t"], b["lm_t"], size), mouth_view(x_hat, b["lm_t"], size)])
-        scores = self.critic(views).flatten(1).mean(dim=1)
         B = len(x_hat)
-        loss_d = losses.d_hinge_loss(scores[:B], scores[B:])
-        self.opt_critic.zero_grad(set_to_none=True)
-        loss_d.backward()
-        ok = self._finite(loss_d, list(self.critic.parameters()))
-        if ok:
+        for _ in range(self.opts.d_steps):
+            scores = self.critic(views).flatten(1).mean(dim=1)
+            loss_d = losses.d_hinge_loss(scores[:B], scores[B:])
+            self.opt_critic.zero_grad(set_to_none=True)
+            loss_d.backward()
+            if not self._finite(loss_d, list(self.critic.parameters())):
+                return False
             self.opt_critic.step()
+            out.update(loss_d=loss_d.item(), d_real=scores[:B].mean().item(), d_fake=scores[B:].mean().item())
         self.opt_critic.zero_grad(set_to_none=True)
-        out.update(loss_d=loss_d.item(), d_real=scores[:B].mean().item(), d_fake=scores[B:].mean().item())
-        return ok
+        return True
 
     def _episode_warp(self, b: dict):
         """The warp generator's reference for this step's episodes and the landmarks of the shot it warped
