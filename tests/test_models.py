@@ -11,9 +11,10 @@ from animate_cli.config import ModelConfig, preset
 from animate_cli.errors import AnimateError
 from animate_cli.face.draw import landmark_tensor
 from animate_cli.face.regions import FACE_OUTLINE
+from animate_cli import losses
 from animate_cli.losses import mouth_crop
 from animate_cli.models.blocks import SelfAttention, adain
-from animate_cli.models.discriminator import Discriminator
+from animate_cli.models.discriminator import Discriminator, MouthCritic
 from animate_cli.models.embedder import Embedder
 from animate_cli.models.generator import FSTHGenerator, WarpGenerator, build_generator, extend_with_painter
 from animate_cli.models.painter import mouth_colours, mouth_theta, paint_usage, paste_crop, polygon_mask
@@ -376,3 +377,28 @@ def test_painted_colours_have_the_lips_hue_or_none():
     assert torch.allclose(ratio[keep], ratio2[keep], atol=1e-4)
     assert torch.allclose(ratio[keep], (tone * (1 - white))[keep], atol=1e-4)
     assert torch.allclose(mouth_colours(image, lips, torch.ones_like(tone), torch.ones_like(white)), torch.ones(2, 3, 16, 16))
+
+
+def test_the_mouth_critic_learns_to_tell_a_blurred_opening_from_a_sharp_one():
+    """MouthCritic (the painter's adversary): a hundred hinge updates separate crops whose opening is blurred
+    (what the mouth term alone paints) from the same crops left sharp."""
+    torch.manual_seed(0)
+    critic = MouthCritic(ch=16)
+    opt = torch.optim.Adam(critic.parameters(), 1e-3, betas=(0.0, 0.999))
+    mask = torch.zeros(8, 1, 32, 32)
+    mask[:, :, 12:20, 8:24] = 1
+
+    def scores():
+        sharp = torch.rand(8, 3, 32, 32) * 2 - 1
+        blurred = sharp * (1 - mask) + F.avg_pool2d(sharp, 5, 1, 2) * mask
+        s = critic(torch.cat([torch.cat([sharp, mask], 1), torch.cat([blurred, mask], 1)])).flatten(1).mean(1)
+        return s[:8], s[8:]
+
+    for _ in range(100):
+        loss = losses.d_hinge_loss(*scores())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        real, fake = scores()
+    assert real.min() > fake.max()

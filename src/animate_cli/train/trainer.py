@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader
@@ -83,9 +84,9 @@ class TrainOptions:
     painter_only: bool = False
     # with painter_only: weight of the mouth's colour term (losses.mouth_colour_loss) next to the mouth term
     colour_weight: float = 0.0
-    # with painter_only: weight of the mouth critic's adversarial term (MouthCritic, trained beside the painter at
-    # lr_d, d_steps updates per step); 0 = none. The mouth term alone is met best by a blur: the mean of the teeth
-    # and cavities it might hold
+    # with painter_only: weight of the adversarial term of a mouth critic that judges open mouths (MouthCritic,
+    # trained beside the painter at lr_d, d_steps updates per step); 0 = none. The mouth term alone is met best
+    # by a blur: the mean of the teeth and cavities an opening might hold
     mouth_adv: float = 0.0
     nan_patience: int = 3  # consecutive bad steps before restoring the last checkpoint and halving lr
     progress: bool = True
@@ -325,9 +326,11 @@ class Trainer:
         out = {"mouth": mouth.item(), **_painted(parts)}  # loss_g − mouth − adv: the colour term
         if self.critic is not None:
             size = distributed.unwrap(self.G).cfg.paint_size
-            adv = losses.g_adv_loss(self.critic(mouth_view(x_hat, b["lm_t"], size)))
-            loss = loss + self.opts.mouth_adv * adv
-            out["adv"] = adv.item()
+            fake, judged = self._critic_scores(mouth_view(x_hat, b["lm_t"], size))
+            if judged.any():
+                adv = losses.g_adv_loss(fake[judged])
+                loss = loss + self.opts.mouth_adv * adv
+                out["adv"] = adv.item()
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         ok = self._finite(loss, [p for g in self.opt_g.param_groups for p in g["params"]])
@@ -345,16 +348,29 @@ class Trainer:
         views = torch.cat([mouth_view(b["x_t"], b["lm_t"], size), mouth_view(x_hat, b["lm_t"], size)])
         B = len(x_hat)
         for _ in range(self.opts.d_steps):
-            scores = self.critic(views).flatten(1).mean(dim=1)
-            loss_d = losses.d_hinge_loss(scores[:B], scores[B:])
+            scores, judged = self._critic_scores(views)
+            real, fake = scores[:B][judged[:B]], scores[B:][judged[B:]]
+            if not len(real):
+                return True
+            loss_d = losses.d_hinge_loss(real, fake)
             self.opt_critic.zero_grad(set_to_none=True)
             loss_d.backward()
             if not self._finite(loss_d, list(self.critic.parameters())):
                 return False
             self.opt_critic.step()
-            out.update(loss_d=loss_d.item(), d_real=scores[:B].mean().item(), d_fake=scores[B:].mean().item())
+            out.update(loss_d=loss_d.item(), d_real=real.mean().item(), d_fake=fake.mean().item())
         self.opt_critic.zero_grad(set_to_none=True)
         return True
+
+    def _critic_scores(self, views):
+        """The critic's score per frame: its patch scores averaged over the target's open mouth (the view's
+        mask), so it judges the inside of the opening, what the painter paints, and not the warp's resampling
+        around it; and which frames have an open mouth to judge."""
+        patches = self.critic(views)
+        weight = F.adaptive_avg_pool2d(views[:, 3:], patches.shape[-2:])
+        total = weight.sum(dim=(1, 2, 3))
+        judged = total > 1e-3
+        return (patches * weight).sum(dim=(1, 2, 3)) / total.clamp_min(1e-3), judged
 
     def _episode_warp(self, b: dict):
         """The warp generator's reference for this step's episodes and the landmarks of the shot it warped
