@@ -281,34 +281,6 @@ def test_blend_mask_starts_low_only_where_the_warp_has_no_open_mouth():
     assert torch.isnan(paint_usage(parts)["paint_share"]).all()  # no open mouth: nothing to measure
 
 
-def test_the_paint_gate_leaves_a_mouth_the_shot_shows_to_the_warp():
-    """cfg.paint_gate: a shot whose mouth opens as wide as the target's gets no painting at all (the output is
-    the trunk's exactly), a closed shot driven open is painted exactly as without the gate, and a shot open
-    half as wide as the gate asks gets half the painting."""
-    plain, painting = _painting_pair()
-    torch.manual_seed(1)
-    gated = build_generator(PAINT.replace(paint_gate=0.5))
-    gated.load_state_dict(painting.state_dict())
-    x_t, warped, y, lm_t, lm_s = _mouth_closing_episode()
-    e = torch.rand(1, PAINT.embed_dim)
-    half = lm_t.clone().float()  # the shot's inner lips at 3/4 of the target's gap: a stretch of 0.25
-    mid = (half[:, [61, 62, 63]] + half[:, [67, 66, 65]]) / 2
-    half[:, [61, 62, 63]] = mid + 0.75 * (half[:, [61, 62, 63]] - mid)
-    half[:, [67, 66, 65]] = mid + 0.75 * (half[:, [67, 66, 65]] - mid)
-    for m in (plain, painting, gated):
-        m.eval()
-    with torch.no_grad():
-        trunk = plain(y, e_hat=e, warped=warped)
-        run = lambda G, ref: G(y, e_hat=e, warped=warped, landmarks=lm_t, ref_landmarks=ref)  # noqa: E731
-        assert torch.equal(run(gated, lm_t), trunk)
-        assert torch.equal(run(gated, lm_s), run(painting, lm_s))
-        full, faded = run(painting, half) - trunk, run(gated, half) - trunk
-    assert full.abs().max() > 1e-3
-    assert torch.allclose(faded, 0.5 * full, atol=1e-5)
-    with pytest.raises(AnimateError, match="paint_gate"):
-        PAINT.replace(paint_gate=1.5)
-
-
 def test_gradient_reaches_the_painter_on_a_mouth_closing_episode():
     x_t, warped, y, lm_t, lm_s = _mouth_closing_episode()
     e = torch.rand(1, PAINT.embed_dim)

@@ -55,10 +55,6 @@ class ModelConfig:
     # the warp generator's mouth painter (models/painter.py, MouthPainter): the side of the mouth crop it
     # paints; 0 = none (every model before it; their outputs stay exactly as they were)
     paint_size: int = 0
-    # the painter paints in full where the target's mouth opens at least this much wider than the warped shot's
-    # (models.painter.mouth_stretch, 0..1) and fades out linearly below it: where the shot already shows the
-    # opening (a chosen open-mouthed shot among several) its pixels beat any painting. 0 = no fading
-    paint_gate: float = 0.0
     drawing_version: int = DRAWING_VERSION  # the landmark drawing the networks were trained on
     format_version: int = FORMAT_VERSION
 
@@ -90,9 +86,6 @@ class ModelConfig:
             if not 16 <= self.paint_size <= self.resolution or self.paint_size % 4:
                 raise AnimateError(f"paint_size must be 0 or a multiple of 4 from 16 to the resolution, "
                                    f"got {self.paint_size}")
-        if not isinstance(self.paint_gate, (int, float)) or isinstance(self.paint_gate, bool) or not (
-                0 <= self.paint_gate <= 1):
-            raise AnimateError(f"paint_gate must be a number in [0, 1], got {self.paint_gate!r}")
         if self.format_version != FORMAT_VERSION:
             raise AnimateError(
                 f"model format version {self.format_version} is not supported by this animate-cli "

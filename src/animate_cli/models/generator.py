@@ -122,8 +122,7 @@ class WarpGenerator(Generator):
     starting low only inside the target's open mouth, as far as it opens wider than the warped shot's
     (mouth_stretch): the gradient the painter gets comes from the open mouths the warp cannot make (photo
     episodes that close a mouth and ask for it open). A fresh painter's zero output convolution paints the lips'
-    colour half-whitened there (and 5% of it around): it does not start from exactly the trunk's output. With
-    cfg.paint_gate the share also fades where the shot's mouth opens nearly as wide as the target's.
+    colour half-whitened there (and 5% of it around): it does not start from exactly the trunk's output.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -165,9 +164,7 @@ class WarpGenerator(Generator):
         with torch.no_grad():
             inner = outline_mask(lm, theta, size, res, INNER_LIP_POINTS)
             outer = outline_mask(lm, theta, size, res, OUTER_LIP_POINTS)
-            stretch = mouth_stretch(lm, ref).view(-1, 1, 1, 1)
-            uncovered = inner * stretch
-            gate = (stretch / self.cfg.paint_gate).clamp(max=1) if self.cfg.paint_gate else 1.0
+            uncovered = inner * mouth_stretch(lm, ref).view(-1, 1, 1, 1)
             face = outline_mask(lm, theta, size, res, list(FACE_OUTLINE))
         seen = crop(out)
         image = face_only(seen, face)
@@ -175,7 +172,7 @@ class WarpGenerator(Generator):
         tone, white, logit = raw[:, :1], raw[:, 1:2], raw[:, 2:]
         colour = mouth_colours(image, (outer - inner).clamp(0, 1), 2 * torch.sigmoid(tone), torch.sigmoid(white))
         m = torch.sigmoid(logit + PAINT_PRIOR * (1 - 2 * uncovered))
-        share = paint_window(size, out.device) * face * (1 - m) * gate
+        share = paint_window(size, out.device) * face * (1 - m)
         painted = share * (colour - seen)
         if parts is not None:
             parts.update(share=share.detach(), painted=painted.detach(), inner=inner, uncovered=uncovered)

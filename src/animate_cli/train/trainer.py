@@ -185,15 +185,15 @@ class Trainer:
         count matches; when the weights' columns are this run's videos alone (a video-only run continued
         with photos), those, and the photo people's columns start fresh; otherwise all start fresh."""
         cfg, e, g, d = load_checkpoint(Path(folder), device="cpu", with_discriminator=True)
-        # the learned shot selection, warp setting and paint gate are no network weights: the run keeps them, so
-        # its export still has them. Weights without a mouth painter extend to a run with one (extend_with_painter)
+        # the learned shot selection and warp setting are no network weights: the run keeps them, so its
+        # export still has them. Weights without a mouth painter extend to a run with one (extend_with_painter)
         adds_painter = cfg.paint_size == 0 and self.cfg.paint_size > 0
-        same = dict(selection=self.cfg.selection, warp_reg=self.cfg.warp_reg, paint_gate=self.cfg.paint_gate,
+        same = dict(selection=self.cfg.selection, warp_reg=self.cfg.warp_reg,
                     paint_size=self.cfg.paint_size if adds_painter else cfg.paint_size)
         if cfg.replace(**same) != self.cfg:
             raise AnimateError(f"--init {folder} has a different model config ({cfg.preset}, {cfg.generator}, "
                                f"{cfg.resolution}px, paint_size {cfg.paint_size})")
-        self.cfg = self.cfg.replace(selection=cfg.selection, warp_reg=cfg.warp_reg, paint_gate=cfg.paint_gate)
+        self.cfg = self.cfg.replace(selection=cfg.selection, warp_reg=cfg.warp_reg)
         E.load_state_dict(e.state_dict())
         if adds_painter:
             extend_with_painter(G, g)
