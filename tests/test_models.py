@@ -221,23 +221,34 @@ def _painting_pair(seed=0):
     return plain, painting
 
 
-def test_default_weights_give_the_output_they_gave_before_the_painter():
-    """weights/default has no painter (config without paint_size): its G computes what it computed before the
-    painter existed. Golden figures from the code before it (random inputs, seed 0)."""
+def test_default_weights_keep_their_trunk_and_paint_only_the_mouth():
+    """weights/default has a mouth painter on the trunk it had before: without the painter its G computes what
+    it computed before the painter existed (golden figures from the code before it, random inputs, seed 0), and
+    with it the output changes only in the mouth's box."""
     from animate_cli.models.checkpoint import load_checkpoint
 
     folder = Path(__file__).resolve().parents[1] / "src" / "animate_cli" / "weights" / "default"
     if not (folder / "config.json").is_file():
         pytest.skip("weights/default not in this checkout")
     cfg, E, G, _ = load_checkpoint(folder)
-    assert cfg.paint_size == 0 and G.painter is None
+    assert cfg.paint_size > 0 and G.painter is not None
+    trunk = build_generator(cfg.replace(paint_size=0)).eval()
+    trunk.load_state_dict({k: v for k, v in G.state_dict().items() if not k.startswith("painter.")})
     g = torch.Generator().manual_seed(0)
     x, y, w = (torch.rand(2, 3, 256, 256, generator=g) * 2 - 1 for _ in range(3))
     with torch.no_grad():
-        d = (G(y, e_hat=E(x, y), warped=w) - w).double()
+        plain = trunk(y, e_hat=E(x, y), warped=w)
+    d = (plain - w).double()
     assert d.abs().mean().item() == pytest.approx(0.0015948186289464854, abs=1e-8)
     got = [d[1, c, r, q].item() for c, r, q in ((0, 10, 20), (1, 128, 128), (2, 200, 100), (0, 180, 128))]
     assert got == pytest.approx([0.00213873, -0.00137484, -0.00087189, 0.00213873], abs=2e-7)
+    lm = torch.from_numpy(face_landmarks(256, mouth_gap=0.3))[None].float().expand(2, -1, -1)
+    shut = torch.from_numpy(face_landmarks(256, mouth_gap=0.0))[None].float().expand(2, -1, -1)
+    with torch.no_grad():
+        painted = G(y, e_hat=E(x, y), warped=w, landmarks=lm, ref_landmarks=shut)
+    box = paste_crop(torch.ones(2, 1, cfg.paint_size, cfg.paint_size), mouth_theta(lm, 256), 256) > 0
+    assert torch.equal(painted[(~box).expand_as(painted)], plain[(~box).expand_as(plain)])
+    assert (painted - plain).abs().amax() > 0.05  # it paints the opening the shut shot cannot give
 
 
 def test_a_painter_added_to_trained_weights_keeps_their_output_outside_the_mouth_box():
