@@ -323,7 +323,7 @@ class Trainer:
         mouth = losses.mouth_loss(x_hat.float(), b["x_t"], b["lm_t"])
         colour = losses.mouth_colour_loss(x_hat.float(), b["x_t"], b["lm_t"])
         loss = self.opts.mouth_weight * (mouth + self.opts.colour_weight * colour)
-        out = {"mouth": mouth.item(), **_painted(parts)}  # loss_g − mouth − adv: the colour term
+        out = {"mouth": mouth.item(), **_painted(parts)}
         if self.critic is not None:
             size = distributed.unwrap(self.G).cfg.paint_size
             fake, judged = self._critic_scores(mouth_view(x_hat, b["lm_t"], size))
