@@ -324,9 +324,10 @@ class Trainer:
         colour = losses.mouth_colour_loss(x_hat.float(), b["x_t"], b["lm_t"])
         loss = self.opts.mouth_weight * (mouth + self.opts.colour_weight * colour)
         out = {"mouth": mouth.item(), **_painted(parts)}
+        fake_view = None
         if self.critic is not None:
-            size = distributed.unwrap(self.G).cfg.paint_size
-            fake, judged = self._critic_scores(mouth_view(x_hat, b["lm_t"], size))
+            fake_view = mouth_view(x_hat, b["lm_t"], distributed.unwrap(self.G).cfg.paint_size)
+            fake, judged = self._critic_scores(fake_view)
             if judged.any():
                 adv = losses.g_adv_loss(fake[judged])
                 loss = loss + self.opts.mouth_adv * adv
@@ -339,14 +340,15 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         out["loss_g"] = loss.item()
         if ok and self.critic is not None:
-            ok = self._critic_step(x_hat.detach(), b, out)
+            ok = self._critic_step(fake_view.detach(), b, out)
         return self._end_step(out, ok, b, x_hat, warped)
 
-    def _critic_step(self, x_hat, b: dict, out: dict) -> bool:
-        """`d_steps` hinge updates of the mouth critic: the targets' mouths against the painter's."""
-        size = distributed.unwrap(self.G).cfg.paint_size
-        views = torch.cat([mouth_view(b["x_t"], b["lm_t"], size), mouth_view(x_hat, b["lm_t"], size)])
-        B = len(x_hat)
+    def _critic_step(self, fake_view, b: dict, out: dict) -> bool:
+        """`d_steps` hinge updates of the mouth critic: the targets' mouths against the painter's (`fake_view`,
+        the painter step's mouth_view of its output, detached)."""
+        real_view = mouth_view(b["x_t"], b["lm_t"], fake_view.shape[-1])
+        views = torch.cat([real_view, fake_view])
+        B = len(fake_view)
         for _ in range(self.opts.d_steps):
             scores, judged = self._critic_scores(views)
             real, fake = scores[:B][judged[:B]], scores[B:][judged[B:]]
