@@ -178,3 +178,24 @@ def test_round_trip_reference_resamples_the_shot_once():
     assert err_once > 1e-3  # still moved
     assert err_once < 0.8 * err_twice
     assert once.std().item() > 1.1 * twice.std().item()  # the noise's contrast survives better
+
+
+def test_the_mouth_painter_stays_as_meta_learned_unless_asked():
+    """A shot fitted from a warp of itself opens no mouth wider than its own: fine-tuning would only teach the
+    painter to paint less, so it is frozen by default while the rest of G trains."""
+    torch.manual_seed(0)
+    cfg = preset("tiny", generator="warp").replace(paint_size=32)
+    E, G, D = Embedder(cfg), build_generator(cfg), Discriminator(cfg, n_videos=3)
+    x, y, lms = _shots(cfg, t=2)
+    changed = {}
+    for train_painter in (False, True):
+        torch.manual_seed(5)
+        person = finetune(cfg, E, G, D, x, y, lms, FinetuneConfig(steps=3, train_painter=train_painter))
+        new = person.generator.state_dict()
+        changed[train_painter] = {part: any(not torch.equal(v, new[k]) for k, v in G.state_dict().items()
+                                            if k.startswith("painter.") == (part == "painter"))
+                                  for part in ("painter", "rest")}
+    assert changed[False] == {"painter": False, "rest": True}
+    assert changed[True] == {"painter": True, "rest": True}
+    with pytest.raises(AnimateError, match="train_painter"):
+        FinetuneConfig(train_painter="yes")

@@ -1,8 +1,9 @@
 """Few-shot fine-tuning on a new person (paper §3.3), for both generators.
 
 E stays frozen and only supplies ê_new = mean_t E(x_t, y_t). G starts its person-specific AdaIN
-parameters at ψ' = P·ê_new and D its person column at w' = w0 + ê_new; then G (weights + ψ') and
-D (weights + w') train on the T shots with L_CNT + L_ADV (hinge for D) + the mouth term, no L_MCH.
+parameters at ψ' = P·ê_new and D its person column at w' = w0 + ê_new; then G (weights + ψ'; its mouth
+painter stays as loaded unless settings.train_painter) and D (weights + w') train on the T shots with L_CNT
++ L_ADV (hinge for D) + the mouth term, no L_MCH.
 steps=0 is the paper's feed-forward ("FF") model. The loaded G and D are never touched: we train deep
 copies, so a batch over several portraits starts every person from the same meta-learned weights.
 Settings: config.FinetuneConfig.
@@ -111,7 +112,11 @@ def finetune(cfg: ModelConfig, E: nn.Module, G: nn.Module, D: Optional[nn.Module
 
     psi = nn.Parameter(psi0.clone())
     g.train()
-    g_params = [p for n, p in g.named_parameters() if not n.startswith("P.")] + [psi]  # P unused: ψ' replaces P·ê
+    frozen = ("P.",) if settings.train_painter else ("P.", "painter.")  # P unused: ψ' replaces P·ê
+    _set_grad([p for n, p in g.named_parameters() if n.startswith(frozen)], False)
+    if getattr(g, "painter", None) is not None and not settings.train_painter:
+        g.painter.eval()  # nor may spectral norm's power iteration move its weights
+    g_params = [p for n, p in g.named_parameters() if not n.startswith(frozen)] + [psi]
     opt_g = torch.optim.Adam(g_params, lr=settings.lr_g, betas=(0.0, 0.999))
     d = w = opt_d = None
     if D is not None:
