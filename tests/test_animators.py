@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from animate_cli.animators import (DEFAULT_MODEL, WEIGHTS_ENV, NeuralAnimator, WarpAnimator, default_weights_dir,
-                                   make_animator, resolve_device)
+                                   make_animator, resolve_device, to_tensor)
 from animate_cli.config import preset
 from animate_cli.errors import AnimateError
 from animate_cli.face.landmarks import image_landmarks, make_detector
@@ -217,3 +217,38 @@ def test_the_warp_model_gives_its_grids_and_no_crops():
                                             align_corners=False, padding_mode="border")
     assert np.abs(((moved.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
                   - a.render(np.stack([lms[0], lms[0] + 1.0]))).max() == 0
+
+
+def test_with_several_shots_the_mouth_comes_from_the_shot_that_shows_it(tmp_path):
+    """mouth_shots: a frame framed like a shut-mouthed shot but opening its mouth gets the mouth of a shot that
+    shows it open: its teeth (in the frame and in the compositor's correction), and the painter, told that
+    shot's landmarks, leaves the opening to it."""
+    from synthetic_faces import draw_face, face_landmarks, white_share
+    from animate_cli.face.regions import mouth_box
+    from animate_cli.references import SELECTION_FEATURES
+    r = 64
+    target = face_landmarks(r, mouth_gap=0.35)
+    shut = face_landmarks(r, mouth_gap=0.02)
+    moved = (target - r / 2) * 1.08 + r / 2 + np.float32([2, 1])
+    framing = [0.0] * len(SELECTION_FEATURES)
+    framing[SELECTION_FEATURES.index("offset")] = -1.0  # the face shot: the one framed like the target
+    frames, usage = {}, {}
+    for mouth_shots in (False, True):
+        torch.manual_seed(0)
+        cfg = preset("tiny", generator="warp").replace(paint_size=32, selection=tuple(framing),
+                                                       mouth_shots=mouth_shots)
+        G = build_generator(cfg)
+        with torch.no_grad():
+            G.painter.head.weight[:2].normal_(0, 0.05)
+        save_checkpoint(tmp_path / str(mouth_shots), cfg, Embedder(cfg), G, Discriminator(cfg, 3))
+        a = make_animator(str(tmp_path / str(mouth_shots)), device="cpu", finetune_steps=0)
+        a.prepare([draw_face(shut, r), draw_face(moved, r)], [shut, moved])
+        frames[mouth_shots], usage[mouth_shots] = a.render_with_paint_usage(target[None])
+        motion = a.render_motion(target[None])
+        assert motion.shots.tolist() == [0]  # the compositor still moves the face shot ...
+        warped = a.reference_motion(target[None]).warped
+        drawn = to_tensor(motion.crops, "cpu") - warped  # ... and its correction carries the mouth
+        assert torch.allclose(torch.from_numpy(motion.corrections), drawn, atol=2 / 255)
+    box = mouth_box(target)
+    assert white_share(frames[True][0], box) > 3 * white_share(frames[False][0], box)
+    assert usage[False]["paint_share"][0] > 0.5 and usage[True]["paint_share"][0] < 0.1

@@ -56,6 +56,8 @@ def test_preset_sizes():
     ({"warp_reg": 0.0}, "warp_reg"),
     ({"warp_reg": 2.0}, "warp_reg"),
     ({"warp_reg": math.inf}, "warp_reg"),
+    ({"mouth_shots": 1}, "mouth_shots must be true or false"),
+    ({"generator": "fsth", "mouth_shots": True}, "only the warp generator takes mouths"),
     ({"format_version": 99}, "format version 99"),
 ])
 def test_invalid_configs_are_refused_in_one_line(change, message):

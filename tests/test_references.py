@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from animate_cli.references import SELECTION_FEATURES, choose_shots, references_for, warp_references
+from animate_cli.references import (SELECTION_FEATURES, choose_mouth_shots, choose_shots, mouth_inset_mask,
+                                    reference_motion, references_for, warp_references)
 from animate_cli.warp import DEFAULT_REG, warp_image
 
 
@@ -83,3 +84,62 @@ def test_selection_and_regularisation_are_required():
         references_for(images, shots, target[None], selection=())
     with pytest.raises(TypeError):
         choose_shots(shots, target[None])
+
+
+def _mouth_shot_case(size=128):
+    """Two drawn shots of a face whose mouth opens: the first framed exactly as the target but shut, the second
+    with the target's open mouth and teeth but framed a little off (moved and enlarged). A choice that weighs
+    framing only takes the first; the mouth's shape says the second."""
+    from synthetic_faces import draw_face, face_landmarks
+    target = face_landmarks(size, mouth_gap=0.35)
+    shut = face_landmarks(size, mouth_gap=0.02)
+    moved = (target - size / 2) * 1.08 + size / 2 + np.float32([5, 3])
+    shots = np.stack([draw_face(shut, size), draw_face(moved, size)])
+    framing = [0.0] * len(SELECTION_FEATURES)
+    framing[SELECTION_FEATURES.index("offset")] = -1.0
+    return shots, np.stack([shut, moved]), target, tuple(framing)
+
+
+def test_the_mouth_comes_from_the_shot_whose_lips_are_shaped_like_the_target_s():
+    from synthetic_faces import white_share
+    from animate_cli.face.regions import mouth_box
+    shots, lms, target, framing = _mouth_shot_case()
+    pictures = torch.from_numpy(shots).permute(0, 3, 1, 2).float() / 127.5 - 1
+    assert choose_shots(lms, target[None], framing).tolist() == [0]
+    assert choose_mouth_shots(lms, target[None]).tolist() == [1]
+    plain = reference_motion(pictures, lms, target[None], selection=framing, reg=DEFAULT_REG)
+    inset = reference_motion(pictures, lms, target[None], selection=framing, reg=DEFAULT_REG, mouth_shots=True)
+    assert plain.mouth is None and plain.reference is plain.warped
+    assert inset.mouth.rows.tolist() == [0] and inset.mouth.chosen.tolist() == [1]
+    assert torch.equal(inset.warped, plain.warped)  # the face (what the compositor moves) is the same shot's
+    as_image = lambda t: ((t[0].permute(1, 2, 0) + 1) * 127.5).clamp(0, 255).byte().numpy()  # noqa: E731
+    box = mouth_box(target)
+    direct = warp_references(pictures, lms, target[None], torch.tensor([1]), reg=DEFAULT_REG)
+    teeth = white_share(as_image(inset.reference), box)
+    assert teeth > 0.8 * white_share(as_image(direct), box) > 0.03  # the open shot's teeth
+    assert white_share(as_image(plain.reference), box) < 0.3 * teeth  # the shut mouth stretched: a sliver
+    # away from the mouth (the eyes and above) the reference is the face shot's warp, unchanged
+    upper = slice(0, int(target[29, 1]))
+    assert torch.equal(inset.reference[..., upper, :], plain.warped[..., upper, :])
+    # one shot, or the face shot already the mouth's: nothing to inset
+    assert reference_motion(pictures[:1], lms[:1], target[None], selection=framing, reg=DEFAULT_REG,
+                            mouth_shots=True).mouth is None
+    assert reference_motion(pictures, lms, lms[1][None], selection=(), reg=DEFAULT_REG, mouth_shots=True).mouth is None
+
+
+def test_the_mouth_inset_fades_out_and_matches_the_face_s_colour():
+    """The inset's mask covers the lips and fades to zero on the skin; a shot lit differently is shifted to the
+    face's colour at the seam, so no edge shows."""
+    shots, lms, target, framing = _mouth_shot_case()
+    pictures = torch.from_numpy(shots).permute(0, 3, 1, 2).float() / 127.5 - 1
+    brighter = pictures.clone()
+    brighter[1] = (brighter[1] + 0.3).clamp(-1, 1)
+    mask = mouth_inset_mask(torch.from_numpy(target[None]), 128)[0, 0]
+    lips = np.round(target[48:68]).astype(int)
+    assert (mask[lips[:, 1], lips[:, 0]] > 0.9).all()
+    assert mask[int(target[27, 1]), int(target[27, 0])] < 0.01 and mask[5, 5] == 0  # between the eyes, corner
+    m = reference_motion(pictures, lms, target[None], selection=framing, reg=DEFAULT_REG, mouth_shots=True)
+    b = reference_motion(brighter, lms, target[None], selection=framing, reg=DEFAULT_REG, mouth_shots=True)
+    edge = (mask > 0.2) & (mask < 0.5)
+    seam = lambda r: (r.reference[0] - r.warped[0])[:, edge].abs().mean()  # noqa: E731
+    assert seam(b) < seam(m) + 0.02  # the brighter shot meets the face no worse than the same-lit one

@@ -143,6 +143,7 @@ class Animator:
         self.device = resolve_device(device)
         self.shots: torch.Tensor | None = None
         self.shot_landmarks: np.ndarray | None = None
+        self.mouth_shots = False  # the mouth from its own shot (references.reference_motion)
 
     @property
     def finetune_steps(self) -> int:
@@ -166,7 +167,8 @@ class Animator:
         target pose: which shot, its grid, and the warped crops (B,3,R,R) in [-1,1]."""
         assert self.shots is not None and self.shot_landmarks is not None, "prepare() first"
         return reference_motion(self.shots, self.shot_landmarks, np.asarray(targets, np.float32),
-                                selection=self.selection, reg=self.warp_reg, field=field)
+                                selection=self.selection, reg=self.warp_reg, field=field,
+                                mouth_shots=self.mouth_shots)
 
     def render(self, target_landmarks: np.ndarray) -> np.ndarray:
         """The frames as uint8 crops (B,R,R,3) at model resolution."""
@@ -227,6 +229,7 @@ class NeuralAnimator(Animator):
         self.name = f"neural ({self.cfg.generator}, {self.cfg.preset})"
         self.selection = self.cfg.selection
         self.warp_reg = self.cfg.warp_reg
+        self.mouth_shots = self.cfg.mouth_shots
         if self.person_model is not None:
             self.shots = self.person_model.shots.to(self.device)
             self.shot_landmarks = self.person_model.shot_landmarks
@@ -288,11 +291,14 @@ class NeuralAnimator(Animator):
         motion = self.reference_motion(targets, field) if self.cfg.generator == "warp" else None
         paint = {}
         if motion is not None and self.cfg.paint_size:
+            shown = motion.chosen.cpu().numpy().copy()  # the shot whose mouth each reference shows
+            if motion.mouth is not None:
+                shown[motion.mouth.rows.cpu().numpy()] = motion.mouth.chosen.cpu().numpy()
             paint = dict(landmarks=torch.from_numpy(targets), parts=parts,
-                         ref_landmarks=torch.from_numpy(self.shot_landmarks[motion.chosen.cpu().numpy()]))
+                         ref_landmarks=torch.from_numpy(self.shot_landmarks[shown]))
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.half else nullcontext()
         with autocast:
-            out = self.person_model.render(y, warped=None if motion is None else motion.warped, **paint)
+            out = self.person_model.render(y, warped=None if motion is None else motion.reference, **paint)
         return out, motion
 
     def render(self, target_landmarks: np.ndarray) -> np.ndarray:

@@ -55,6 +55,10 @@ class ModelConfig:
     # the warp generator's mouth painter (models/painter.py, MouthPainter): the side of the mouth crop it
     # paints; 0 = none (every model before it; their outputs stay exactly as they were)
     paint_size: int = 0
+    # with several shots, each frame's mouth from the shot whose lips are shaped most like the target's
+    # (references.choose_mouth_shots): the person's own teeth where a shot shows them. An inference rule, not
+    # a weight: off for every model before it, on in the bundled weights
+    mouth_shots: bool = False
     drawing_version: int = DRAWING_VERSION  # the landmark drawing the networks were trained on
     format_version: int = FORMAT_VERSION
 
@@ -80,6 +84,10 @@ class ModelConfig:
         if not isinstance(self.warp_reg, (int, float)) or isinstance(self.warp_reg, bool) or not (
                 math.isfinite(self.warp_reg) and 0 < self.warp_reg <= 1):
             raise AnimateError(f"warp_reg must be a number in (0, 1], got {self.warp_reg!r}")
+        if type(self.mouth_shots) is not bool:
+            raise AnimateError(f"mouth_shots must be true or false, got {self.mouth_shots!r}")
+        if self.mouth_shots and self.generator != "warp":
+            raise AnimateError("only the warp generator takes mouths from shots (mouth_shots)")
         if self.paint_size:
             if self.generator != "warp":
                 raise AnimateError("only the warp generator has a mouth painter (paint_size)")

@@ -6,6 +6,11 @@ model-free `warp` animator uses), or, for a model that carries `selection` weigh
 which shot's warp will look most like the frame, predicted from how far its landmarks are from the
 target's, region by region, in expression and in framing (train/selection.py fits it). The selection
 weights and the spline's regularisation are the caller's (ModelConfig, or the `warp` animator's).
+
+With several shots a model may also take each frame's mouth from another shot than the face's
+(`mouth_shots`): the one whose lips are shaped most like the target's. A whole-face choice trades the mouth
+against pose and framing, and a warp cannot open a closed mouth: with a shot that shows the opening, the
+frame gets the person's own teeth instead of stretched lips or a painted guess.
 """
 from __future__ import annotations
 
@@ -13,9 +18,14 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import torch
+import torch.nn.functional as F
 
 from .errors import AnimateError
+from .models.painter import polygon_mask
 from .warp import LocalField, displace_grid, resample, tps_grid, warp_image
+
+MOUTH_INSET_MARGIN = 0.2  # the mouth shot covers the outer lip line and this × the mouth width around it ...
+MOUTH_INSET_FEATHER = 0.08  # ... then fades out over a Gaussian of this × the mouth width (σ)
 
 
 def _normalised(points: torch.Tensor) -> torch.Tensor:
@@ -131,6 +141,50 @@ def warp_references(shots: torch.Tensor, shot_landmarks, targets, chosen: torch.
     return warp_image(src_img, src_lm, dst, reg=reg, field=field)
 
 
+MOUTH_FEATURE = SELECTION_FEATURES.index("expression_mouth")
+
+
+def choose_mouth_shots(shot_landmarks, targets) -> torch.Tensor:
+    """(B,) index of the shot whose lips are shaped most like each target's: the mouth's distance after a
+    similarity fit of the whole face (selection_features' expression_mouth), so the head's pose and framing
+    do not count, the mouth's opening and width do."""
+    return selection_features(shot_landmarks, targets)[..., MOUTH_FEATURE].argmin(dim=1)
+
+
+def mouth_inset_mask(targets: torch.Tensor, resolution: int) -> torch.Tensor:
+    """(B,68,2) px -> (B,1,R,R) in [0,1]: where a frame's mouth comes from its mouth shot: 1 over the lips and a
+    margin around them (MOUTH_INSET_MARGIN), fading out on the skin (MOUTH_INSET_FEATHER) so that no seam shows."""
+    masks = (polygon_mask(targets[:, 48:60], resolution) > 0.5).to(targets.dtype)
+    widths = (targets[:, 54] - targets[:, 48]).norm(dim=-1).clamp_min(1.0)
+    out = []
+    for m, w in zip(masks, widths):
+        grow = max(1, int(round(float(MOUTH_INSET_MARGIN * w))))
+        grown = F.max_pool2d(m[None], 2 * grow + 1, stride=1, padding=grow)
+        out.append(_blurred(grown, float(MOUTH_INSET_FEATHER * w)))
+    return torch.cat(out).clamp(0, 1)
+
+
+def _blurred(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(1,C,H,W) Gaussian-blurred (separable, edges replicated)."""
+    half = max(1, int(3 * sigma))
+    u = torch.arange(-half, half + 1, device=image.device, dtype=image.dtype)
+    kernel = torch.exp(-0.5 * (u / max(sigma, 1e-3)) ** 2)
+    kernel = (kernel / kernel.sum()).repeat(image.shape[1], 1).unsqueeze(1)  # (C,1,n): one per channel
+    c = image.shape[1]
+    image = F.conv2d(F.pad(image, (half, half, 0, 0), mode="replicate"), kernel.unsqueeze(2), groups=c)
+    return F.conv2d(F.pad(image, (0, 0, half, half), mode="replicate"), kernel.unsqueeze(3), groups=c)
+
+
+@dataclass
+class MouthInset:
+    """The frames whose mouth comes from another shot than their face (choose_mouth_shots)."""
+
+    rows: torch.Tensor  # (N,) which frames of the batch
+    chosen: torch.Tensor  # (N,) their mouth shots
+    warped: torch.Tensor  # (N,3,R,R) those shots warped into the frames' poses, colours matched to the face's
+    mask: torch.Tensor  # (N,1,R,R) where the mouth shot shows (mouth_inset_mask)
+
+
 @dataclass
 class ReferenceMotion:
     """The reference each target pose gets, and the motion that takes it there."""
@@ -138,6 +192,7 @@ class ReferenceMotion:
     chosen: torch.Tensor  # (B,) index of the shot
     grid: torch.Tensor  # (B,R,R,2) where each pixel reads in that shot's crop (grid_sample, align_corners=False)
     pictures: torch.Tensor  # (B,3,R,R) the chosen shots
+    mouth: MouthInset | None = None  # frames whose mouth another shot gives (reference_motion's mouth_shots)
 
     @cached_property
     def warped(self) -> torch.Tensor:
@@ -146,19 +201,52 @@ class ReferenceMotion:
         with torch.no_grad():
             return resample(self.pictures, self.grid)
 
+    @cached_property
+    def reference(self) -> torch.Tensor:
+        """(B,3,R,R) what the generator is given: `warped`, with each mouth inset blended in. The compositor
+        moves the face shot's full-resolution picture by `grid`; the inset reaches it as part of the
+        generator's correction (its output minus `warped`)."""
+        if self.mouth is None:
+            return self.warped
+        out = self.warped.clone()
+        m = self.mouth.mask.to(out.dtype)
+        out[self.mouth.rows] = out[self.mouth.rows] * (1 - m) + self.mouth.warped.to(out.dtype) * m
+        return out
+
 
 def reference_motion(shots: torch.Tensor, shot_landmarks, targets, *, selection, reg: float,
-                     field: LocalField | None = None) -> ReferenceMotion:
+                     field: LocalField | None = None, mouth_shots: bool = False) -> ReferenceMotion:
     """The best shot (choose_shots) warped into each target pose, with its grid: the same motion can then be
     applied to the shot's full-resolution picture (composite.py). shots (K,3,R,R); with `selection=()` and
-    `reg=warp.DEFAULT_REG` `warped` is what the `warp` model shows."""
+    `reg=warp.DEFAULT_REG` `warped` is what the `warp` model shows. `mouth_shots`: frames whose mouth another
+    shot shapes better get it from that one (ReferenceMotion.mouth, choose_mouth_shots)."""
     with torch.no_grad():
         chosen = choose_shots(shot_landmarks, targets, selection)
         src_img, src_lm, dst = _chosen(shots, shot_landmarks, targets, chosen)
         grid = tps_grid(src_lm, dst, src_img.shape[-2:], reg=reg)  # as warp_image computes it
         if field is not None:  # a local motion in the target frame (gaze.gaze_field: the irises)
             grid = displace_grid(grid, field)
-        return ReferenceMotion(chosen, grid, src_img)
+        motion = ReferenceMotion(chosen, grid, src_img)
+        if mouth_shots and shots.dim() == 4 and len(shots) > 1:
+            motion.mouth = _mouth_inset(motion, shots, shot_landmarks, dst, reg=reg)
+        return motion
+
+
+def _mouth_inset(motion: ReferenceMotion, shots: torch.Tensor, shot_landmarks, targets: torch.Tensor, *,
+                 reg: float) -> MouthInset | None:
+    """The mouth shots of the frames whose face shot is another one, warped to them (no field: the irises are
+    outside the inset), their colours shifted so that the inset's feathered edge matches the face's."""
+    mouth = choose_mouth_shots(shot_landmarks, targets).to(motion.chosen.device)
+    rows = (mouth != motion.chosen).nonzero().reshape(-1)
+    if not len(rows):
+        return None
+    src_img, src_lm, dst = _chosen(shots, shot_landmarks, targets[rows], mouth[rows])
+    warped = warp_image(src_img, src_lm, dst, reg=reg)
+    mask = mouth_inset_mask(dst.float(), shots.shape[-1]).to(warped.dtype)
+    edge = 4 * mask * (1 - mask)  # the feathered band, where the two shots meet
+    face = motion.warped[rows]
+    shift = ((face - warped) * edge).sum(dim=(2, 3), keepdim=True) / edge.sum(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+    return MouthInset(rows, mouth[rows], warped + shift, mask)
 
 
 def references_for(shots: torch.Tensor, shot_landmarks, targets, *, selection, reg: float,
