@@ -277,3 +277,4 @@ def test_bundled_default_weights_load():
     cfg, E, G, _ = load_checkpoint(folder)
     assert cfg.generator == "warp" and cfg.preset == "small" and cfg.warp_reg == 0.05 and len(cfg.selection) == 14
     assert cfg.paint_size == 64 and G.painter is not None
+    assert cfg.mouth_shots  # with several shots the mouth comes from its own shot (val K=8 mouth LPIPS -10%)

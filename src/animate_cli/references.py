@@ -159,7 +159,8 @@ def mouth_inset_mask(targets: torch.Tensor, resolution: int) -> torch.Tensor:
     out = []
     for m, w in zip(masks, widths):
         grow = max(1, int(round(float(MOUTH_INSET_MARGIN * w))))
-        grown = F.max_pool2d(m[None], 2 * grow + 1, stride=1, padding=grow)
+        grown = F.max_pool2d(m[None], (1, 2 * grow + 1), stride=1, padding=(0, grow))  # a square dilation,
+        grown = F.max_pool2d(grown, (2 * grow + 1, 1), stride=1, padding=(grow, 0))  # one axis at a time
         out.append(_blurred(grown, float(MOUTH_INSET_FEATHER * w)))
     return torch.cat(out).clamp(0, 1)
 
