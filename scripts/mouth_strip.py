@@ -1,9 +1,10 @@
 """The mouth strip: a portrait driven by a clip, the mouth of chosen frames, the driver on top and one row per
 model below (e.g. `--model warp --model W`): does an opening mouth show teeth and a mouth's inside, or
 stretched lips? Without --frames, the four frames where the driver's mouth opens widest (8 frames apart at
-least). Usage:
+least). With --ref, a last row: the last model given the portrait and those pictures of the same person (its
+mouth shots). Usage:
 
-  PYTHONPATH=src python scripts/mouth_strip.py DRIVER OUT.jpg --portrait P --model warp --model W
+  PYTHONPATH=src python scripts/mouth_strip.py DRIVER OUT.jpg --portrait P --model warp --model W [--ref R]
 """
 import argparse
 import tempfile
@@ -48,8 +49,10 @@ def main() -> None:
     ap.add_argument("--model", action="append", help="a model per row (default: warp and default)")
     ap.add_argument("--landmarks", default="auto", help="the detector that drives")
     ap.add_argument("--max-frames", type=int, default=150)
+    ap.add_argument("--ref", type=Path, action="append", default=[], help="more pictures: a last row with them")
     a = ap.parse_args()
     models = a.model or ["warp", "default"]
+    runs = [(m, []) for m in models] + ([(models[-1], a.ref)] if a.ref else [])
     det = make_detector("dlib")
     with tempfile.TemporaryDirectory() as tmp:
         driver = cut_driver(a.driver, Path(tmp) / "driver.mp4", a.max_frames)
@@ -57,17 +60,18 @@ def main() -> None:
         d_pts = video_landmarks(drivers, det)[0]
         frames = a.frames or widest(mouth_opening(d_pts))
         rows = [np.concatenate([mouth_tile(drivers[i], d_pts[i]) for i in frames], 1)]
-        for k, model in enumerate(models):
+        for k, (model, refs) in enumerate(runs):
             result = Path(tmp) / f"result_{k}.mp4"
             animate(a.portrait, driver, result, AnimateOptions(model=model, landmarks=a.landmarks, audio=False,
-                                                               overwrite=True))
+                                                               overwrite=True, refs=list(refs)))
             results = list(read_frames(result))
             r_pts = video_landmarks(results, det)[0]
             rows.append(np.concatenate([mouth_tile(results[i], r_pts[i]) for i in frames], 1))
     gap = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
     strip = np.concatenate([x for r in rows for x in (r, gap)][:-1], 0)
     cv2.imwrite(str(a.out), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
-    print(f"wrote {a.out} ({strip.shape[1]}x{strip.shape[0]}): frames {frames}; rows: driver, " + ", ".join(models))
+    print(f"wrote {a.out} ({strip.shape[1]}x{strip.shape[0]}): frames {frames}; rows: driver, " + ", ".join(
+        m + (" with " + " ".join(map(str, r)) if r else "") for m, r in runs))
 
 
 if __name__ == "__main__":

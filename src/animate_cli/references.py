@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from .errors import AnimateError
-from .models.painter import polygon_mask
+from .models.painter import mouth_stretch, polygon_mask
 from .warp import LocalField, displace_grid, resample, tps_grid, warp_image
 
+MOUTH_SHOT_STRETCH = 0.25  # a mouth shot's opening must reach 1 - this of the target's (choose_mouth_shots)
 MOUTH_INSET_MARGIN = 0.2  # the mouth shot covers the outer lip line and this × the mouth width around it ...
 MOUTH_INSET_FEATHER = 0.08  # ... then fades out over a Gaussian of this × the mouth width (σ)
 
@@ -147,8 +148,16 @@ MOUTH_FEATURE = SELECTION_FEATURES.index("expression_mouth")
 def choose_mouth_shots(shot_landmarks, targets) -> torch.Tensor:
     """(B,) index of the shot whose lips are shaped most like each target's: the mouth's distance after a
     similarity fit of the whole face (selection_features' expression_mouth), so the head's pose and framing
-    do not count, the mouth's opening and width do."""
-    return selection_features(shot_landmarks, targets)[..., MOUTH_FEATURE].argmin(dim=1)
+    do not count, the mouth's opening and width do. Only shots whose opening fills the target's but for
+    MOUTH_SHOT_STRETCH (models.painter.mouth_stretch) qualify: a grin's teeth warped into a shout's opening
+    smear into tall stripes, where the painter's dark opening looks like a mouth. -1 where none does."""
+    s = torch.as_tensor(shot_landmarks).float()
+    t = torch.as_tensor(targets, device=s.device).float().reshape(-1, 68, 2)
+    cost = selection_features(s, t)[..., MOUTH_FEATURE]
+    stretch = torch.stack([mouth_stretch(t, shot.expand_as(t)) for shot in s], dim=1)  # (B,K)
+    cost = cost.masked_fill(stretch > MOUTH_SHOT_STRETCH, float("inf"))
+    best = cost.argmin(dim=1)
+    return torch.where(torch.isfinite(cost.amin(dim=1)), best, torch.full_like(best, -1))
 
 
 def mouth_inset_mask(targets: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -238,7 +247,7 @@ def _mouth_inset(motion: ReferenceMotion, shots: torch.Tensor, shot_landmarks, t
     """The mouth shots of the frames whose face shot is another one, warped to them (no field: the irises are
     outside the inset), their colours shifted so that the inset's feathered edge matches the face's."""
     mouth = choose_mouth_shots(shot_landmarks, targets).to(motion.chosen.device)
-    rows = (mouth != motion.chosen).nonzero().reshape(-1)
+    rows = ((mouth != motion.chosen) & (mouth >= 0)).nonzero().reshape(-1)
     if not len(rows):
         return None
     src_img, src_lm, dst = _chosen(shots, shot_landmarks, targets[rows], mouth[rows])
