@@ -150,14 +150,14 @@ def choose_mouth_shots(shot_landmarks, targets) -> torch.Tensor:
     similarity fit of the whole face (selection_features' expression_mouth), so the head's pose and framing
     do not count, the mouth's opening and width do. Only shots whose opening fills the target's but for
     MOUTH_SHOT_STRETCH (models.painter.mouth_stretch) qualify: a grin's teeth warped into a shout's opening
-    smear into tall stripes, where the painter's dark opening looks like a mouth. -1 where none does."""
+    smear into tall stripes. Where none does, the shot whose mouth is the most closed: the painter fills the
+    opening the warp cannot make (a dark mouth, not stretched teeth)."""
     s = torch.as_tensor(shot_landmarks).float()
     t = torch.as_tensor(targets, device=s.device).float().reshape(-1, 68, 2)
     cost = selection_features(s, t)[..., MOUTH_FEATURE]
     stretch = torch.stack([mouth_stretch(t, shot.expand_as(t)) for shot in s], dim=1)  # (B,K)
     cost = cost.masked_fill(stretch > MOUTH_SHOT_STRETCH, float("inf"))
-    best = cost.argmin(dim=1)
-    return torch.where(torch.isfinite(cost.amin(dim=1)), best, torch.full_like(best, -1))
+    return torch.where(torch.isfinite(cost.amin(dim=1)), cost.argmin(dim=1), stretch.argmax(dim=1))
 
 
 def mouth_inset_mask(targets: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -247,7 +247,7 @@ def _mouth_inset(motion: ReferenceMotion, shots: torch.Tensor, shot_landmarks, t
     """The mouth shots of the frames whose face shot is another one, warped to them (no field: the irises are
     outside the inset), their colours shifted so that the inset's feathered edge matches the face's."""
     mouth = choose_mouth_shots(shot_landmarks, targets).to(motion.chosen.device)
-    rows = ((mouth != motion.chosen) & (mouth >= 0)).nonzero().reshape(-1)
+    rows = (mouth != motion.chosen).nonzero().reshape(-1)
     if not len(rows):
         return None
     src_img, src_lm, dst = _chosen(shots, shot_landmarks, targets[rows], mouth[rows])
