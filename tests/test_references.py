@@ -143,20 +143,3 @@ def test_the_mouth_inset_fades_out_and_matches_the_face_s_colour():
     edge = (mask > 0.2) & (mask < 0.5)
     seam = lambda r: (r.reference[0] - r.warped[0])[:, edge].abs().mean()  # noqa: E731
     assert seam(b) < seam(m) + 0.02  # the brighter shot meets the face no worse than the same-lit one
-
-
-def test_no_mouth_shot_is_stretched_far_open():
-    """A shot whose opening would have to be stretched by more than a quarter to fill the target's is no mouth
-    shot (a grin's teeth smear into stripes): among those close enough the nearest shape wins; where none is,
-    the most closed mouth, which the painter opens, even when the face comes from the grin."""
-    from synthetic_faces import face_landmarks
-    shout = face_landmarks(128, mouth_gap=0.45)
-    grin, wide, shut = (face_landmarks(128, mouth_gap=g) for g in (0.2, 0.4, 0.0))
-    assert choose_mouth_shots(np.stack([grin, shut]), shout[None]).tolist() == [1]
-    assert choose_mouth_shots(np.stack([shut, grin, wide]), shout[None]).tolist() == [2]
-    # a target that opens less than every shot: the nearest shape, whatever the opening
-    assert choose_mouth_shots(np.stack([wide, grin]), shut[None]).tolist() == [1]
-    pictures = torch.zeros(2, 3, 128, 128)
-    motion = reference_motion(pictures, np.stack([grin, shut]), shout[None], selection=(), reg=DEFAULT_REG,
-                              mouth_shots=True)
-    assert motion.chosen.tolist() == [0] and motion.mouth.chosen.tolist() == [1]
