@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from animate_cli.references import (SELECTION_FEATURES, choose_mouth_shots, choose_shots, mouth_inset_mask,
-                                    reference_motion, references_for, warp_references)
+                                    reference_motion, references_for, selection_features, warp_references)
 from animate_cli.warp import DEFAULT_REG, warp_image
 
 
@@ -143,3 +143,22 @@ def test_the_mouth_inset_fades_out_and_matches_the_face_s_colour():
     edge = (mask > 0.2) & (mask < 0.5)
     seam = lambda r: (r.reference[0] - r.warped[0])[:, edge].abs().mean()  # noqa: E731
     assert seam(b) < seam(m) + 0.02  # the brighter shot meets the face no worse than the same-lit one
+
+
+def test_the_mouth_shot_is_the_one_that_shows_most_of_the_opening_then_the_nearest_shape():
+    """What a warp stretches is smeared: the shot that needs the least stretching wins, whatever the face's
+    choice; among shots that all show the opening (a target opening less), the nearest shape."""
+    from synthetic_faces import face_landmarks
+    r = 128
+    shout, half_open = face_landmarks(r, mouth_gap=0.45), face_landmarks(r, mouth_gap=0.25)
+    grin = face_landmarks(r, mouth_gap=0.25)
+    grin[48:68, 0] = (grin[48:68, 0] - r / 2) * 2.2 + r / 2  # a wide smile: its lips' shape is far from a shout's
+    shut, wide = face_landmarks(r, mouth_gap=0.0), face_landmarks(r, mouth_gap=0.4)
+    # shut's lips are nearer a half-open mouth in shape than the wide grin's, but show none of the opening
+    shape = lambda shots, t: selection_features(np.stack(shots), t[None])[0, :, SELECTION_FEATURES.index(  # noqa: E731
+        "expression_mouth")]
+    assert shape([shut, grin], half_open).argmin() == 0
+    assert choose_mouth_shots(np.stack([shut, grin]), half_open[None]).tolist() == [1]
+    assert choose_mouth_shots(np.stack([shut, grin, wide]), shout[None]).tolist() == [2]
+    assert choose_mouth_shots(np.stack([grin, shut]), shout[None]).tolist() == [0]  # stretched less than shut
+    assert choose_mouth_shots(np.stack([wide, half_open, grin]), shut[None]).tolist() == [1]  # all show it: shape

@@ -8,9 +8,9 @@ target's, region by region, in expression and in framing (train/selection.py fit
 weights and the spline's regularisation are the caller's (ModelConfig, or the `warp` animator's).
 
 With several shots a model may also take each frame's mouth from another shot than the face's
-(`mouth_shots`): the one whose lips are shaped most like the target's. A whole-face choice trades the mouth
-against pose and framing, and a warp cannot open a closed mouth: with a shot that shows the opening, the
-frame gets the person's own teeth instead of stretched lips or a painted guess.
+(`mouth_shots`): the one that shows most of its opening, then shaped most like the target's. A whole-face
+choice trades the mouth against pose and framing, and a warp cannot open a closed mouth: with a shot that
+shows the opening, the frame gets the person's own teeth instead of stretched lips or a painted guess.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import AnimateError
-from .models.painter import polygon_mask
+from .models.painter import mouth_stretch, polygon_mask
 from .warp import LocalField, displace_grid, resample, tps_grid, warp_image
 
 MOUTH_INSET_MARGIN = 0.2  # the mouth shot covers the outer lip line and this × the mouth width around it ...
@@ -145,11 +145,16 @@ MOUTH_FEATURE = SELECTION_FEATURES.index("expression_mouth")
 
 
 def choose_mouth_shots(shot_landmarks, targets) -> torch.Tensor:
-    """(B,) index of the shot whose lips are shaped most like each target's: the mouth's distance after a
-    similarity fit of the whole face (selection_features' expression_mouth), so the head's pose and framing
-    do not count, the mouth's opening and width do. No limit on how far a shot's opening is stretched: on val
-    a half-open mouth stretched wide beat both a closed one and the painter (docs/experiments.md)."""
-    return selection_features(shot_landmarks, targets)[..., MOUTH_FEATURE].argmin(dim=1)
+    """(B,) index of the shot each target takes its mouth from: the one that fills most of the target's opening
+    (the least models.painter.mouth_stretch: what is stretched is smeared), then the one whose lips are shaped
+    most like the target's (their distance after a similarity fit of the whole face, selection_features'
+    expression_mouth, in inter-ocular units: a few hundredths, so the opening decides unless shots open
+    alike). A half-open mouth stretched wide still beats a closed one: val, docs/experiments.md."""
+    s = torch.as_tensor(shot_landmarks).float()
+    t = torch.as_tensor(targets, device=s.device).float().reshape(-1, 68, 2)
+    shape = selection_features(s, t)[..., MOUTH_FEATURE]  # (B,K)
+    stretch = torch.stack([mouth_stretch(t, shot.expand_as(t)) for shot in s], dim=1)
+    return (stretch + shape).argmin(dim=1)
 
 
 def mouth_inset_mask(targets: torch.Tensor, resolution: int) -> torch.Tensor:
