@@ -55,9 +55,9 @@ class ModelConfig:
     # the warp generator's mouth painter (models/painter.py, MouthPainter): the side of the mouth crop it
     # paints; 0 = none (every model before it; their outputs stay exactly as they were)
     paint_size: int = 0
-    # with several shots, each frame's mouth from the shot whose lips are shaped most like the target's
-    # (references.choose_mouth_shots): the person's own teeth where a shot shows them. An inference rule, not
-    # a weight: off for every model before it, on in the bundled weights
+    # with several shots, each frame's mouth from the shot that shows most of its opening, then the nearest lip
+    # shape (references.choose_mouth_shots): the person's own teeth where a shot shows them. An inference rule,
+    # not a weight: off for every model before it, on in the bundled weights
     mouth_shots: bool = False
     drawing_version: int = DRAWING_VERSION  # the landmark drawing the networks were trained on
     format_version: int = FORMAT_VERSION
@@ -194,7 +194,7 @@ class FinetuneConfig:
     # strength of the landmark jitter that makes each shot's synthetic reference (finetune.round_trip_reference)
     jitter: float = 0.04
     # the mouth painter stays as meta-learned: a shot fitted from a warp of itself shows no opening wider than
-    # its own, so fine-tuning can only teach it to paint less (val, K=1: mouth LPIPS 0.0888 -> 0.0918)
+    # its own, so fine-tuning can only teach it to paint less (val, K=1 mouth LPIPS: 0.0888 frozen, 0.0918 not)
     train_painter: bool = False
 
     def __post_init__(self) -> None:

@@ -225,8 +225,8 @@ def reference_motion(shots: torch.Tensor, shot_landmarks, targets, *, selection,
                      field: LocalField | None = None, mouth_shots: bool = False) -> ReferenceMotion:
     """The best shot (choose_shots) warped into each target pose, with its grid: the same motion can then be
     applied to the shot's full-resolution picture (composite.py). shots (K,3,R,R); with `selection=()` and
-    `reg=warp.DEFAULT_REG` `warped` is what the `warp` model shows. `mouth_shots`: frames whose mouth another
-    shot shapes better get it from that one (ReferenceMotion.mouth, choose_mouth_shots)."""
+    `reg=warp.DEFAULT_REG` `warped` is what the `warp` model shows. `mouth_shots`: a frame whose mouth
+    choose_mouth_shots gives to another shot than its face gets it from that one (ReferenceMotion.mouth)."""
     with torch.no_grad():
         chosen = choose_shots(shot_landmarks, targets, selection)
         src_img, src_lm, dst = _chosen(shots, shot_landmarks, targets, chosen)
