@@ -159,7 +159,7 @@ def animate_command(
     output: Path = typer.Option(..., "-o", "--output", help="Output .mp4 (a folder in batch mode)."),
     model: str = typer.Option(DEFAULTS.model, "--model", "-m",
                               help=f"'{DEFAULT_MODEL}' (bundled neural weights), 'warp' (model-free baseline), or a weights folder."),
-    ref: List[Path] = typer.Option(list(DEFAULTS.refs), "--ref", metavar="PATH", help="Extra reference picture(s) of the same person: images, or a video. Repeatable."),
+    ref: List[Path] = typer.Option(list(DEFAULTS.refs), "--ref", metavar="PATH", help="Extra reference picture(s) of the same person: images, or a video. Repeatable. One with the mouth open lends its teeth to open-mouthed frames."),
     shots: Optional[int] = typer.Option(DEFAULTS.shots, "--shots", "-n", help=f"How many reference frames to use in total (default: all given; {VIDEO_SHOTS} from a video)."),
     finetune_steps: Optional[int] = typer.Option(DEFAULTS.finetune_steps, "--finetune-steps", help=f"Fine-tuning steps on the shots (0 = feed-forward; default {FinetuneConfig().steps})."),
     person: Optional[Path] = typer.Option(DEFAULTS.person, "--person", help="Use a person saved with --save-person instead of fine-tuning again; PORTRAIT must be the portrait it was made from."),
