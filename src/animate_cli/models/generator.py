@@ -16,7 +16,7 @@ from ..config import ModelConfig
 from ..face.regions import FACE_OUTLINE
 from .blocks import AdaINParams, ResBlock, ResBlockDown, ResBlockUp, SelfAttention, sn_conv, sn_linear
 from .painter import (INNER_LIP_POINTS, OUTER_LIP_POINTS, PAINT_PRIOR, MouthPainter, face_only, mouth_colours,
-                      mouth_stretch, mouth_theta, outline_mask, paint_window, paste_crop)
+                      mouth_crop, mouth_stretch, outline_mask, paint_window, paste_crop)
 
 
 class Generator(nn.Module):
@@ -157,18 +157,15 @@ class WarpGenerator(Generator):
         size, res = self.cfg.paint_size, out.shape[-1]
         lm = torch.as_tensor(landmarks, device=out.device).float().reshape(-1, 68, 2)
         ref = torch.as_tensor(ref_landmarks, device=out.device).float().reshape(-1, 68, 2)
-        theta = mouth_theta(lm, res)
-        grid = F.affine_grid(theta, (len(lm), 1, size, size), align_corners=False)
-        crop = lambda t: F.grid_sample(t.float(), grid, mode="bilinear", padding_mode="border",  # noqa: E731
-                                       align_corners=False)
+        seen, theta = mouth_crop(out, lm, size)
         with torch.no_grad():
             inner = outline_mask(lm, theta, size, res, INNER_LIP_POINTS)
             outer = outline_mask(lm, theta, size, res, OUTER_LIP_POINTS)
             uncovered = inner * mouth_stretch(lm, ref).view(-1, 1, 1, 1)
             face = outline_mask(lm, theta, size, res, list(FACE_OUTLINE))
-        seen = crop(out)
         image = face_only(seen, face)
-        raw = self.painter(torch.cat([image, inner, outer, uncovered, crop(features) * face], dim=1))
+        trunk = mouth_crop(features, lm, size, res)[0]  # the features at the crop (another size than the frame)
+        raw = self.painter(torch.cat([image, inner, outer, uncovered, trunk * face], dim=1))
         tone, white, logit = raw[:, :1], raw[:, 1:2], raw[:, 2:]
         colour = mouth_colours(image, (outer - inner).clamp(0, 1), 2 * torch.sigmoid(tone), torch.sigmoid(white))
         m = torch.sigmoid(logit + PAINT_PRIOR * (1 - 2 * uncovered))

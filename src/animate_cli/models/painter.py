@@ -72,6 +72,18 @@ def mouth_theta(landmarks: torch.Tensor, resolution: int) -> torch.Tensor:
     return theta
 
 
+def mouth_crop(images: torch.Tensor, landmarks: torch.Tensor, size: int,
+               resolution: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,C,H,W) images, (B,68,2) px of a `resolution`² frame (default: the images') -> their size × size crops
+    around the lips (mouth_theta; bilinear, edges repeated) and the crops' theta: what the painter sees, and
+    the critic judges (mouth_view). The crop is in normalised coordinates: feature maps at another size than
+    the frame are cropped alike."""
+    theta = mouth_theta(landmarks, resolution or images.shape[-1])
+    grid = F.affine_grid(theta, (len(landmarks), 1, size, size), align_corners=False)
+    crops = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return crops, theta
+
+
 def to_crop_pixels(points: torch.Tensor, theta: torch.Tensor, size: int, resolution: int) -> torch.Tensor:
     """(B,N,2) frame px -> px of the size × size crop `theta` makes (pixel centres at integers)."""
     frame = (2 * points + 1) / resolution - 1
@@ -169,8 +181,5 @@ def mouth_view(images: torch.Tensor, landmarks: torch.Tensor, size: int) -> torc
     """(B,3,R,R) images, (B,68,2) px -> (B,4,size,size): the painter's crop of each image (mouth_theta) and the
     landmarks' open-mouth mask in it: what the mouth critic (discriminator.MouthCritic) judges."""
     lm = landmarks.float().reshape(-1, 68, 2)
-    res = images.shape[-1]
-    theta = mouth_theta(lm, res)
-    grid = F.affine_grid(theta, (len(lm), 3, size, size), align_corners=False)
-    crop = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return torch.cat([crop, outline_mask(lm, theta, size, res, INNER_LIP_POINTS)], dim=1)
+    crop, theta = mouth_crop(images, lm, size)
+    return torch.cat([crop, outline_mask(lm, theta, size, images.shape[-1], INNER_LIP_POINTS)], dim=1)
