@@ -7,6 +7,7 @@ from animate_cli.animators import Animator
 from animate_cli.errors import AnimateError
 from animate_cli.face.crop import face_crop_transform, transform_points
 from animate_cli.face.landmarks import image_landmarks, make_detector
+from animate_cli.references import HeldChoice
 from animate_cli.video import probe_video, read_image
 
 from conftest import EXAMPLES, moved_portrait_frames, write_test_video
@@ -65,6 +66,7 @@ def test_any_animator_drives_the_pipeline_and_its_progress(tmp_path, driver, det
     report = animate(EXAMPLES / "portrait.png", driver, tmp_path / "o.mp4", opts, progress=progress,
                      detector=detector, animator=animator)
     assert report.frames == 3 and report.model == "grey" and animator.prepared == 1
+    assert isinstance(animator.held, HeldChoice)  # a video's frames come in order: shots are held (start_video)
     assert (probe_video(tmp_path / "o.mp4").width, probe_video(tmp_path / "o.mp4").height) == (64, 64)
     assert ("start", "fine-tuning", 3) in progress.calls
     assert progress.calls.count(("advance", "fine-tuning", 1)) == 3

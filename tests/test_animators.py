@@ -252,3 +252,18 @@ def test_with_several_shots_the_mouth_comes_from_the_shot_that_shows_it(tmp_path
     box = mouth_box(target)
     assert white_share(frames[True][0], box) > 3 * white_share(frames[False][0], box)
     assert usage[False]["paint_share"][0] > 0.5 and usage[True]["paint_share"][0] < 0.1
+
+
+def test_a_prepared_animator_takes_frames_in_any_order_until_a_video_starts():
+    """Evaluation renders targets in any order: no hysteresis there. start_video (the pipeline) holds shots from
+    frame to frame; preparing the next person forgets the last one's."""
+    from synthetic_faces import face
+    a = make_animator("warp", device="cpu")
+    img, lm = face(64)
+    a.prepare([img, img], [lm, lm])
+    assert a.held is None
+    a.start_video()
+    a.render_motion(np.stack([lm, lm]))
+    assert a.held.face == 0
+    a.prepare([img], [lm])
+    assert a.held is None

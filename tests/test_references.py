@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from animate_cli.references import (SELECTION_FEATURES, choose_mouth_shots, choose_shots, mouth_inset_mask,
-                                    reference_motion, references_for, selection_features, warp_references)
+from animate_cli.references import (SELECTION_FEATURES, HeldChoice, choose_mouth_shots, choose_shots, held_argmin,
+                                    mouth_inset_mask, reference_motion, references_for, selection_features,
+                                    warp_references)
 from animate_cli.warp import DEFAULT_REG, warp_image
 
 
@@ -162,3 +163,36 @@ def test_the_mouth_shot_is_the_one_that_shows_most_of_the_opening_then_the_neare
     assert choose_mouth_shots(np.stack([shut, grin, wide]), shout[None]).tolist() == [2]
     assert choose_mouth_shots(np.stack([grin, shut]), shout[None]).tolist() == [0]  # stretched less than shut
     assert choose_mouth_shots(np.stack([wide, half_open, grin]), shut[None]).tolist() == [1]  # all show it: shape
+
+
+def test_a_video_keeps_its_shot_unless_another_fits_clearly_better():
+    """held_argmin: consecutive frames keep the frame before's shot while it costs at most the margin more than
+    the best, so two shots that fit about equally do not alternate; a clearly better one takes over."""
+    cost = torch.tensor([[0.10, 0.11], [0.11, 0.10], [0.10, 0.11], [0.13, 0.10], [0.10, 0.105]])
+    assert held_argmin(cost, None, 0.0).tolist() == [0, 1, 0, 1, 0]  # no margin: flickers with the noise
+    assert held_argmin(cost, None, 0.02).tolist() == [0, 0, 0, 1, 1]  # held; the fourth frame's gap is 0.03
+    assert held_argmin(cost, 1, 0.02).tolist() == [1, 1, 1, 1, 1]  # starts from the frame before the batch
+
+
+def test_reference_motion_holds_shots_across_batches_only_when_asked():
+    """With `held` the choice carries from one batch of a video to the next; without it (evaluation: targets in
+    any order) every frame takes its best shot, as before."""
+    from synthetic_faces import face_landmarks
+    r = 64
+    a, b = face_landmarks(r, mouth_gap=0.10), face_landmarks(r, mouth_gap=0.16)
+    between = np.stack([face_landmarks(r, mouth_gap=g) for g in (0.125, 0.135, 0.128, 0.134)])
+    pictures = torch.zeros(2, 3, r, r)
+    free = reference_motion(pictures, np.stack([a, b]), between, selection=(), reg=DEFAULT_REG, mouth_shots=True)
+    assert len(set(free.chosen.tolist())) == 2  # the nearest shape alternates between the two shots
+    framing = [0.0] * len(SELECTION_FEATURES)
+    framing[SELECTION_FEATURES.index("expression_mouth")] = -0.1  # a learned-like cost: tiny gaps between them
+    held = HeldChoice()
+    first = reference_motion(pictures, np.stack([a, b]), between[:2], selection=tuple(framing), reg=DEFAULT_REG,
+                             mouth_shots=True, held=held)
+    second = reference_motion(pictures, np.stack([a, b]), between[2:], selection=tuple(framing), reg=DEFAULT_REG,
+                              mouth_shots=True, held=held)
+    faces = first.chosen.tolist() + second.chosen.tolist()
+    assert len(set(faces)) == 1 and held.face == faces[-1] and held.mouth is not None
+    unheld = reference_motion(pictures, np.stack([a, b]), between, selection=tuple(framing), reg=DEFAULT_REG)
+    assert torch.equal(unheld.chosen, choose_shots(np.stack([a, b]), between, tuple(framing)))
+    assert len(set(unheld.chosen.tolist())) == 2  # the same frames unheld do alternate

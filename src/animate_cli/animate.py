@@ -298,6 +298,7 @@ def render_video(animator: Animator, targets: np.ndarray, M: np.ndarray, portrai
     preview_ctx = (VideoWriter(preview_path(output), info.fps, audio_from=audio,
                                overwrite=opts.overwrite or not output.exists()) if opts.preview else nullcontext())
     shown = None  # the portrait at the preview's height, fitted once
+    animator.start_video()  # consecutive frames: shots held with hysteresis
     # the video is published last (the innermost writer closes first): a kill between the two leaves a lone
     # preview, which a rerun redoes (check_job), never a video without its preview
     with preview_ctx as pwriter, writer_ctx as writer:

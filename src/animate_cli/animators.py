@@ -27,7 +27,7 @@ from .config import FinetuneConfig
 from .finetune import finetune
 from .models.checkpoint import load_checkpoint, load_person, save_person
 from .models.painter import paint_usage
-from .references import ReferenceMotion, reference_motion
+from .references import HeldChoice, ReferenceMotion, reference_motion
 from .shots import portrait_fingerprint, same_portrait
 from .warp import DEFAULT_REG, LocalField
 
@@ -144,6 +144,7 @@ class Animator:
         self.shots: torch.Tensor | None = None
         self.shot_landmarks: np.ndarray | None = None
         self.mouth_shots = False  # the mouth from its own shot (references.reference_motion)
+        self.held: HeldChoice | None = None  # a video's last shots (start_video); None: frames in any order
 
     @property
     def finetune_steps(self) -> int:
@@ -157,6 +158,13 @@ class Animator:
             raise AnimateError("at least one reference picture is needed")
         self.shots = to_tensor(shots, self.device)
         self.shot_landmarks = np.stack([np.asarray(l, np.float32) for l in shot_landmarks])
+        self.held = None
+
+    def start_video(self) -> None:
+        """From now on targets come as a video's consecutive frames, in order: a frame keeps the shots of the
+        frame before unless another fits clearly better (references.held_argmin), so that two pictures that fit
+        about equally do not alternate. Evaluation, whose targets are not consecutive, never calls this."""
+        self.held = HeldChoice()
 
     def check_portrait(self, crop: np.ndarray, landmarks: np.ndarray, name: str) -> str | None:
         """Refuse a portrait this animator cannot animate (a saved person's is fixed); -> a note or None."""
@@ -168,7 +176,7 @@ class Animator:
         assert self.shots is not None and self.shot_landmarks is not None, "prepare() first"
         return reference_motion(self.shots, self.shot_landmarks, np.asarray(targets, np.float32),
                                 selection=self.selection, reg=self.warp_reg, field=field,
-                                mouth_shots=self.mouth_shots)
+                                mouth_shots=self.mouth_shots, held=self.held)
 
     def render(self, target_landmarks: np.ndarray) -> np.ndarray:
         """The frames as uint8 crops (B,R,R,3) at model resolution."""

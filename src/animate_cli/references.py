@@ -24,6 +24,11 @@ from .errors import AnimateError
 from .models.painter import mouth_stretch, polygon_mask
 from .warp import LocalField, displace_grid, resample, tps_grid, warp_image
 
+# In a video, a frame keeps the previous frame's shot while that costs at most this much more than the best
+# (about the median gap between the best and the next shot on val at K=8): shots that fit about equally would
+# otherwise alternate from frame to frame, and the face or the teeth flicker between two pictures
+FACE_HOLD = 0.01  # selection_cost units (minus the predicted SSIM of the warp, with learned weights)
+MOUTH_HOLD = 0.01  # choose_mouth_shots' units (stretch + lip-shape distance)
 MOUTH_INSET_MARGIN = 0.2  # the mouth shot covers the outer lip line and this × the mouth width around it ...
 MOUTH_INSET_FEATHER = 0.08  # ... then fades out over a Gaussian of this × the mouth width (σ)
 
@@ -117,6 +122,29 @@ def choose_shots(shot_landmarks, targets, selection, *, random_share: float = 0.
     return best
 
 
+@dataclass
+class HeldChoice:
+    """The shots of a video's last frame so far, for choosing the next frames' with hysteresis
+    (reference_motion's `held`; None: no frame yet)."""
+
+    face: int | None = None
+    mouth: int | None = None
+
+
+def held_argmin(cost: torch.Tensor, previous: int | None, margin: float) -> torch.Tensor:
+    """(B,K) costs of consecutive frames -> (B,) choices: each frame's cheapest shot, unless the frame before's
+    costs at most `margin` more; then that one stays."""
+    best = cost.argmin(dim=1)
+    if margin <= 0:
+        return best
+    out = best.clone()
+    for b in range(len(cost)):
+        if previous is not None and cost[b, previous] <= cost[b, best[b]] + margin:
+            out[b] = previous
+        previous = int(out[b])
+    return out
+
+
 def _chosen(shots: torch.Tensor, shot_landmarks, targets, chosen: torch.Tensor):
     """The chosen shots' pictures (B,3,R,R) and landmarks (B,68,2), and the targets (B,68,2), on the shots'
     device and dtype."""
@@ -150,11 +178,16 @@ def choose_mouth_shots(shot_landmarks, targets) -> torch.Tensor:
     most like the target's (their distance after a similarity fit of the whole face, selection_features'
     expression_mouth, in inter-ocular units: a few hundredths, so the opening decides unless shots open
     alike). A half-open mouth stretched wide still beats a closed one: val, docs/experiments.md."""
+    return mouth_shot_cost(shot_landmarks, targets).argmin(dim=1)
+
+
+def mouth_shot_cost(shot_landmarks, targets) -> torch.Tensor:
+    """(B,K) what choose_mouth_shots minimises: mouth_stretch + the lips' shape distance."""
     s = torch.as_tensor(shot_landmarks).float()
     t = torch.as_tensor(targets, device=s.device).float().reshape(-1, 68, 2)
     shape = selection_features(s, t)[..., MOUTH_FEATURE]  # (B,K)
     stretch = torch.stack([mouth_stretch(t, shot.expand_as(t)) for shot in s], dim=1)
-    return (stretch + shape).argmin(dim=1)
+    return stretch + shape
 
 
 def mouth_inset_mask(targets: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -222,28 +255,41 @@ class ReferenceMotion:
 
 
 def reference_motion(shots: torch.Tensor, shot_landmarks, targets, *, selection, reg: float,
-                     field: LocalField | None = None, mouth_shots: bool = False) -> ReferenceMotion:
+                     field: LocalField | None = None, mouth_shots: bool = False,
+                     held: HeldChoice | None = None) -> ReferenceMotion:
     """The best shot (choose_shots) warped into each target pose, with its grid: the same motion can then be
     applied to the shot's full-resolution picture (composite.py). shots (K,3,R,R); with `selection=()` and
     `reg=warp.DEFAULT_REG` `warped` is what the `warp` model shows. `mouth_shots`: a frame whose mouth
-    choose_mouth_shots gives to another shot than its face gets it from that one (ReferenceMotion.mouth)."""
+    choose_mouth_shots gives to another shot than its face gets it from that one (ReferenceMotion.mouth).
+    `held`: the targets are a video's next frames, in order: shots are kept with hysteresis (FACE_HOLD,
+    MOUTH_HOLD) from `held`, which is updated to the last frame's."""
     with torch.no_grad():
-        chosen = choose_shots(shot_landmarks, targets, selection)
+        if held is None:
+            chosen = choose_shots(shot_landmarks, targets, selection)
+        else:
+            hold = FACE_HOLD if len(selection) else 0.0  # (the learned cost's units; the warp model's rule as it was)
+            chosen = held_argmin(selection_cost(shot_landmarks, targets, selection), held.face, hold)
+            held.face = int(chosen[-1])
         src_img, src_lm, dst = _chosen(shots, shot_landmarks, targets, chosen)
         grid = tps_grid(src_lm, dst, src_img.shape[-2:], reg=reg)  # as warp_image computes it
         if field is not None:  # a local motion in the target frame (gaze.gaze_field: the irises)
             grid = displace_grid(grid, field)
         motion = ReferenceMotion(chosen, grid, src_img)
         if mouth_shots and shots.dim() == 4 and len(shots) > 1:
-            motion.mouth = _mouth_inset(motion, shots, shot_landmarks, dst, reg=reg)
+            if held is None:
+                mouth = choose_mouth_shots(shot_landmarks, dst)
+            else:
+                mouth = held_argmin(mouth_shot_cost(shot_landmarks, dst), held.mouth, MOUTH_HOLD)
+                held.mouth = int(mouth[-1])
+            motion.mouth = _mouth_inset(motion, mouth, shots, shot_landmarks, dst, reg=reg)
         return motion
 
 
-def _mouth_inset(motion: ReferenceMotion, shots: torch.Tensor, shot_landmarks, targets: torch.Tensor, *,
-                 reg: float) -> MouthInset | None:
-    """The mouth shots of the frames whose face shot is another one, warped to them (no field: the irises are
-    outside the inset), their colours shifted so that the inset's feathered edge matches the face's."""
-    mouth = choose_mouth_shots(shot_landmarks, targets).to(motion.chosen.device)
+def _mouth_inset(motion: ReferenceMotion, mouth: torch.Tensor, shots: torch.Tensor, shot_landmarks,
+                 targets: torch.Tensor, *, reg: float) -> MouthInset | None:
+    """The mouth shots (B,) of the frames whose face shot is another one, warped to them (no field: the irises
+    are outside the inset), their colours shifted so that the inset's feathered edge matches the face's."""
+    mouth = mouth.to(motion.chosen.device)
     rows = (mouth != motion.chosen).nonzero().reshape(-1)
     if not len(rows):
         return None
