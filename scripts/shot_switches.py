@@ -27,10 +27,7 @@ def main() -> None:
 
     def spy(*args, **kw):  # every batch's face and mouth shots
         m = plain(*args, **kw)
-        mouth = m.chosen.clone()
-        if m.mouth is not None:
-            mouth[m.mouth.rows] = m.mouth.chosen
-        seen.append((m.chosen.tolist(), mouth.tolist()))
+        seen.append((m.chosen.tolist(), m.mouth_chosen.tolist()))
         return m
 
     animators.reference_motion = spy

@@ -112,6 +112,7 @@ def test_the_mouth_comes_from_the_shot_whose_lips_are_shaped_like_the_target_s()
     inset = reference_motion(pictures, lms, target[None], selection=framing, reg=DEFAULT_REG, mouth_shots=True)
     assert plain.mouth is None and plain.reference is plain.warped
     assert inset.mouth.rows.tolist() == [0] and inset.mouth.chosen.tolist() == [1]
+    assert inset.mouth_chosen.tolist() == [1] and plain.mouth_chosen.tolist() == [0]
     assert torch.equal(inset.warped, plain.warped)  # the face (what the compositor moves) is the same shot's
     as_image = lambda t: ((t[0].permute(1, 2, 0) + 1) * 127.5).clamp(0, 255).byte().numpy()  # noqa: E731
     box = mouth_box(target)

@@ -299,11 +299,8 @@ class NeuralAnimator(Animator):
         motion = self.reference_motion(targets, field) if self.cfg.generator == "warp" else None
         paint = {}
         if motion is not None and self.cfg.paint_size:
-            shown = motion.chosen.cpu().numpy().copy()  # the shot whose mouth each reference shows
-            if motion.mouth is not None:
-                shown[motion.mouth.rows.cpu().numpy()] = motion.mouth.chosen.cpu().numpy()
             paint = dict(landmarks=torch.from_numpy(targets), parts=parts,
-                         ref_landmarks=torch.from_numpy(self.shot_landmarks[shown]))
+                         ref_landmarks=torch.from_numpy(self.shot_landmarks[motion.mouth_chosen.cpu().numpy()]))
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.half else nullcontext()
         with autocast:
             out = self.person_model.render(y, warped=None if motion is None else motion.reference, **paint)

@@ -241,6 +241,15 @@ class ReferenceMotion:
         with torch.no_grad():
             return resample(self.pictures, self.grid)
 
+    @property
+    def mouth_chosen(self) -> torch.Tensor:
+        """(B,) the shot whose mouth each frame's reference shows: the face's, or its mouth inset's."""
+        if self.mouth is None:
+            return self.chosen
+        out = self.chosen.clone()
+        out[self.mouth.rows] = self.mouth.chosen
+        return out
+
     @cached_property
     def reference(self) -> torch.Tensor:
         """(B,3,R,R) what the generator is given: `warped`, with each mouth inset blended in. The compositor
