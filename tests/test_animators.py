@@ -89,7 +89,9 @@ def test_what_the_pipeline_asks_of_animators(tiny_weights, tmp_path):
     assert warp.finetune_steps == 0 and not warp.can_save_person
     with pytest.raises(AnimateError, match="--save-person needs a neural model"):
         warp.save_person(tmp_path / "p.person")
-    assert make_animator(str(tiny_weights), device="cpu").finetune_steps == FinetuneConfig().steps
+    # the default: feed-forward on a CPU (fine-tuning tied there and cost most of a run), fine-tuned on a GPU
+    assert make_animator(str(tiny_weights), device="cpu").finetune_steps == FinetuneConfig().cpu_steps == 0
+    assert FinetuneConfig().steps_on("cuda") == FinetuneConfig().steps > 0
     neural = make_animator(str(tiny_weights), device="cpu", finetune_steps=3)
     assert neural.finetune_steps == 3 and neural.can_save_person
 

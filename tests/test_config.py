@@ -110,8 +110,10 @@ def test_removed_experiment_keys_are_refused_otherwise_naming_the_tag(key, value
 def test_finetune_config_defaults_and_validation():
     ft = FinetuneConfig()
     assert (ft.steps, ft.lr_g, ft.lr_d, ft.content_size, ft.mouth_weight, ft.jitter) == (40, 5e-5, 2e-4, 128, 1.0, 0.04)
+    assert (ft.steps_on("cuda"), ft.steps_on("cpu"), ft.replace(cpu_steps=7).steps_on("cpu")) == (40, 0, 7)
     assert ft.replace(steps=0).steps == 0 and ft.replace(content_size=None).content_size is None
     for bad, message in [({"steps": -1}, "0 or more"), ({"steps": 1.5}, "0 or more"), ({"steps": True}, "0 or more"),
+                         ({"cpu_steps": -2}, "cpu_steps"),
                          ({"lr_g": 0.0}, "lr_g"), ({"lr_d": math.nan}, "lr_d"), ({"content_size": 8}, "content_size"),
                          ({"mouth_weight": -1.0}, "mouth_weight"), ({"jitter": -0.1}, "jitter")]:
         with pytest.raises(AnimateError, match=message):

@@ -62,7 +62,7 @@ class AnimateOptions:
     overwrite: bool = False
     device: str = DEFAULT_DEVICE
     half: bool = True
-    finetune_steps: int | None = None  # None: FinetuneConfig().steps
+    finetune_steps: int | None = None  # None: FinetuneConfig().steps_on(the device's type)
     batch_size: int = 8
     seed: int = 0
     person: Path | None = None

@@ -222,7 +222,7 @@ class NeuralAnimator(Animator):
                  person: Path | None = None):
         device = resolve_device(device)
         self.seed = seed
-        self.steps = FinetuneConfig().steps if finetune_steps is None else int(finetune_steps)
+        self.steps = FinetuneConfig().steps_on(device.type) if finetune_steps is None else int(finetune_steps)
         self.person_model = None
         self.loaded_person = person is not None
         self.person_path = person

@@ -184,7 +184,10 @@ class FinetuneConfig:
     """Fine-tuning on a new person's shots (finetune.py, paper §3.3). The learning rates, L_CNT's input
     size and the mouth term's weight are also meta-learning's defaults (train/), so both read them here."""
 
-    steps: int = 40  # one step = one pass over all T shots, so ≈ the paper's "about 40 epochs"; 0 = feed-forward
+    steps: int = 40  # on a GPU; one step = one pass over all T shots, so ≈ the paper's "about 40 epochs"
+    # on a CPU: feed-forward. There the 40 steps cost 48 of the bundled example's 57 s and tie with feed-forward
+    # on every val measure (eval/card/compare_ff_ft_k1.txt, _k8.txt); --finetune-steps 40 still asks for them
+    cpu_steps: int = 0
     lr_g: float = 5e-5  # Adam lr of G's weights and ψ'
     lr_d: float = 2e-4  # Adam lr of D's weights and w'
     # L_CNT's input size (None = full resolution): on CPU, 8 shots at 256² step ~4x faster at 128² (the VGG
@@ -198,8 +201,10 @@ class FinetuneConfig:
     train_painter: bool = False
 
     def __post_init__(self) -> None:
-        if type(self.steps) is not int or self.steps < 0:
-            raise AnimateError(f"fine-tuning steps must be 0 or more (got {self.steps!r})")
+        for name in ("steps", "cpu_steps"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:
+                raise AnimateError(f"fine-tuning {name} must be 0 or more (got {value!r})")
         for name in ("lr_g", "lr_d"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
@@ -215,3 +220,7 @@ class FinetuneConfig:
 
     def replace(self, **changes) -> "FinetuneConfig":
         return dataclasses.replace(self, **changes)
+
+    def steps_on(self, device_type: str) -> int:
+        """The default number of steps on a device of this type ("cuda", "cpu")."""
+        return self.steps if device_type == "cuda" else self.cpu_steps
