@@ -148,18 +148,21 @@ def test_init_starts_from_the_weights_and_refuses_another_architecture(cache, tm
 
 
 def test_init_keeps_the_learned_shot_selection(cache, tmp_path):
-    """--init from weights with a fitted selection (weights/default has one): the run accepts them, keeps the
-    selection in its checkpoints and export, and resumes."""
+    """--init from weights with a fitted selection and mouth shots on (weights/default has both): the run
+    accepts them, keeps both in its checkpoints and export, and resumes."""
     base = Trainer(opts(cache, tmp_path / "base", seed=3))
     base.save()
     weights = export(tmp_path / "base", tmp_path / "w")
     chosen = tuple(float(i + 1) / 100 for i in range(len(SELECTION_FEATURES)))
     write_selection(weights, chosen, 0.02)
+    config = json.loads((weights / "config.json").read_text())
+    config["config"]["mouth_shots"] = True
+    (weights / "config.json").write_text(json.dumps(config))
     tr = Trainer(opts(cache, tmp_path / "more", init=str(weights)))
-    assert tr.cfg.selection == chosen and tr.cfg.warp_reg == 0.02
+    assert tr.cfg.selection == chosen and tr.cfg.warp_reg == 0.02 and tr.cfg.mouth_shots
     tr.save()
     exported = load_checkpoint(export(tmp_path / "more", tmp_path / "w2"))[0]
-    assert exported.selection == chosen and exported.warp_reg == 0.02
+    assert exported.selection == chosen and exported.warp_reg == 0.02 and exported.mouth_shots
     again = Trainer(opts(cache, tmp_path / "more", init=str(weights)))
     assert again.load() and again.cfg.selection == chosen  # resuming that run: the same config
 

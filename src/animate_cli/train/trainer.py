@@ -185,15 +185,16 @@ class Trainer:
         count matches; when the weights' columns are this run's videos alone (a video-only run continued
         with photos), those, and the photo people's columns start fresh; otherwise all start fresh."""
         cfg, e, g, d = load_checkpoint(Path(folder), device="cpu", with_discriminator=True)
-        # the learned shot selection and warp setting are no network weights: the run keeps them, so its
-        # export still has them. Weights without a mouth painter extend to a run with one (extend_with_painter)
+        # the learned shot selection, the warp setting and mouth shots are no network weights: the run keeps
+        # them, so its export still has them. Weights without a mouth painter extend to a run with one
+        # (extend_with_painter)
         adds_painter = cfg.paint_size == 0 and self.cfg.paint_size > 0
-        same = dict(selection=self.cfg.selection, warp_reg=self.cfg.warp_reg,
+        same = dict(selection=self.cfg.selection, warp_reg=self.cfg.warp_reg, mouth_shots=self.cfg.mouth_shots,
                     paint_size=self.cfg.paint_size if adds_painter else cfg.paint_size)
         if cfg.replace(**same) != self.cfg:
             raise AnimateError(f"--init {folder} has a different model config ({cfg.preset}, {cfg.generator}, "
                                f"{cfg.resolution}px, paint_size {cfg.paint_size})")
-        self.cfg = self.cfg.replace(selection=cfg.selection, warp_reg=cfg.warp_reg)
+        self.cfg = self.cfg.replace(selection=cfg.selection, warp_reg=cfg.warp_reg, mouth_shots=cfg.mouth_shots)
         E.load_state_dict(e.state_dict())
         if adds_painter:
             extend_with_painter(G, g)
