@@ -4,11 +4,11 @@ import math
 
 import pytest
 
-from animate_cli.config import (N_MOUTH_SELECTION_FEATURES, N_SELECTION_FEATURES, PRESETS, REMOVED_EXPERIMENTS,
-                                FinetuneConfig, ModelConfig, preset)
+from animate_cli.config import (N_SELECTION_FEATURES, PRESETS, REMOVED_EXPERIMENTS, FinetuneConfig, ModelConfig,
+                                preset)
 from animate_cli.errors import AnimateError
 from animate_cli.face.draw import DRAWING_VERSION
-from animate_cli.references import MOUTH_SELECTION_FEATURES, SELECTION_FEATURES
+from animate_cli.references import SELECTION_FEATURES
 from animate_cli.warp import DEFAULT_REG
 
 TINY = preset("tiny")
@@ -20,7 +20,6 @@ def test_defaults_follow_their_sources():
     assert cfg.drawing_version == DRAWING_VERSION
     assert cfg.selection == () and cfg.generator == "warp"
     assert N_SELECTION_FEATURES == len(SELECTION_FEATURES)
-    assert N_MOUTH_SELECTION_FEATURES == len(MOUTH_SELECTION_FEATURES) and cfg.mouth_selection == ()
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -59,9 +58,6 @@ def test_preset_sizes():
     ({"warp_reg": math.inf}, "warp_reg"),
     ({"mouth_shots": 1}, "mouth_shots must be true or false"),
     ({"generator": "fsth", "mouth_shots": True}, "only the warp generator takes mouths"),
-    ({"mouth_shots": True, "mouth_selection": (1.0,) * N_SELECTION_FEATURES}, f"needs {N_MOUTH_SELECTION_FEATURES} weights"),
-    ({"mouth_shots": True, "mouth_selection": (math.inf,) * N_MOUTH_SELECTION_FEATURES}, "finite"),
-    ({"mouth_selection": (0.0,) * N_MOUTH_SELECTION_FEATURES}, "needs mouth_shots on"),
     ({"format_version": 99}, "format version 99"),
 ])
 def test_invalid_configs_are_refused_in_one_line(change, message):

@@ -6,7 +6,6 @@ import torch
 from animate_cli.references import (SELECTION_FEATURES, HeldChoice, choose_mouth_shots, choose_shots, held_argmin,
                                     mouth_inset_mask, reference_motion, references_for, selection_features,
                                     warp_references)
-from animate_cli.errors import AnimateError
 from animate_cli.warp import DEFAULT_REG, warp_image
 
 
@@ -198,32 +197,3 @@ def test_reference_motion_holds_shots_across_batches_only_when_asked():
     unheld = reference_motion(pictures, np.stack([a, b]), between, selection=tuple(framing), reg=DEFAULT_REG)
     assert torch.equal(unheld.chosen, choose_shots(np.stack([a, b]), between, tuple(framing)))
     assert len(set(unheld.chosen.tolist())) == 2  # the same frames unheld do alternate
-
-
-def test_learned_mouth_weights_score_the_opening_the_squeeze_and_the_lips_shape():
-    """mouth_selection_features: the selection features, then the share of the target's opening a shot cannot
-    fill and how much wider it opens; learned weights (ModelConfig.mouth_selection) decide with them, so a
-    shot may win on the lips' shape although it shows less of the opening than another."""
-    from synthetic_faces import face_landmarks
-    from animate_cli.references import MOUTH_SELECTION_FEATURES, mouth_selection_features, mouth_shot_cost
-    r = 128
-    target, shut, wider = (face_landmarks(r, mouth_gap=g) for g in (0.3, 0.0, 0.45))
-    grin = face_landmarks(r, mouth_gap=0.3)
-    grin[48:68, 0] = (grin[48:68, 0] - r / 2) * 2.2 + r / 2
-    f = mouth_selection_features(np.stack([shut, wider, grin]), target[None])[0]
-    stretch, squeeze = (MOUTH_SELECTION_FEATURES.index(n) for n in ("stretch", "squeeze"))
-    assert f.shape == (3, len(MOUTH_SELECTION_FEATURES))
-    assert f[0, stretch] > 0.9 and f[1, stretch] == 0 and f[2, stretch] < 0.1  # shut: none of the opening
-    assert f[1, squeeze] == pytest.approx(0.5, abs=0.1) and f[0, squeeze] == 0  # wider: 1.5 × the gap
-    closed = mouth_selection_features(np.stack([wider]), shut[None])[0]
-    assert closed[0, stretch] == 0 and closed[0, squeeze] == 0  # a shut target: nothing to fill or squeeze
-    shots = np.stack([shut, grin])
-    assert choose_mouth_shots(shots, target[None]).tolist() == [1]  # the rule: the grin shows the opening
-    weights = [0.0] * len(MOUTH_SELECTION_FEATURES)
-    weights[SELECTION_FEATURES.index("expression_mouth")] = -1.0  # quality falls with the lips' shape distance
-    assert choose_mouth_shots(shots, target[None], tuple(weights)).tolist() == [0]
-    assert torch.allclose(mouth_shot_cost(shots, target[None], tuple(weights)),
-                          torch.log1p(10 * mouth_selection_features(shots, target[None])[..., SELECTION_FEATURES.index(
-                              "expression_mouth")]))
-    with pytest.raises(AnimateError, match="mouth selection weights"):
-        mouth_shot_cost(shots, target[None], (1.0, 2.0))

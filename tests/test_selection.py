@@ -111,54 +111,6 @@ def test_fit_selection_command_writes_the_weights_the_animator_then_uses(tmp_pat
     assert cfg.warp_reg == max(selection.WARP_REGS, key=lambda r: report["ssim_by_warp_reg"][f"{r:g}"])
     animator = make_animator(str(weights), finetune_steps=0)
     assert animator.selection == cfg.selection and animator.warp_reg == cfg.warp_reg
-    # the open mouths: 2 of each of the 4 clips (these synthetic faces' lips stand apart)
-    assert report["mouth_rows"] == 8 and cfg.mouth_shots and animator.mouth_selection == cfg.mouth_selection
-
-
-def _open_mouth_cache(root, size=64, opening=True):
-    """Two people, one clip each, every other frame's mouth open (face.regions.mouth_open; none without
-    `opening`), the others shut."""
-    from animate_cli.face.regions import mouth_open
-    from animate_cli.train.preprocess import save_clip, write_index
-    rng = np.random.default_rng(0)
-    for ident in ("idA", "idB"):
-        lms = np.stack([face_points(size, rng) for _ in range(8)])
-        centre = lms[:, 60:68, 1].mean(axis=1, keepdims=True)
-        lms[:, 60:68, 1] = centre + (lms[:, 60:68, 1] - centre) * (3 + rng.random((8, 1)) * 3)  # lips apart
-        shut = (np.arange(8) % 2 == 0) | (not opening)
-        lms[np.ix_(shut, [67, 66, 65])] = lms[np.ix_(shut, [61, 62, 63])]  # the lips meet: no gap at all
-        assert mouth_open(lms).tolist() == [False, opening] * 4
-        imgs = [rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in lms]
-        save_clip(root / ident / "v1" / "00000.npz", imgs, lms, np.arange(len(lms)), 25.0)
-    write_index(root)
-    return root
-
-
-def test_fit_selection_fits_the_mouth_shots_on_open_mouths_only(tmp_path, capsys):
-    """The mouth score is fitted on the frames with an open mouth; --mouth-only leaves the face's selection and
-    spline as they were."""
-    from animate_cli.animators import make_animator
-    from animate_cli.references import MOUTH_SELECTION_FEATURES
-    cache = _open_mouth_cache(tmp_path / "cache")
-    weights = _tiny_weights(tmp_path / "w")
-    face = tuple(float(i + 1) / 100 for i in range(len(SELECTION_FEATURES)))
-    selection.write_selection(weights, face, 0.02)
-    args = [str(cache), str(weights), "--shots", "3", "--targets", "2", "--no-progress", "--mouth-only"]
-    assert cli.fit_selection_main(args) == 0
-    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert "rows" not in report and report["mouth_rows"] == 4  # two open frames in each of the two clips
-    assert report["mouth_lpips_best_possible"] <= min(report["mouth_lpips_learned"], report["mouth_lpips_rule"])
-    cfg = load_checkpoint(weights)[0]
-    assert cfg.selection == face and cfg.warp_reg == 0.02  # untouched by --mouth-only
-    assert cfg.mouth_shots and len(cfg.mouth_selection) == len(MOUTH_SELECTION_FEATURES) and any(cfg.mouth_selection)
-    assert make_animator(str(weights), finetune_steps=0).mouth_selection == cfg.mouth_selection
-    assert cli.fit_selection_main(args[:-1]) == 0  # the whole fit: the face's selection is fitted again
-    assert load_checkpoint(weights)[0].selection != face
-    shut = _open_mouth_cache(tmp_path / "shut", opening=False)  # no open mouth: the mouth shots stay as they were
-    fresh = _tiny_weights(tmp_path / "w2")
-    assert cli.fit_selection_main([str(shut), str(fresh)] + args[2:]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["mouth_rows"] == 0
-    assert load_checkpoint(fresh)[0].mouth_selection == () and not load_checkpoint(fresh)[0].mouth_shots
 
 
 def test_fit_selection_command_errors_are_one_line(tmp_path, capsys):

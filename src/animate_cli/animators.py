@@ -144,7 +144,6 @@ class Animator:
         self.shots: torch.Tensor | None = None
         self.shot_landmarks: np.ndarray | None = None
         self.mouth_shots = False  # the mouth from its own shot (references.reference_motion)
-        self.mouth_selection = ()
         self.held: HeldChoice | None = None  # a video's last shots (start_video); None: frames in any order
 
     @property
@@ -177,7 +176,7 @@ class Animator:
         assert self.shots is not None and self.shot_landmarks is not None, "prepare() first"
         return reference_motion(self.shots, self.shot_landmarks, np.asarray(targets, np.float32),
                                 selection=self.selection, reg=self.warp_reg, field=field,
-                                mouth_shots=self.mouth_shots, mouth_selection=self.mouth_selection, held=self.held)
+                                mouth_shots=self.mouth_shots, held=self.held)
 
     def render(self, target_landmarks: np.ndarray) -> np.ndarray:
         """The frames as uint8 crops (B,R,R,3) at model resolution."""
@@ -238,7 +237,7 @@ class NeuralAnimator(Animator):
         self.name = f"neural ({self.cfg.generator}, {self.cfg.preset})"
         self.selection = self.cfg.selection
         self.warp_reg = self.cfg.warp_reg
-        self.mouth_shots, self.mouth_selection = self.cfg.mouth_shots, self.cfg.mouth_selection
+        self.mouth_shots = self.cfg.mouth_shots
         if self.person_model is not None:
             self.shots = self.person_model.shots.to(self.device)
             self.shot_landmarks = self.person_model.shot_landmarks

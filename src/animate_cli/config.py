@@ -17,7 +17,6 @@ from .warp import DEFAULT_REG
 FORMAT_VERSION = 1
 GENERATORS = ("fsth", "warp")
 N_SELECTION_FEATURES = 14  # len(references.SELECTION_FEATURES)
-N_MOUTH_SELECTION_FEATURES = 16  # len(references.MOUTH_SELECTION_FEATURES)
 
 # Experiments measured worse than the default model and removed (README, "Training your own weights"):
 # key in old configs -> (its neutral value, what it was, the git tag that keeps the code). An old config
@@ -60,9 +59,6 @@ class ModelConfig:
     # shape (references.choose_mouth_shots): the person's own teeth where a shot shows them. An inference rule,
     # not a weight: off for every model before it, on in the bundled weights
     mouth_shots: bool = False
-    # learned mouth-shot weights (references.mouth_shot_cost; fitted by train/selection.py, `animate-fit-selection
-    # --mouth`); () = the most of the opening shown, then the nearest lip shape
-    mouth_selection: tuple = ()
     drawing_version: int = DRAWING_VERSION  # the landmark drawing the networks were trained on
     format_version: int = FORMAT_VERSION
 
@@ -92,13 +88,6 @@ class ModelConfig:
             raise AnimateError(f"mouth_shots must be true or false, got {self.mouth_shots!r}")
         if self.mouth_shots and self.generator != "warp":
             raise AnimateError("only the warp generator takes mouths from shots (mouth_shots)")
-        if not isinstance(self.mouth_selection, tuple) or not all(
-                isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in self.mouth_selection):
-            raise AnimateError("mouth_selection must be a tuple of finite numbers")
-        if self.mouth_selection and len(self.mouth_selection) != N_MOUTH_SELECTION_FEATURES:
-            raise AnimateError(f"mouth_selection needs {N_MOUTH_SELECTION_FEATURES} weights, got {len(self.mouth_selection)}")
-        if self.mouth_selection and not self.mouth_shots:
-            raise AnimateError("mouth_selection chooses mouth shots: it needs mouth_shots on")
         if self.paint_size:
             if self.generator != "warp":
                 raise AnimateError("only the warp generator has a mouth painter (paint_size)")

@@ -8,10 +8,9 @@ target's, region by region, in expression and in framing (train/selection.py fit
 weights and the spline's regularisation are the caller's (ModelConfig, or the `warp` animator's).
 
 With several shots a model may also take each frame's mouth from another shot than the face's
-(`mouth_shots`): a whole-face choice trades the mouth against pose and framing, and a warp cannot open a
-closed mouth: with a shot that shows the opening, the frame gets the person's own teeth instead of stretched
-lips or a painted guess. Which shot is again a learned score (`mouth_selection`, fitted to the LPIPS of the
-warped mouths), or without it the one that shows most of the opening, then shaped most like the target's.
+(`mouth_shots`): the one that shows most of its opening, then shaped most like the target's. A whole-face
+choice trades the mouth against pose and framing, and a warp cannot open a closed mouth: with a shot that
+shows the opening, the frame gets the person's own teeth instead of stretched lips or a painted guess.
 """
 from __future__ import annotations
 
@@ -22,16 +21,14 @@ import torch
 import torch.nn.functional as F
 
 from .errors import AnimateError
-from .models.painter import mouth_gaps, mouth_stretch, polygon_mask
+from .models.painter import mouth_stretch, polygon_mask
 from .warp import LocalField, displace_grid, resample, tps_grid, warp_image
 
 # In a video, a frame keeps the previous frame's shot while that costs at most this much more than the best
 # (about the median gap between the best and the next shot on val at K=8): shots that fit about equally would
 # otherwise alternate from frame to frame, and the face or the teeth flicker between two pictures
 FACE_HOLD = 0.01  # selection_cost units (minus the predicted SSIM of the warp, with learned weights)
-MOUTH_HOLD = 0.01  # mouth_shot_cost's units without weights (stretch + lip-shape distance) ...
-MOUTH_HOLD_LEARNED = 0.015  # ... and with them (predicted mouth LPIPS; the median best-to-next gap on the
-# training cache the default's weights were fitted on is 0.017)
+MOUTH_HOLD = 0.01  # choose_mouth_shots' units (stretch + lip-shape distance)
 MOUTH_INSET_MARGIN = 0.2  # the mouth shot covers the outer lip line and this × the mouth width around it ...
 MOUTH_INSET_FEATHER = 0.08  # ... then fades out over a Gaussian of this × the mouth width (σ)
 
@@ -173,38 +170,24 @@ def warp_references(shots: torch.Tensor, shot_landmarks, targets, chosen: torch.
 
 
 MOUTH_FEATURE = SELECTION_FEATURES.index("expression_mouth")
-MOUTH_SELECTION_FEATURES = SELECTION_FEATURES + ("stretch", "squeeze")
 
 
-def mouth_selection_features(shot_landmarks, targets) -> torch.Tensor:
-    """(K,68,2) shots, (B,68,2) targets -> (B,K,F) with F = MOUTH_SELECTION_FEATURES: selection_features, then
-    how much of the target's opening the shot cannot fill (models.painter.mouth_stretch: what is stretched is
-    smeared) and how much wider the shot opens (its inner-lip gap / the target's − 1, from 0: teeth squeezed)."""
+def choose_mouth_shots(shot_landmarks, targets) -> torch.Tensor:
+    """(B,) index of the shot each target takes its mouth from: the one that fills most of the target's opening
+    (the least models.painter.mouth_stretch: what is stretched is smeared), then the one whose lips are shaped
+    most like the target's (their distance after a similarity fit of the whole face, selection_features'
+    expression_mouth, in inter-ocular units: a few hundredths, so the opening decides unless shots open
+    alike). A half-open mouth stretched wide still beats a closed one: val, docs/experiments.md."""
+    return mouth_shot_cost(shot_landmarks, targets).argmin(dim=1)
+
+
+def mouth_shot_cost(shot_landmarks, targets) -> torch.Tensor:
+    """(B,K) what choose_mouth_shots minimises: mouth_stretch + the lips' shape distance."""
     s = torch.as_tensor(shot_landmarks).float()
     t = torch.as_tensor(targets, device=s.device).float().reshape(-1, 68, 2)
-    stretch = torch.stack([mouth_stretch(t, shot.expand_as(t)) for shot in s], dim=1)  # (B,K)
-    gaps = mouth_gaps(torch.cat([t, s]))
-    squeeze = (gaps[len(t):].unsqueeze(0) / gaps[:len(t)].clamp_min(1e-3).unsqueeze(1) - 1).clamp_min(0)
-    squeeze = squeeze * (gaps[:len(t)] > 1e-3).unsqueeze(1)  # a closed target: nothing to squeeze into
-    return torch.cat([selection_features(s, t), stretch.unsqueeze(-1), squeeze.unsqueeze(-1)], -1)
-
-
-def choose_mouth_shots(shot_landmarks, targets, weights=()) -> torch.Tensor:
-    """(B,) index of the shot each target takes its mouth from: the least mouth_shot_cost."""
-    return mouth_shot_cost(shot_landmarks, targets, weights).argmin(dim=1)
-
-
-def mouth_shot_cost(shot_landmarks, targets, weights=()) -> torch.Tensor:
-    """(B,K): lower = a better mouth. With `weights` (ModelConfig.mouth_selection) minus the predicted quality
-    of the warped mouth, learned_cost of mouth_selection_features. Without, the stretch plus the lips' shape
-    distance (expression_mouth, a few hundredths: the opening decides unless shots open alike); on the
-    training cache that rule's mouths were worse than the nearest face shape's (docs/experiments.md)."""
-    f = mouth_selection_features(shot_landmarks, targets)
-    if len(weights):
-        if len(weights) != len(MOUTH_SELECTION_FEATURES):
-            raise AnimateError(f"mouth selection weights must number {len(MOUTH_SELECTION_FEATURES)}, got {len(weights)}")
-        return learned_cost(f, weights)
-    return f[..., len(SELECTION_FEATURES)] + f[..., MOUTH_FEATURE]
+    shape = selection_features(s, t)[..., MOUTH_FEATURE]  # (B,K)
+    stretch = torch.stack([mouth_stretch(t, shot.expand_as(t)) for shot in s], dim=1)
+    return stretch + shape
 
 
 def mouth_inset_mask(targets: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -281,13 +264,12 @@ class ReferenceMotion:
 
 
 def reference_motion(shots: torch.Tensor, shot_landmarks, targets, *, selection, reg: float,
-                     field: LocalField | None = None, mouth_shots: bool = False, mouth_selection=(),
+                     field: LocalField | None = None, mouth_shots: bool = False,
                      held: HeldChoice | None = None) -> ReferenceMotion:
     """The best shot (choose_shots) warped into each target pose, with its grid: the same motion can then be
     applied to the shot's full-resolution picture (composite.py). shots (K,3,R,R); with `selection=()` and
     `reg=warp.DEFAULT_REG` `warped` is what the `warp` model shows. `mouth_shots`: a frame whose mouth
-    choose_mouth_shots (with `mouth_selection`'s weights) gives to another shot than its face gets it from that one
-    (ReferenceMotion.mouth).
+    choose_mouth_shots gives to another shot than its face gets it from that one (ReferenceMotion.mouth).
     `held`: the targets are a video's next frames, in order: shots are kept with hysteresis (FACE_HOLD,
     MOUTH_HOLD) from `held`, which is updated to the last frame's."""
     with torch.no_grad():
@@ -304,10 +286,9 @@ def reference_motion(shots: torch.Tensor, shot_landmarks, targets, *, selection,
         motion = ReferenceMotion(chosen, grid, src_img)
         if mouth_shots and shots.dim() == 4 and len(shots) > 1:
             if held is None:
-                mouth = choose_mouth_shots(shot_landmarks, dst, mouth_selection)
+                mouth = choose_mouth_shots(shot_landmarks, dst)
             else:
-                hold = MOUTH_HOLD_LEARNED if len(mouth_selection) else MOUTH_HOLD
-                mouth = held_argmin(mouth_shot_cost(shot_landmarks, dst, mouth_selection), held.mouth, hold)
+                mouth = held_argmin(mouth_shot_cost(shot_landmarks, dst), held.mouth, MOUTH_HOLD)
                 held.mouth = int(mouth[-1])
             motion.mouth = _mouth_inset(motion, mouth, shots, shot_landmarks, dst, reg=reg)
         return motion

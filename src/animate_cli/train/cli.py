@@ -183,14 +183,11 @@ def fit_selection_command(
     seed: int = typer.Option(S.seed, "--seed"),
     threads: Optional[int] = typer.Option(S.threads, "--threads", help="CPU threads."),
     progress: bool = typer.Option(S.progress, "--progress/--no-progress", help="Progress bars."),
-    mouth_only: bool = typer.Option(S.mouth_only, "--mouth-only",
-                                    help="Fit only which shot gives an open mouth; keep the face's selection and spline."),
 ):
-    """Learn which shot the warp model warps (a score of landmark distances), how smoothly (the spline's
-    regularisation) and which shot gives each frame's mouth (mouth shots, turned on), from warps of the cache's
-    frames, into the weights' config.json; prints a JSON report."""
+    """Learn which shot the warp model warps (a score of landmark distances) and how smoothly (the spline's
+    regularisation), from warps of the cache's frames, into the weights' config.json; prints a JSON report."""
     opts = FitSelectionOptions(shots=shots, targets=targets, max_clips=max_clips, warp_regs=tuple(warp_reg),
-                               seed=seed, threads=threads, progress=progress, mouth_only=mouth_only)
+                               seed=seed, threads=threads, progress=progress)
     print(json.dumps(fit_selection_into(cache, weights, opts)))
 
 

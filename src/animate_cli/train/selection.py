@@ -8,9 +8,7 @@ a training cache, `n_shots` random frames are warped to `n_targets` others; a ri
 SSIM on log1p(10·features), both centred per target (only the ranking among one target's shots
 matters), gives the weights, which `animate-fit-selection` writes into a weights folder's config.json.
 It also picks the spline regularisation of the model's warps (ModelConfig.warp_reg): landmarks are noisy,
-and a spline that follows each one exactly drags the picture along with the noise. And it fits the same kind
-of score for the mouth shots (ModelConfig.mouth_selection), on the LPIPS of the mouth's crop in frames whose
-mouth is open: there the opening and the lips' shape count more than the framing.
+and a spline that follows each one exactly drags the picture along with the noise.
 """
 from __future__ import annotations
 
@@ -26,11 +24,9 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import AnimateError
-from ..evaluation.metrics import lpips, ssim
-from ..face.regions import mouth_lpips, mouth_open
+from ..evaluation.metrics import ssim
 from ..models.checkpoint import CONFIG_NAME
-from ..references import (MOUTH_FEATURE, MOUTH_SELECTION_FEATURES, learned_cost, mouth_selection_features,
-                          selection_features)
+from ..references import learned_cost, selection_features
 from ..warp import warp_image
 from .episodes import from_model_tensor, to_model_tensor
 from .preprocess import INDEX, decode_frame, load_clip, progress_bar
@@ -48,7 +44,6 @@ class FitSelectionOptions:
     seed: int = 0
     threads: int | None = None  # torch CPU threads
     progress: bool = True
-    mouth_only: bool = False  # fit only the mouth shots' score; the face's selection and the spline stay
 
     def __post_init__(self) -> None:
         if self.shots < 2:
@@ -103,35 +98,6 @@ def selection_data(cache_dir, n_shots: int, n_targets: int, seed: int, max_clips
                 feats.append(selection_features(lms[shots], lms[t][None])[0].numpy())
         if progress is not None:
             progress(entry["clip"])
-    return np.stack(feats), np.stack(scores)
-
-
-def mouth_selection_data(cache_dir, n_shots: int, n_targets: int, seed: int, max_clips: int | None, reg: float,
-                         progress=None) -> tuple[np.ndarray, np.ndarray]:
-    """(features (P, n_shots, F) = references.mouth_selection_features, minus the mouth LPIPS of each shot's
-    warp (P, n_shots): higher = better, as the SSIM of selection_data), one row per target: up to `n_targets`
-    frames of each clip with an open mouth (face.regions.mouth_open), each warped to from `n_shots` random
-    other frames. `progress(clip)` is called after each clip."""
-    rng = np.random.default_rng(seed)
-    feats, scores = [], []
-    for entry, z, lms in _clips(cache_dir, n_shots, max_clips):
-        open_frames = np.nonzero(mouth_open(lms))[0]
-        if len(open_frames):
-            targets = rng.choice(open_frames, min(n_targets, len(open_frames), len(lms) - n_shots), replace=False)
-            shots = np.sort(rng.choice(np.setdiff1d(np.arange(len(lms)), targets), n_shots, replace=False))
-            x = to_model_tensor(np.stack([decode_frame(z["jpeg"], z["offsets"], int(i)) for i in shots]))
-            for t in targets:
-                truth = decode_frame(z["jpeg"], z["offsets"], int(t))
-                with torch.no_grad():
-                    dst = torch.from_numpy(lms[t][None]).expand(n_shots, -1, -1)
-                    warped = from_model_tensor(warp_image(x, torch.from_numpy(lms[shots]), dst, reg=reg))
-                scores.append(-mouth_lpips(warped, np.repeat(truth[None], n_shots, 0),
-                                           np.repeat(lms[t][None], n_shots, 0), lpips))
-                feats.append(mouth_selection_features(lms[shots], lms[t][None])[0].numpy())
-        if progress is not None:
-            progress(entry["clip"])
-    if not scores:
-        return np.zeros((0, n_shots, len(MOUTH_SELECTION_FEATURES))), np.zeros((0, n_shots))
     return np.stack(feats), np.stack(scores)
 
 
@@ -191,17 +157,13 @@ def _weights_config(weights_dir) -> tuple[Path, dict, ModelConfig]:
     return path, data, cfg
 
 
-def write_selection(weights_dir, weights: np.ndarray | None, warp_reg: float | None = None,
-                    mouth: np.ndarray | None = None) -> Path:
-    """Put the selection weights, the spline regularisation and the mouth shots' weights (those given; the
-    last turns mouth shots on) into a weights folder's config.json (atomically); the networks stay as they are."""
+def write_selection(weights_dir, weights: np.ndarray, warp_reg: float | None = None) -> Path:
+    """Put the weights (and the spline regularisation, when given) into a weights folder's config.json
+    (atomically); the networks stay as they are."""
     path, data, cfg = _weights_config(weights_dir)
-    if weights is not None:
-        cfg = dataclasses.replace(cfg, selection=tuple(round(float(w), 6) for w in weights))
+    cfg = dataclasses.replace(cfg, selection=tuple(round(float(w), 6) for w in weights))
     if warp_reg is not None:
         cfg = dataclasses.replace(cfg, warp_reg=float(warp_reg))
-    if mouth is not None:
-        cfg = dataclasses.replace(cfg, mouth_shots=True, mouth_selection=tuple(round(float(w), 6) for w in mouth))
     data["config"] = cfg.to_dict()
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2))
@@ -215,30 +177,17 @@ def fit_selection_into(cache_dir, weights_dir, opts: FitSelectionOptions | None 
     o = dataclasses.replace(opts or FitSelectionOptions(), **kwargs)
     if o.threads:
         torch.set_num_threads(o.threads)
-    _, _, cfg = _weights_config(weights_dir)  # refuse before the long part
+    _weights_config(weights_dir)  # refuse before the long part
     total = len(usable_clips(cache_dir, o.shots, o.max_clips))
-    report, w, reg = {}, None, cfg.warp_reg
-    if not o.mouth_only:
-        with progress_bar(o.progress, total, "warp at each regularisation") as advance:
-            reg_scores = warp_reg_scores(cache_dir, o.warp_regs, o.targets, o.seed, o.max_clips, advance)
-        reg = float(o.warp_regs[int(np.argmax(reg_scores.mean(axis=0)))])
-        with progress_bar(o.progress, total, "warp each shot to other frames") as advance:
-            feats, scores = selection_data(cache_dir, o.shots, o.targets, o.seed, o.max_clips, reg, advance)
-        w = fit_selection(feats, scores)
-        report = {"rows": len(scores), "ssim_nearest_shape": round(chosen_score(feats, scores), 4),
-                  "ssim_learned": round(chosen_score(feats, scores, w), 4),
-                  "ssim_best_possible": round(float(np.max(scores, axis=1).mean()), 4), "warp_reg": reg,
-                  "ssim_by_warp_reg": {f"{r:g}": round(float(v), 4) for r, v in zip(o.warp_regs, reg_scores.mean(axis=0))}}
-    with progress_bar(o.progress, total, "warp each shot's mouth to open mouths") as advance:
-        feats, scores = mouth_selection_data(cache_dir, o.shots, o.targets, o.seed, o.max_clips, reg, advance)
-    report["mouth_rows"] = len(scores)
-    mouth = None
-    if len(scores):  # (a cache without an open mouth leaves the mouth shots as they were)
-        mouth = fit_selection(feats, scores)
-        rule = torch.as_tensor(feats[..., MOUTH_SELECTION_FEATURES.index("stretch")] + feats[..., MOUTH_FEATURE])
-        learned = learned_cost(torch.as_tensor(feats, dtype=torch.float32), mouth)
-        pick = lambda cost: round(float(-scores[np.arange(len(scores)), cost.argmin(dim=1).numpy()].mean()), 4)
-        report.update({"mouth_lpips_rule": pick(rule), "mouth_lpips_learned": pick(learned),
-                       "mouth_lpips_best_possible": round(float(-np.max(scores, axis=1).mean()), 4)})
-    report["config"] = str(write_selection(weights_dir, w, None if o.mouth_only else reg, mouth))
-    return report
+    with progress_bar(o.progress, total, "warp at each regularisation") as advance:
+        reg_scores = warp_reg_scores(cache_dir, o.warp_regs, o.targets, o.seed, o.max_clips, advance)
+    reg = float(o.warp_regs[int(np.argmax(reg_scores.mean(axis=0)))])
+    with progress_bar(o.progress, total, "warp each shot to other frames") as advance:
+        feats, scores = selection_data(cache_dir, o.shots, o.targets, o.seed, o.max_clips, reg, advance)
+    w = fit_selection(feats, scores)
+    path = write_selection(weights_dir, w, reg)
+    return {"rows": len(scores), "ssim_nearest_shape": round(chosen_score(feats, scores), 4),
+            "ssim_learned": round(chosen_score(feats, scores, w), 4),
+            "ssim_best_possible": round(float(np.max(scores, axis=1).mean()), 4), "warp_reg": reg,
+            "ssim_by_warp_reg": {f"{r:g}": round(float(v), 4) for r, v in zip(o.warp_regs, reg_scores.mean(axis=0))},
+            "config": str(path)}
