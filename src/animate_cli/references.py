@@ -272,24 +272,20 @@ def reference_motion(shots: torch.Tensor, shot_landmarks, targets, *, selection,
     choose_mouth_shots gives to another shot than its face gets it from that one (ReferenceMotion.mouth).
     `held`: the targets are a video's next frames, in order: shots are kept with hysteresis (FACE_HOLD,
     MOUTH_HOLD) from `held`, which is updated to the last frame's."""
+    video = held is not None
+    held = held if video else HeldChoice()  # outside a video each frame takes its best shots, nothing is kept
     with torch.no_grad():
-        if held is None:
-            chosen = choose_shots(shot_landmarks, targets, selection)
-        else:
-            hold = FACE_HOLD if len(selection) else 0.0  # (the learned cost's units; the warp model's rule as it was)
-            chosen = held_argmin(selection_cost(shot_landmarks, targets, selection), held.face, hold)
-            held.face = int(chosen[-1])
+        hold = FACE_HOLD if video and len(selection) else 0.0  # (the learned cost's units; the warp model's rule as it was)
+        chosen = held_argmin(selection_cost(shot_landmarks, targets, selection), held.face, hold)
+        held.face = int(chosen[-1])
         src_img, src_lm, dst = _chosen(shots, shot_landmarks, targets, chosen)
         grid = tps_grid(src_lm, dst, src_img.shape[-2:], reg=reg)  # as warp_image computes it
         if field is not None:  # a local motion in the target frame (gaze.gaze_field: the irises)
             grid = displace_grid(grid, field)
         motion = ReferenceMotion(chosen, grid, src_img)
         if mouth_shots and shots.dim() == 4 and len(shots) > 1:
-            if held is None:
-                mouth = choose_mouth_shots(shot_landmarks, dst)
-            else:
-                mouth = held_argmin(mouth_shot_cost(shot_landmarks, dst), held.mouth, MOUTH_HOLD)
-                held.mouth = int(mouth[-1])
+            mouth = held_argmin(mouth_shot_cost(shot_landmarks, dst), held.mouth, MOUTH_HOLD if video else 0.0)
+            held.mouth = int(mouth[-1])
             motion.mouth = _mouth_inset(motion, mouth, shots, shot_landmarks, dst, reg=reg)
         return motion
 
