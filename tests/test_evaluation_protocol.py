@@ -18,6 +18,7 @@ class FakeAnimator:
     """Returns the true target crop for given landmarks (oracle) or another target's (shuffled)."""
 
     resolution = 64
+    finetune_steps = 0
     registry: list = []
 
     def __init__(self, shuffled: bool):
@@ -64,6 +65,7 @@ def test_protocol_ranks_oracle_above_shuffled(tmp_path, monkeypatch, capsys):
     progress = capsys.readouterr().err
     assert "oracle self-reenactment K=1" in progress and "per_frame" not in progress  # means only
     assert report["clips"] == ["a.mp4", "b.mp4"]
+    assert report["finetune_steps"] is None and report["models"]["oracle"]["finetune_steps"] == 0  # asked / done
     o, s = report["models"]["oracle"]["self"]["K=1"], report["models"]["shuffled"]["self"]["K=1"]
     assert o["frames"] == 6 and o["fid"] is None  # too few frames for FID
     assert o["ssim"] == pytest.approx(1, abs=1e-4) and o["psnr"] == PSNR_MAX and o["lpips"] < 1e-4

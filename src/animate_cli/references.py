@@ -275,7 +275,7 @@ def reference_motion(shots: torch.Tensor, shot_landmarks, targets, *, selection,
     video = held is not None
     held = held if video else HeldChoice()  # outside a video each frame takes its best shots, nothing is kept
     with torch.no_grad():
-        hold = FACE_HOLD if video and len(selection) else 0.0  # (the learned cost's units; the warp model's rule as it was)
+        hold = FACE_HOLD if video and len(selection) else 0.0  # (learned costs' units; the warp model's rule as it was)
         chosen = held_argmin(selection_cost(shot_landmarks, targets, selection), held.face, hold)
         held.face = int(chosen[-1])
         src_img, src_lm, dst = _chosen(shots, shot_landmarks, targets, chosen)

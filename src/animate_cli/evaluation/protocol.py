@@ -291,7 +291,8 @@ def evaluate(clips_dir, opts: EvaluateOptions | None = None, **kwargs) -> dict:
             if measurer is not None else []
         results = {}
         for model in opts.models:
-            resolution = make_animator(model, device=device, finetune_steps=finetune_steps, seed=seed).resolution
+            first = make_animator(model, device=device, finetune_steps=finetune_steps, seed=seed)
+            resolution = first.resolution
             clips, skipped = clips_at(resolution)
             per = {}
             for k in shots if opts.self_reenactment else ():
@@ -311,7 +312,9 @@ def evaluate(clips_dir, opts: EvaluateOptions | None = None, **kwargs) -> dict:
                     s.fake.append(out)
                 per[f"K={k}"] = _summary(s, inception)
                 say(f"{model} self-reenactment K={k}: {_means(per[f'K={k}'])}")
-            entry = {"self": per, "resolution": resolution, "skipped_clips": skipped}
+            # the steps it fine-tuned (the report's `finetune_steps` is what was asked: None = each device's default)
+            entry = {"self": per, "resolution": resolution, "skipped_clips": skipped,
+                     "finetune_steps": first.finetune_steps}
             if opts.cross and len(clips) >= 2:
                 s = _Scores()
                 for i, c in enumerate(clips):
