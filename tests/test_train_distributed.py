@@ -24,16 +24,49 @@ if s["rank"] == 0:
 """
 
 
+CRITIC_SCRIPT = """
+import json, sys
+from animate_cli.train.trainer import TrainOptions, train
+s = train(TrainOptions(cache=sys.argv[1], photos=sys.argv[2], init=sys.argv[3], run=sys.argv[4], preset="tiny",
+                       resolution=32, paint_size=16, k_shots=2, batch_size=1, photo_share=1.0, painter_only=True,
+                       mouth_adv=0.5, perceptual_size=None, val_per_identity=0, max_steps=8, sample_every=100,
+                       log_every=1, progress=False))
+if s["rank"] == 0:
+    print(json.dumps(s))
+"""
+
+
+def _torchrun(script_text: str, tmp_path, *args: str, timeout: int = 150) -> subprocess.CompletedProcess:
+    script = tmp_path / "script.py"
+    script.write_text(script_text)
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_the_mouth_critic_trains_under_torchrun_when_a_process_has_no_open_mouth(tmp_path):
+    """--painter-only --mouth-adv on two processes, one photo episode each per step, half the photos with a shut
+    mouth: steps where one process has an open mouth to judge and the other none must not wait on each other."""
+    from animate_cli.train.trainer import Trainer, TrainOptions
+    from test_photo_episodes import _photo_cache
+    cache, photos = make_cache(tmp_path / "cache", frames=4, size=32), _photo_cache(tmp_path / "photos", size=32)
+    Trainer(TrainOptions(cache=str(cache), run=str(tmp_path / "base"), preset="tiny", resolution=32, k_shots=2,
+                         perceptual_size=None, val_per_identity=0, progress=False)).save()
+    p = _torchrun(CRITIC_SCRIPT, tmp_path, str(cache), str(photos), str(tmp_path / "base" / "checkpoint"),
+                  str(tmp_path / "run"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads([l for l in p.stdout.splitlines() if l.startswith("{")][0])["step"] == 8
+    rows = (tmp_path / "run" / "losses.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert any(r.split(",")[header.index("loss_d")] != "" for r in rows[1:])  # the critic did learn
+
+
 @pytest.mark.slow
 def test_two_processes_under_torchrun(tmp_path):
     cache = make_cache(tmp_path / "cache", frames=4, size=32)
     run = tmp_path / "run"
-    script = tmp_path / "two.py"
-    script.write_text(SCRIPT)
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-           str(cache), str(run)]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150)
+    p = _torchrun(SCRIPT, tmp_path, str(cache), str(run))
     assert p.returncode == 0, p.stderr[-3000:]
     summaries = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
     assert len(summaries) == 1  # only rank 0 reports

@@ -148,21 +148,22 @@ class Trainer:
         E, G, D = Embedder(cfg), build_generator(cfg), Discriminator(cfg, self.data.n_videos)
         if opts.init:
             self._load_init(opts.init, E, G, D)
-        self.E, self.G, self.D = (distributed.wrap(m.to(self.device), self.device) for m in (E, G, D))
         betas = (0.0, 0.999)
         # the mouth painter has a learning rate of its own: it starts fresh where the rest may be trained weights
-        painter = getattr(distributed.unwrap(self.G), "painter", None)
+        painter = getattr(G, "painter", None)
         painting = {id(p) for p in painter.parameters()} if painter is not None else set()
-        rest = [*self.E.parameters(), *(p for p in self.G.parameters() if id(p) not in painting)]
+        rest = [*E.parameters(), *(p for p in G.parameters() if id(p) not in painting)]
         groups = [] if opts.painter_only else [{"params": rest, "lr": opts.lr_g, "base_lr": opts.lr_g}]
         if opts.painter_only:  # frozen: no gradient, and eval mode (spectral norm's power iteration stands still)
             if painter is None:
                 raise AnimateError("--painter-only: this model has no mouth painter (--paint-size 0)")
             for p in rest:
                 p.requires_grad_(False)
-            distributed.unwrap(self.E).eval()
-            distributed.unwrap(self.G).eval()
+            E.eval()
+            G.eval()
             painter.train()
+        # wrapped once frozen: DDP waits for a gradient of every parameter that wants one when it is built
+        self.E, self.G, self.D = (distributed.wrap(m.to(self.device), self.device) for m in (E, G, D))
         if painter is not None:
             groups.append({"params": list(painter.parameters()), "lr": opts.lr_paint, "base_lr": opts.lr_paint})
         self.opt_g = torch.optim.Adam(groups, betas=betas)
@@ -328,7 +329,9 @@ class Trainer:
         fake_view = None
         if self.critic is not None:
             fake_view = mouth_view(x_hat, b["lm_t"], distributed.unwrap(self.G).cfg.paint_size)
-            fake, judged = self._critic_scores(fake_view)
+            # the critic as it is, not its DDP wrapper: only the painter learns here (its gradient is averaged
+            # by G's wrapper), and a process without an open mouth to judge then waits on no other
+            fake, judged = self._critic_scores(fake_view, distributed.unwrap(self.critic))
             if judged.any():
                 adv = losses.g_adv_loss(fake[judged])
                 loss = loss + self.opts.mouth_adv * adv
@@ -353,23 +356,25 @@ class Trainer:
         for _ in range(self.opts.d_steps):
             scores, judged = self._critic_scores(views)
             real, fake = scores[:B][judged[:B]], scores[B:][judged[B:]]
-            if not len(real):
-                return True
-            loss_d = losses.d_hinge_loss(real, fake)
+            if not distributed.any_rank(len(real) > 0, self.device):
+                return True  # no process has an open mouth to judge
+            # every process takes the step together; one with nothing to judge adds a zero gradient
+            loss_d = losses.d_hinge_loss(real, fake) if len(real) else scores.sum() * 0
             self.opt_critic.zero_grad(set_to_none=True)
             loss_d.backward()
             if not self._finite(loss_d, list(self.critic.parameters())):
                 return False
             self.opt_critic.step()
-            out.update(loss_d=loss_d.item(), d_real=real.mean().item(), d_fake=fake.mean().item())
+            if len(real):
+                out.update(loss_d=loss_d.item(), d_real=real.mean().item(), d_fake=fake.mean().item())
         self.opt_critic.zero_grad(set_to_none=True)
         return True
 
-    def _critic_scores(self, views):
+    def _critic_scores(self, views, critic=None):
         """The critic's score per frame: its patch scores averaged over the target's open mouth (the view's
         mask), so it judges the inside of the opening, what the painter paints, and not the warp's resampling
-        around it; and which frames have an open mouth to judge."""
-        patches = self.critic(views)
+        around it; and which frames have an open mouth to judge. `critic`: another handle on it (unwrapped)."""
+        patches = (critic or self.critic)(views)
         weight = F.adaptive_avg_pool2d(views[:, 3:], patches.shape[-2:])
         total = weight.sum(dim=(1, 2, 3))
         judged = total > 1e-3
