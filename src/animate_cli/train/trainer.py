@@ -354,7 +354,7 @@ class Trainer:
         views = torch.cat([real_view, fake_view])
         B = len(fake_view)
         for _ in range(self.opts.d_steps):
-            scores, judged = self._critic_scores(views)
+            scores, judged = self._critic_scores(views, self.critic)
             real, fake = scores[:B][judged[:B]], scores[B:][judged[B:]]
             if not distributed.any_rank(len(real) > 0, self.device):
                 return True  # no process has an open mouth to judge
@@ -370,11 +370,11 @@ class Trainer:
         self.opt_critic.zero_grad(set_to_none=True)
         return True
 
-    def _critic_scores(self, views, critic=None):
+    def _critic_scores(self, views, critic):
         """The critic's score per frame: its patch scores averaged over the target's open mouth (the view's
         mask), so it judges the inside of the opening, what the painter paints, and not the warp's resampling
-        around it; and which frames have an open mouth to judge. `critic`: another handle on it (unwrapped)."""
-        patches = (critic or self.critic)(views)
+        around it; and which frames have an open mouth to judge. `critic`: self.critic, wrapped or not."""
+        patches = critic(views)
         weight = F.adaptive_avg_pool2d(views[:, 3:], patches.shape[-2:])
         total = weight.sum(dim=(1, 2, 3))
         judged = total > 1e-3
