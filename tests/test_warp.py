@@ -316,23 +316,3 @@ def test_a_blink_holds_the_lid_that_did_not_move():
     rise = src.clone()  # a squint the other way: the lower lids rise, the upper ones stay
     rise[0, lower, 1] = src[0, upper, 1] + 0.05 * (src[0, lower, 1] - src[0, upper, 1])
     assert torch.allclose(warp.open_lids(src, rise)[0, upper], src[0, upper], atol=1e-4)
-
-
-def test_rigid_teeth_keep_their_height_when_the_mouth_opens_wider(monkeypatch):
-    """A drawn face with teeth in the top half of a small opening, driven to a wide one: the teeth stay about
-    their own height under the upper lip; the spline alone squeezes or stretches them with the opening."""
-    from synthetic_faces import TEETH, draw_face, face_landmarks
-    src = face_landmarks(256, mouth_gap=0.2)
-    dst = face_landmarks(256, mouth_gap=0.5)
-    image = torch.tensor(draw_face(src, 256)).permute(2, 0, 1)[None].float() / 255
-
-    def teeth_rows(out):
-        column = (out[0, :, :, 128].permute(1, 0).numpy() * 255)
-        return int((np.abs(column - np.array(TEETH)).sum(-1) < 60).sum())
-
-    rigid = teeth_rows(warp_image(image, torch.tensor(src)[None], torch.tensor(dst)[None], reg=DEFAULT_REG))
-    monkeypatch.setattr(warp, "RIGID_TEETH", False)
-    stretched = teeth_rows(warp_image(image, torch.tensor(src)[None], torch.tensor(dst)[None], reg=DEFAULT_REG))
-    height = 0.45 * (src[66, 1] - src[62, 1])
-    assert teeth_rows(image) == pytest.approx(height, abs=2)
-    assert rigid == pytest.approx(height, abs=2) and stretched < 0.5 * height

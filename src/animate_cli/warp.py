@@ -88,16 +88,16 @@ def _down(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _knot_weights(knots: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """(B,N−1,P): how far each position t (B,P) has come along each of the segments between N increasing knots
-    (B,N), 0 to 1. A polyline through values v at those knots is then v0 + Σ w_i (v_i+1 − v_i): flat beyond
+    """(B,3,P): how far each position t (B,P) has come along each of the 3 segments between 4 increasing knots
+    (B,4), 0 to 1. A polyline through values v at those knots is then v0 + Σ w_i (v_i+1 − v_i): flat beyond
     the end knots."""
-    k0, k1 = knots[:, :-1, None], knots[:, 1:, None]
+    k0, k1 = knots[:, :3, None], knots[:, 1:, None]
     return ((t[:, None] - k0) / (k1 - k0).clamp_min(1e-6)).clamp(0, 1)
 
 
 def _polyline(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """(B,N) values at the knots, (B,N−1,P) weights (_knot_weights) -> (B,P)."""
-    return values[:, :1] + (weights * (values[:, 1:] - values[:, :-1])[..., None]).sum(1)
+    """(B,4) values at the knots, (B,3,P) weights (_knot_weights) -> (B,P)."""
+    return values[:, :1] + (weights * (values[:, 1:] - values[:, :3])[..., None]).sum(1)
 
 
 def _remap(a, top, up_f, lo_f, bottom, up_s, lo_s):
@@ -167,63 +167,6 @@ def lid_field(opened: torch.Tensor, dst: torch.Tensor, size_hw) -> list[LocalFie
     return fields
 
 
-# Rigid teeth (experiment, docs/experiments.md): where the target's mouth opens wider than the shot's
-RIGID_TEETH = True
-INNER_UPPER, INNER_LOWER = [60, 61, 62, 63, 64], [60, 67, 66, 65, 64]
-
-
-def teeth_grid(src: torch.Tensor, dst: torch.Tensor, size_hw):
-    """Rigid teeth: where the target's mouth opens wider than the shot's, the spline stretches what lies between
-    the shot's lips over the whole opening (a grin's teeth become tall stripes). Teeth do not stretch: the upper
-    ones stay with the upper lip, the lower ones with the lower lip, each at the shot's own height (scaled by the
-    inter-ocular distances), and the gap between them reads the shot's midline (the line between its teeth or
-    its mouth's inside). Returns (mask (B,h,w) bool, grid values (B,h,w,2), top, left) for the window round the
-    target's inner lips, or None: the grid positions (normalised, in the shot) that replace the spline's there."""
-    if not RIGID_TEETH:
-        return None
-    h, w = int(size_hw[0]), int(size_hw[1])
-    pts = dst[:, INNER_UPPER + INNER_LOWER].reshape(-1, 2)
-    x0, y0 = [int(v) for v in (pts.amin(0) - 2).floor().clamp_min(0).tolist()]
-    x1, y1 = [int(v) for v in (pts.amax(0) + 2).ceil().tolist()]
-    x1, y1 = min(w, x1 + 1), min(h, y1 + 1)
-    if x1 <= x0 or y1 <= y0:
-        return None
-    ys, xs = torch.meshgrid(torch.arange(y0, y1, device=dst.device, dtype=dst.dtype),
-                            torch.arange(x0, x1, device=dst.device, dtype=dst.dtype), indexing="ij")
-
-    def mouth_frame(lm):  # centre, half-width, along and down unit vectors of the inner-lip corners
-        a, b = lm[:, INNER_UPPER[0]], lm[:, INNER_UPPER[-1]]
-        half = (b - a).norm(dim=-1, keepdim=True).clamp_min(1e-6) / 2
-        return (a + b) / 2, half, (b - a) / (2 * half), _down(a, b)
-
-    def to_frame(points, frame):
-        c, half, along, down = frame
-        rel = points - c[:, None]
-        return (rel * along[:, None]).sum(-1) / half, (rel * down[:, None]).sum(-1)
-
-    fd, fs = mouth_frame(dst), mouth_frame(src)
-    t, across = to_frame(torch.stack([xs, ys], -1).reshape(1, -1, 2), fd)
-
-    def lip_lines(lm, frame):  # the upper and lower inner lip across the mouth, at each pixel's t
-        (tu, au), (tl, al) = to_frame(lm[:, INNER_UPPER], frame), to_frame(lm[:, INNER_LOWER], frame)
-        return _polyline(au, _knot_weights(tu, t)), _polyline(al, _knot_weights(tl, t))
-
-    up_d, lo_d = lip_lines(dst, fd)
-    up_s, lo_s = lip_lines(src, fs)
-    iod = lambda lm: (lm[:, 36] - lm[:, 45]).norm(dim=-1, keepdim=True).clamp_min(1e-6)  # noqa: E731
-    scale = iod(src) / iod(dst)  # shot px per target px
-    gap_d, gap_s = (lo_d - up_d).clamp_min(0), (lo_s - up_s).clamp_min(0)
-    d = across - up_d
-    half = gap_s / scale / 2  # each row of teeth's height in the target's px
-    across_s = torch.where(d <= half, up_s + d * scale,
-                           torch.where(d >= gap_d - half, lo_s - (gap_d - d) * scale, (up_s + lo_s) / 2))
-    inside = (t.abs() < 1) & (d > 0) & (d < gap_d) & (gap_d * scale > gap_s)
-    c, hw, along, down = fs
-    p = c[:, None] + (t * hw)[..., None] * along[:, None] + across_s[..., None] * down[:, None]
-    values = _normalise(p, h, w).reshape(len(dst), y1 - y0, x1 - x0, 2)
-    return inside.reshape(len(dst), y1 - y0, x1 - x0), values, y0, x0
-
-
 def _normalise(pts: torch.Tensor, h: int, w: int) -> torch.Tensor:
     scale = pts.new_tensor([2.0 / w, 2.0 / h])
     return (pts + 0.5) * scale - 1.0
@@ -275,10 +218,9 @@ def tps_grid(src, dst, size, *, reg: float, anchors: bool = True, step: int = DE
     device = ref.device if torch.is_tensor(ref) else None
     src, dst = _batch_points(src, dst, device, dtype)
     bsz = src.shape[0]
-    close, lids, teeth = [], [], None
+    close, lids = [], []
     if src.shape[1] == N_LANDMARKS:
         opened = open_lids(src, dst)
-        teeth = teeth_grid(src, dst, (h, w))
         lids, dst = lid_field(opened, dst, (h, w)), opened
         close = list(EYELIDS) + list(LIPS)
     if anchors:
@@ -309,11 +251,6 @@ def tps_grid(src, dst, size, *, reg: float, anchors: bool = True, step: int = DE
     if (lh, lw) != (h, w):
         coarse = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=True)
     grid = _base_grid(h, w, device, dtype) + coarse.permute(0, 2, 3, 1)
-    if teeth is not None:
-        mask, values, y0, x0 = teeth
-        window = grid[:, y0:y0 + mask.shape[1], x0:x0 + mask.shape[2]]
-        grid = grid.clone()
-        grid[:, y0:y0 + mask.shape[1], x0:x0 + mask.shape[2]] = torch.where(mask[..., None], values.to(dtype), window)
     for field in lids:
         grid = displace_grid(grid, field)
     return grid
