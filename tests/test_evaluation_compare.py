@@ -6,7 +6,7 @@ import pytest
 
 from animate_cli.errors import AnimateError
 from animate_cli.evaluation import cli
-from animate_cli.evaluation.compare import compare, sign_test
+from animate_cli.evaluation.compare import compare, gain_interval, sign_test
 
 
 def test_sign_test_matches_the_binomial():
@@ -31,8 +31,23 @@ def test_compare_counts_frames_and_clips_where_b_is_better():
     assert (r["better"], r["worse"], r["ties"], r["clips_better"], r["clips"]) == (2, 1, 1, 1, 2)
     assert r["gain"] == pytest.approx(0.05) and r["p"] == pytest.approx(1.0)
     # Equal frames tie: nothing better, nothing worse, p = 1.
+    assert r["low"] < r["gain"] < r["high"]
     (r,) = compare(a, a)
     assert (r["better"], r["worse"], r["ties"], r["p"]) == (0, 0, 4, 1.0)
+    assert r["low"] == r["high"] == 0
+
+
+def test_gain_interval_holds_the_mean_and_narrows_with_more_frames():
+    rng = np.random.default_rng(1)
+    few, many = rng.normal(0.01, 0.02, 20), rng.normal(0.01, 0.02, 500)
+    for gain in (few, many):
+        low, high = gain_interval(gain)
+        assert low < gain.mean() < high
+    width = lambda g: np.subtract(*gain_interval(g)[::-1])  # noqa: E731
+    assert width(many) < 0.4 * width(few)
+    assert width(few) == pytest.approx(2 * 1.96 * few.std() / np.sqrt(20), rel=0.25)  # the normal approximation
+    assert gain_interval(np.full(7, 0.3)) == pytest.approx((0.3, 0.3))
+    assert gain_interval(few) == gain_interval(few)  # seeded: a report compares the same way twice
 
 
 def test_compare_pairs_a_partial_metric_on_the_frames_both_reports_cover():

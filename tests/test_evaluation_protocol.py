@@ -10,6 +10,7 @@ from animate_cli.errors import AnimateError
 from animate_cli.evaluation import cli, protocol
 from animate_cli.evaluation.compare import compare
 from animate_cli.evaluation.metrics import PSNR_MAX
+from animate_cli.face.regions import mouth_open
 from conftest import shared_file
 from synthetic_faces import face
 
@@ -31,10 +32,14 @@ class FakeAnimator:
         out = []
         for lm in target_landmarks:
             for clip in self.registry:
-                hit = [i for i, t in enumerate(clip.target_landmarks) if np.array_equal(t, lm)]
+                for targets, landmarks in ((clip.targets, clip.target_landmarks),
+                                           (clip.open_targets, clip.open_target_landmarks)):
+                    hit = [i for i, t in enumerate(landmarks) if np.array_equal(t, lm)]
+                    if hit:
+                        i = (hit[0] + 1) % len(targets) if self.shuffled else hit[0]
+                        out.append(targets[i])
+                        break
                 if hit:
-                    i = (hit[0] + 1) % len(clip.targets) if self.shuffled else hit[0]
-                    out.append(clip.targets[i])
                     break
             else:  # cross-identity landmarks: not a real frame; give the clip's first shot
                 out.append(self.registry[0].shots[0])
@@ -60,7 +65,7 @@ def test_protocol_ranks_oracle_above_shuffled(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(protocol, "make_animator", lambda model, **k: FakeAnimator(model == "shuffled"))
     out = tmp_path / "eval.json"
     report = protocol.evaluate(clips, models=("oracle", "shuffled"), shots=(1, 2), targets=3, out=str(out),
-                               max_frames=10, follow=False)  # follow runs the real pipeline: its own tests
+                               max_frames=40, mouth_targets=4, follow=False)  # follow: its own tests
     assert json.loads(out.read_text()) == report
     progress = capsys.readouterr().err
     assert "oracle self-reenactment K=1" in progress and "per_frame" not in progress  # means only
@@ -78,6 +83,13 @@ def test_protocol_ranks_oracle_above_shuffled(tmp_path, monkeypatch, capsys):
     assert 0 <= o["mouth_lpips_frames"] <= 6 and len(o["per_frame"]["mouth_lpips"]) == 6
     if o["mouth_lpips_frames"]:
         assert o["mouth_lpips"] < 1e-4
+    # The open-mouth settings: up to 4 open mouths a clip, all later than every shot; the oracle is perfect there.
+    o_open, s_open = report["models"]["oracle"]["self"]["open K=1"], report["models"]["shuffled"]["self"]["open K=2"]
+    assert 1 <= o_open["mouth_lpips_frames"] == o_open["frames"] <= 8 and o_open["mouth_lpips"] < 1e-4
+    assert s_open["mouth_lpips"] > 0.01
+    for clip in FakeAnimator.registry:
+        assert len(clip.open_targets) == len(clip.open_target_landmarks) <= 4
+        assert mouth_open(clip.open_target_landmarks).all()
     cross = report["models"]["oracle"]["cross"]
     assert -1 <= cross["csim"] <= 1 and cross["frames"] == 6
     # Per-frame values, labelled by clip, in the protocol's order: what --compare pairs up.
@@ -109,6 +121,16 @@ def test_frame_plan_puts_every_target_after_every_shot():
         assert targets.min() > shots.max() and targets.max() < n_frames and len(targets) <= n_targets
 
 
+def test_open_mouth_plan_spreads_over_later_open_frames_only():
+    is_open = np.zeros(60, bool)
+    is_open[[3, 20, 21, 22, 30, 40, 41, 59]] = True
+    chosen = protocol.open_mouth_plan(is_open, after=10, n=4)
+    assert len(chosen) == 4 and is_open[chosen].all() and chosen.min() > 10
+    assert chosen[0] == 20 and chosen[-1] == 59  # the first and the last candidate: spread, not the first four
+    assert list(protocol.open_mouth_plan(is_open, after=10, n=50)) == [20, 21, 22, 30, 40, 41, 59]
+    assert len(protocol.open_mouth_plan(is_open, after=59, n=4)) == 0 and len(protocol.open_mouth_plan(is_open, 10, 0)) == 0
+
+
 def test_command_options_reach_the_protocol(tmp_path, monkeypatch, capsys):
     seen = {}
 
@@ -118,10 +140,11 @@ def test_command_options_reach_the_protocol(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(cli, "evaluate", fake)
     assert cli.main([str(tmp_path), "--model", "warp", "--model", "w", "--shots", "1", "--targets", "4",
-                     "--finetune-steps", "0", "--no-cross", "--no-progress", "--out", str(tmp_path / "r.json"),
+                     "--finetune-steps", "0", "--no-cross", "--no-progress", "--out", str(tmp_path / "r.json"), "--mouth-targets", "5",
                      "--no-self", "--follow", "--follow-frames", "50", "--measure-with", "dlib", "--detector", "mesh"]) == 0
     o = seen["opts"]
     assert (o.models, o.shots, o.targets, o.finetune_steps, o.cross) == (("warp", "w"), (1,), 4, 0, False)
+    assert o.mouth_targets == 5
     assert (o.self_reenactment, o.follow, o.follow_frames, o.measure_with, o.detector) == (False, True, 50, "dlib", "mesh")
     assert (o.fid, o.device, o.out, seen["clips"]) == (True, "cpu", str(tmp_path / "r.json"), tmp_path)
 
@@ -129,7 +152,8 @@ def test_command_options_reach_the_protocol(tmp_path, monkeypatch, capsys):
 def test_bad_options_are_one_line_and_write_nothing(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     out = tmp_path / "eval.json"
-    for argv in (["--targets", "0"], ["--shots", "0"], ["--finetune-steps", "-1"], ["--max-clips", "0"]):
+    for argv in (["--targets", "0"], ["--shots", "0"], ["--finetune-steps", "-1"], ["--max-clips", "0"],
+                 ["--mouth-targets", "-1"]):
         assert cli.main([str(tmp_path / "empty"), "--out", str(out)] + argv) == 1
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and argv[0] in err and "\n" not in err, err

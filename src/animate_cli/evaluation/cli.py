@@ -24,6 +24,9 @@ def evaluate_command(
                                     help="warp, default or a weights folder (repeatable)."),
     shots: List[int] = typer.Option(list(D.shots), "--shots", help="Shots K of a self-reenactment setting (repeatable)."),
     targets: int = typer.Option(D.targets, "--targets", help="Target frames per clip."),
+    mouth_targets: int = typer.Option(D.mouth_targets, "--mouth-targets",
+                                      help="Also the mouth metric on up to this many open-mouth frames per clip "
+                                           "(settings \"open K=k\"; 0: none)."),
     finetune_steps: Optional[int] = typer.Option(D.finetune_steps, "--finetune-steps",
                                                  help="Fine-tuning steps (default: as animate does, 0 on a CPU and 40 on a GPU)."),
     out: Path = typer.Option(D.out, "--out", help="The JSON report."),
@@ -59,7 +62,8 @@ def evaluate_command(
         return
     if clips is None:
         raise AnimateError("give a folder of clips to evaluate (or --compare A.json B.json)")
-    opts = EvaluateOptions(models=tuple(model), shots=tuple(shots), targets=targets, finetune_steps=finetune_steps,
+    opts = EvaluateOptions(models=tuple(model), shots=tuple(shots), targets=targets, mouth_targets=mouth_targets,
+                           finetune_steps=finetune_steps,
                            out=str(out), device=device, self_reenactment=self_reenactment, cross=cross,
                            max_clips=max_clips, max_frames=max_frames,
                            fid=fid, seed=seed, progress=progress, follow=follow, follow_frames=follow_frames,

@@ -6,7 +6,10 @@ targets, each driven by its own landmarks; metrics against the real frame: SSIM,
 metric: LPIPS on a crop of the mouth, over the target frames whose mouth is open (face.regions.mouth_open:
 inner-lip gap > 0.12 of the outer-eye-corner distance), where a warp of a closed mouth cannot show what
 the frame shows. A metric defined on some frames only is NaN on the others: its mean skips them and the
-report counts the frames it covers (`<metric>_frames`).
+report counts the frames it covers (`<metric>_frames`). With `mouth_targets` N, the setting "open K=k" measures
+the mouth metric on up to N open-mouth frames per clip, later than every shot: a talking clip opens its mouth
+on about one frame in eight, so 32 spread targets give 21 open mouths on the five val clips, too few to tell
+a 4% change from noise.
 Cross-identity: clip i's first frame driven by clip i+1 (relative motion transfer); metrics: CSIM to
 the portrait (does the person stay the same?) and landmark error to the transferred landmarks.
 Follow (follow.py): the cross-identity pairs and every still image in the folder driven by every clip, through
@@ -49,6 +52,7 @@ class EvaluateOptions:
     models: tuple = ("warp", "default")  # 'warp', 'default' (the bundled weights) or weights folders
     shots: tuple = (1, 8)  # K of the self-reenactment settings
     targets: int = 32  # target frames per clip
+    mouth_targets: int = 0  # open-mouth targets per clip for the "open K=k" settings (0: none)
     finetune_steps: int | None = None  # None: each model's own default
     out: str | None = "eval.json"  # the JSON report (None: not written)
     device: str = "cpu"
@@ -69,6 +73,8 @@ class EvaluateOptions:
             raise AnimateError("no model to evaluate")
         if not self.shots or min(self.shots) < 1:
             raise AnimateError(f"--shots must be 1 or more (got {', '.join(map(str, self.shots))})")
+        if self.mouth_targets < 0:
+            raise AnimateError(f"--mouth-targets must be 0 or more (got {self.mouth_targets})")
         for flag, value in (("--targets", self.targets), ("--max-clips", self.max_clips),
                             ("--max-frames", self.max_frames), ("--follow-frames", self.follow_frames)):
             if value is not None and value < 1:
@@ -100,6 +106,8 @@ class EvalClip:
     shot_landmarks: np.ndarray  # (S,68,2) crop px
     targets: np.ndarray  # (T,R,R,3)
     target_landmarks: np.ndarray  # (T,68,2)
+    open_targets: np.ndarray | None = None  # (M,R,R,3): open-mouth frames later than every shot (mouth_targets)
+    open_target_landmarks: np.ndarray | None = None  # (M,68,2)
 
 
 def frame_plan(n_frames: int, n_shots: int, n_targets: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,9 +120,19 @@ def frame_plan(n_frames: int, n_shots: int, n_targets: int) -> tuple[np.ndarray,
     return shots, targets
 
 
+def open_mouth_plan(open_mouth: np.ndarray, after: int, n: int) -> np.ndarray:
+    """Up to n frames later than `after` whose mouth is open (open_mouth: one bool per frame), spread evenly
+    over them."""
+    candidates = np.flatnonzero(open_mouth[after + 1:]) + after + 1
+    if n <= 0 or len(candidates) == 0:
+        return np.zeros(0, int)
+    return candidates[np.unique(np.round(np.linspace(0, len(candidates) - 1, min(n, len(candidates)))).astype(int))]
+
+
 def load_eval_clip(path: Path, resolution: int, detector, n_shots: int, n_targets: int,
-                   max_frames: int | None = None) -> EvalClip:
-    """Track landmarks over the clip (pass 1), then crop only the frames the protocol uses (pass 2)."""
+                   max_frames: int | None = None, n_open: int = 0) -> EvalClip:
+    """Track landmarks over the clip (pass 1), then crop only the frames the protocol uses (pass 2); with n_open,
+    also up to that many open-mouth frames later than every shot (open_mouth_plan)."""
     seq = list(track_landmarks(read_frames(path, max_frames=max_frames), detector, smooth=False))
     if len(seq) < n_shots + 1:
         raise AnimateError(f"only {len(seq)} frames")
@@ -122,14 +140,16 @@ def load_eval_clip(path: Path, resolution: int, detector, n_shots: int, n_target
     smoother = CropSmoother(resolution)
     transforms = [smoother(face_crop_transform(l, resolution)) for l in lms]
     shot_idx, target_idx = frame_plan(len(lms), n_shots, n_targets)
-    wanted = {int(i) for i in np.concatenate([shot_idx, target_idx])}
+    open_idx = open_mouth_plan(mouth_open(np.stack(lms)), int(shot_idx.max()), n_open)
+    wanted = {int(i) for i in np.concatenate([shot_idx, target_idx, open_idx])}
     crops = {}
     for i, frame in enumerate(read_frames(path, max_frames=max_frames)):
         if i in wanted:
             crops[i] = warp_to_crop(frame, transforms[i], resolution)
-    pts = lambda idx: np.stack([transform_points(lms[i], transforms[i]) for i in idx]).astype(np.float32)
-    return EvalClip(path.name, np.stack([crops[i] for i in shot_idx]), pts(shot_idx),
-                    np.stack([crops[i] for i in target_idx]), pts(target_idx))
+    pts = lambda idx: np.stack([transform_points(lms[i], transforms[i]) for i in idx]).astype(np.float32).reshape(-1, 68, 2)  # noqa: E731
+    images = lambda idx: np.stack([crops[i] for i in idx]) if len(idx) else np.zeros((0, resolution, resolution, 3), np.uint8)  # noqa: E731
+    return EvalClip(path.name, images(shot_idx), pts(shot_idx), images(target_idx), pts(target_idx),
+                    images(open_idx), pts(open_idx))
 
 
 def find_clips(folder: Path) -> list[Path]:
@@ -273,7 +293,7 @@ def evaluate(clips_dir, opts: EvaluateOptions | None = None, **kwargs) -> dict:
             ok, skipped = [], {}
             for p in paths:
                 try:
-                    ok.append(load_eval_clip(p, resolution, det, max(shots), n_targets, max_frames))
+                    ok.append(load_eval_clip(p, resolution, det, max(shots), n_targets, max_frames, opts.mouth_targets))
                 except AnimateError as e:
                     skipped[p.name] = str(e)
             clip_cache[resolution] = (ok, skipped)
@@ -296,7 +316,7 @@ def evaluate(clips_dir, opts: EvaluateOptions | None = None, **kwargs) -> dict:
             clips, skipped = clips_at(resolution)
             per = {}
             for k in shots if opts.self_reenactment else ():
-                s = _Scores()
+                s, s_open = _Scores(), _Scores()
                 for c in clips:
                     animator = prepared(model, c.shots[:k], c.shot_landmarks[:k])
                     out, paint = _render_painting(animator, c.target_landmarks)
@@ -310,8 +330,15 @@ def evaluate(clips_dir, opts: EvaluateOptions | None = None, **kwargs) -> dict:
                           face_detected=found, **paint)
                     s.real.append(c.targets)
                     s.fake.append(out)
+                    if opts.mouth_targets and len(c.open_targets):  # the same person, prepared once
+                        out, paint = _render_painting(animator, c.open_target_landmarks)
+                        s_open.add(c.name, mouth_lpips=open_mouth_lpips(out, c.open_targets, c.open_target_landmarks,
+                                                                        device), **paint)
                 per[f"K={k}"] = _summary(s, inception)
                 say(f"{model} self-reenactment K={k}: {_means(per[f'K={k}'])}")
+                if opts.mouth_targets:
+                    per[f"open K={k}"] = _summary(s_open, None)
+                    say(f"{model} open mouths K={k}: {_means(per[f'open K={k}'])}")
             # the steps it fine-tuned (the report's `finetune_steps` is what was asked: None = each device's default)
             entry = {"self": per, "resolution": resolution, "skipped_clips": skipped,
                      "finetune_steps": first.finetune_steps}
