@@ -146,8 +146,12 @@ def load_eval_clip(path: Path, resolution: int, detector, n_shots: int, n_target
     for i, frame in enumerate(read_frames(path, max_frames=max_frames)):
         if i in wanted:
             crops[i] = warp_to_crop(frame, transforms[i], resolution)
-    pts = lambda idx: np.stack([transform_points(lms[i], transforms[i]) for i in idx]).astype(np.float32).reshape(-1, 68, 2)  # noqa: E731
-    images = lambda idx: np.stack([crops[i] for i in idx]) if len(idx) else np.zeros((0, resolution, resolution, 3), np.uint8)  # noqa: E731
+    def pts(idx):
+        return np.array([transform_points(lms[i], transforms[i]) for i in idx], np.float32).reshape(-1, 68, 2)
+
+    def images(idx):
+        return np.array([crops[i] for i in idx], np.uint8).reshape(-1, resolution, resolution, 3)
+
     return EvalClip(path.name, images(shot_idx), pts(shot_idx), images(target_idx), pts(target_idx),
                     images(open_idx), pts(open_idx))
 
