@@ -30,8 +30,8 @@ def test_compare_counts_frames_and_clips_where_b_is_better():
     (r,) = compare(a, b)
     assert (r["better"], r["worse"], r["ties"], r["clips_better"], r["clips"]) == (2, 1, 1, 1, 2)
     assert r["gain"] == pytest.approx(0.05) and r["p"] == pytest.approx(1.0)
-    # Equal frames tie: nothing better, nothing worse, p = 1.
     assert r["low"] < r["gain"] < r["high"]
+    # Equal frames tie: nothing better, nothing worse, p = 1.
     (r,) = compare(a, a)
     assert (r["better"], r["worse"], r["ties"], r["p"]) == (0, 0, 4, 1.0)
     assert r["low"] == r["high"] == 0

@@ -140,7 +140,7 @@ def load_eval_clip(path: Path, resolution: int, detector, n_shots: int, n_target
     smoother = CropSmoother(resolution)
     transforms = [smoother(face_crop_transform(l, resolution)) for l in lms]
     shot_idx, target_idx = frame_plan(len(lms), n_shots, n_targets)
-    open_idx = open_mouth_plan(mouth_open(np.stack(lms)), int(shot_idx.max()), n_open)
+    open_idx = open_mouth_plan(mouth_open(lms), int(shot_idx.max()), n_open)
     wanted = {int(i) for i in np.concatenate([shot_idx, target_idx, open_idx])}
     crops = {}
     for i, frame in enumerate(read_frames(path, max_frames=max_frames)):
@@ -334,7 +334,7 @@ def evaluate(clips_dir, opts: EvaluateOptions | None = None, **kwargs) -> dict:
                           face_detected=found, **paint)
                     s.real.append(c.targets)
                     s.fake.append(out)
-                    if opts.mouth_targets and len(c.open_targets):  # the same person, prepared once
+                    if opts.mouth_targets and c.open_targets is not None and len(c.open_targets):  # prepared once
                         out, paint = _render_painting(animator, c.open_target_landmarks)
                         s_open.add(c.name, mouth_lpips=open_mouth_lpips(out, c.open_targets, c.open_target_landmarks,
                                                                         device), **paint)
