@@ -28,10 +28,7 @@ def lpips_map(net: LPIPS, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     size = a.shape[1:3]
     out = torch.zeros(len(a), *size)
     with torch.no_grad():
-        for fx, fy, w in zip(net.net(x), net.net(y), net.lins):
-            fx = fx / (fx.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
-            fy = fy / (fy.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
-            d = ((fx - fy).pow(2) * w.view(1, -1, 1, 1)).sum(1, keepdim=True)
+        for d in net.layer_maps(x, y):
             out += F.interpolate(d, size=size, mode="bilinear", align_corners=False)[:, 0]
     return out.numpy()
 

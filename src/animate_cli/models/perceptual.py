@@ -230,13 +230,19 @@ class LPIPS(nn.Module):
                                       for i in range(5)])
         _freeze(self)
 
-    def forward(self, x, y):
-        """x, y: (B,3,H,W) in [-1,1] -> (B,) distances."""
-        d = x.new_zeros(x.shape[0])
+    def layer_maps(self, x, y):
+        """x, y: (B,3,H,W) in [-1,1] -> per layer, the (B,1,h,w) distance map whose spatial mean is that layer's
+        part of the distance (scripts/lpips_regions.py reads them region by region)."""
         for fx, fy, w in zip(self.net(x), self.net(y), self.lins):
             fx = fx / (fx.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
             fy = fy / (fy.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
-            d = d + ((fx - fy).pow(2) * w.view(1, -1, 1, 1)).sum(1).mean((1, 2))
+            yield ((fx - fy).pow(2) * w.view(1, -1, 1, 1)).sum(1, keepdim=True)
+
+    def forward(self, x, y):
+        """x, y: (B,3,H,W) in [-1,1] -> (B,) distances."""
+        d = x.new_zeros(x.shape[0])
+        for m in self.layer_maps(x, y):
+            d = d + m.mean((1, 2, 3))
         return d
 
 
