@@ -20,7 +20,7 @@ from animate_cli.models.discriminator import Discriminator
 from animate_cli.models.embedder import Embedder
 from animate_cli.models.generator import build_generator
 from animate_cli.shots import crop_shot
-from animate_cli.train.photo_episodes import close_mouth
+from animate_cli.train.photo_episodes import close_eyes, close_mouth
 from animate_cli.video import read_image
 
 from conftest import EXAMPLES, ROOT
@@ -150,14 +150,15 @@ def test_preparing_again_starts_from_the_loaded_weights(tiny_weights, shot):
 
 
 def test_a_painting_model_fine_tunes_saves_and_reports_what_it_painted(tmp_path, shot):
-    """A model with a mouth painter: fine-tuned, saved and reloaded it renders the same frames, and
-    render_with_paint_usage tells how much of a mouth opened wider than the shot's the painter gave (little of
-    the shot's own, NaN for a shut one)."""
+    """A model with mouth and eye painters: fine-tuned, saved and reloaded it renders the same frames, and
+    render_with_paint_usage tells how much of a mouth (eyes) opened wider than the shot's the painter gave
+    (little of the shot's own, NaN for a shut one)."""
     torch.manual_seed(0)
-    cfg = preset("tiny", generator="warp").replace(paint_size=32)
+    cfg = preset("tiny", generator="warp").replace(paint_size=32, eye_paint_size=16)
     G = build_generator(cfg)
     with torch.no_grad():
         G.painter.head.weight[:2].normal_(0, 0.05)  # a trained painter paints something (its blend: the prior)
+        G.eye_painter.head.weight[:2].normal_(0, 0.05)
     folder = tmp_path / "w"
     save_checkpoint(folder, cfg, Embedder(cfg), G, Discriminator(cfg, 3))
     a = make_animator(str(folder), device="cpu", finetune_steps=2)
@@ -165,19 +166,23 @@ def test_a_painting_model_fine_tunes_saves_and_reports_what_it_painted(tmp_path,
     a.prepare([shot.crop], [shot.landmarks])
     opened = shot.landmarks.copy()
     opened[[56, 57, 58, 65, 66, 67], 1] += 0.06 * float(np.linalg.norm(opened[36] - opened[45])) * 4
-    targets = np.stack([shot.landmarks, opened, close_mouth(shot.landmarks)])
+    wide_eyed = shot.landmarks.copy()
+    wide_eyed[[37, 38, 43, 44], 1] -= 0.1 * float(np.linalg.norm(opened[36] - opened[45]))
+    targets = np.stack([shot.landmarks, opened, close_mouth(shot.landmarks), wide_eyed, close_eyes(shot.landmarks)])
     frames, usage = a.render_with_paint_usage(targets)
     assert np.array_equal(frames, a.render(targets))
     assert np.array_equal(a.render_motion(targets).crops, frames)  # what the compositor draws: the painted mouth
     share = usage["paint_share"]
     assert share[0] < 0.1 and 0.5 < share[1] <= 1 and np.isnan(share[2])  # as the shot, opened wider, shut
     assert usage["paint_size"][1] > 0
+    eyes = usage["eye_paint_share"]
+    assert eyes[0] < 0.1 and eyes[3] > 2 * eyes[0] and np.isnan(eyes[4])  # as the shot, opened wider, shut
     a.save_person(tmp_path / "p.person")
     b = make_animator(DEFAULT_MODEL, device="cpu", person=tmp_path / "p.person")
     assert np.array_equal(b.render(targets), frames)
     plain = preset("tiny", generator="warp")
     save_checkpoint(tmp_path / "plain", plain, Embedder(plain), build_generator(plain), Discriminator(plain, 3))
-    with pytest.raises(AnimateError, match="no mouth painter"):
+    with pytest.raises(AnimateError, match="no painter"):
         NeuralAnimator(tmp_path / "plain", device="cpu").render_with_paint_usage(targets)
 
 

@@ -10,7 +10,7 @@ from animate_cli.errors import AnimateError
 from animate_cli.evaluation import cli, protocol
 from animate_cli.evaluation.compare import compare
 from animate_cli.evaluation.metrics import PSNR_MAX
-from animate_cli.face.regions import mouth_open
+from animate_cli.face.regions import eye_gaps, mouth_open
 from conftest import shared_file
 from synthetic_faces import face
 
@@ -33,8 +33,9 @@ class FakeAnimator:
         for lm in target_landmarks:
             for clip in self.registry:
                 for targets, landmarks in ((clip.targets, clip.target_landmarks),
-                                           (clip.open_targets, clip.open_target_landmarks)):
-                    hit = [i for i, t in enumerate(landmarks) if np.array_equal(t, lm)]
+                                           (clip.open_targets, clip.open_target_landmarks),
+                                           (clip.open_eye_targets, clip.open_eye_target_landmarks)):
+                    hit = [i for i, t in enumerate([] if landmarks is None else landmarks) if np.array_equal(t, lm)]
                     if hit:
                         i = (hit[0] + 1) % len(targets) if self.shuffled else hit[0]
                         out.append(targets[i])
@@ -65,7 +66,7 @@ def test_protocol_ranks_oracle_above_shuffled(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(protocol, "make_animator", lambda model, **k: FakeAnimator(model == "shuffled"))
     out = tmp_path / "eval.json"
     report = protocol.evaluate(clips, models=("oracle", "shuffled"), shots=(1, 2), targets=3, out=str(out),
-                               max_frames=40, mouth_targets=4, follow=False)  # follow: its own tests
+                               max_frames=40, mouth_targets=4, eye_targets=3, follow=False)  # follow: its own tests
     assert json.loads(out.read_text()) == report
     progress = capsys.readouterr().err
     assert "oracle self-reenactment K=1" in progress and "per_frame" not in progress  # means only
@@ -90,6 +91,15 @@ def test_protocol_ranks_oracle_above_shuffled(tmp_path, monkeypatch, capsys):
     for clip in FakeAnimator.registry:
         assert len(clip.open_targets) == len(clip.open_target_landmarks) <= 4
         assert mouth_open(clip.open_target_landmarks).all()
+    # The reopen setting: a clip's blink as the one shot, open-eyed frames away from it; the oracle is perfect.
+    o_eyes, s_eyes = report["models"]["oracle"]["self"]["reopen K=1"], report["models"]["shuffled"]["self"]["reopen K=1"]
+    blinking = [c for c in FakeAnimator.registry if c.shut_shot is not None]
+    assert o_eyes["frames"] == sum(len(c.open_eye_targets) for c in blinking[:2])
+    if o_eyes["frames"]:
+        assert o_eyes["eye_lpips"] < 1e-4 and s_eyes["eye_lpips"] > o_eyes["eye_lpips"]
+    for clip in blinking:
+        assert len(clip.shut_shot) == 1 and 1 <= len(clip.open_eye_targets) <= 3
+        assert eye_gaps(clip.shut_shot_landmarks).mean() < eye_gaps(clip.open_eye_target_landmarks).min()
     cross = report["models"]["oracle"]["cross"]
     assert -1 <= cross["csim"] <= 1 and cross["frames"] == 6
     # Per-frame values, labelled by clip, in the protocol's order: what --compare pairs up.
@@ -131,6 +141,19 @@ def test_open_mouth_plan_spreads_over_later_open_frames_only():
     assert len(protocol.open_mouth_plan(is_open, after=59, n=4)) == 0 and len(protocol.open_mouth_plan(is_open, 10, 0)) == 0
 
 
+def test_eye_reopen_plan_takes_a_blink_and_open_eyes_away_from_it():
+    gaps = np.full((60, 2), 0.3)
+    gaps[[5, 40, 41]] = 0.25  # a little less open: not targets (below the median of 0.3)
+    gaps[30] = [0.05, 0.08]  # the blink
+    gaps[31] = [0.2, 0.2]
+    shot, targets = protocol.eye_reopen_plan(gaps, 4)
+    assert shot == 30 and len(targets) == 4
+    assert all(abs(t - 30) >= protocol.BLINK_APART and t not in (5, 40, 41) for t in targets)
+    assert targets[0] == 0 and targets[-1] == 59  # spread over the candidates
+    assert protocol.eye_reopen_plan(np.full((60, 2), 0.3), 4)[0] is None  # no blink: no setting
+    assert protocol.eye_reopen_plan(gaps, 0)[0] is None
+
+
 def test_command_options_reach_the_protocol(tmp_path, monkeypatch, capsys):
     seen = {}
 
@@ -140,11 +163,11 @@ def test_command_options_reach_the_protocol(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(cli, "evaluate", fake)
     assert cli.main([str(tmp_path), "--model", "warp", "--model", "w", "--shots", "1", "--targets", "4",
-                     "--finetune-steps", "0", "--no-cross", "--no-progress", "--out", str(tmp_path / "r.json"), "--mouth-targets", "5",
+                     "--finetune-steps", "0", "--no-cross", "--no-progress", "--out", str(tmp_path / "r.json"), "--mouth-targets", "5", "--eye-targets", "6",
                      "--no-self", "--follow", "--follow-frames", "50", "--measure-with", "dlib", "--detector", "mesh"]) == 0
     o = seen["opts"]
     assert (o.models, o.shots, o.targets, o.finetune_steps, o.cross) == (("warp", "w"), (1,), 4, 0, False)
-    assert o.mouth_targets == 5
+    assert o.mouth_targets == 5 and o.eye_targets == 6
     assert (o.self_reenactment, o.follow, o.follow_frames, o.measure_with, o.detector) == (False, True, 50, "dlib", "mesh")
     assert (o.fid, o.device, o.out, seen["clips"]) == (True, "cpu", str(tmp_path / "r.json"), tmp_path)
 
@@ -153,7 +176,7 @@ def test_bad_options_are_one_line_and_write_nothing(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     out = tmp_path / "eval.json"
     for argv in (["--targets", "0"], ["--shots", "0"], ["--finetune-steps", "-1"], ["--max-clips", "0"],
-                 ["--mouth-targets", "-1"]):
+                 ["--mouth-targets", "-1"], ["--eye-targets", "-1"]):
         assert cli.main([str(tmp_path / "empty"), "--out", str(out)] + argv) == 1
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and argv[0] in err and "\n" not in err, err

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from animate_cli.errors import AnimateError
-from animate_cli.face.regions import (OPEN_MOUTH_GAP, crop_box, eye_gaps, interocular, mouth_box, mouth_crops,
+from animate_cli.face.regions import (OPEN_MOUTH_GAP, crop_box, eye_boxes, eye_gaps, eye_lpips, interocular, mouth_box, mouth_crops,
                                       mouth_gap, mouth_lpips, mouth_open)
 from synthetic_faces import face, face_landmarks
 
@@ -73,3 +73,21 @@ def test_mouth_lpips_with_the_real_lpips_is_zero_for_the_same_mouth():
     changed[1] = face(128, mouth_gap=0.0)[0]  # the same face with its mouth shut
     values = mouth_lpips(changed, batch, lms, lpips)
     assert values.shape == (2,) and values[0] < 1e-4 and values[1] > 0.05
+
+
+def test_eye_metric_sees_the_eyes_and_nothing_else():
+    """eye_lpips crops each eye of the target's landmarks: shut eyes in the prediction cost, a changed mouth
+    does not; the two eyes are averaged (one eye wrong costs half of both)."""
+    open_, lm = face(128, mouth_gap=0.0, eye_gap=0.12)
+    shut, _ = face(128, mouth_gap=0.0, eye_gap=0.0)
+    talking, _ = face(128, mouth_gap=0.3, eye_gap=0.12)
+    mean_abs = lambda a, b: np.abs(a.astype(float) - b.astype(float)).mean(axis=(1, 2, 3))  # noqa: E731
+    assert eye_lpips(open_[None], open_[None], lm[None], mean_abs)[0] == 0
+    assert eye_lpips(talking[None], open_[None], lm[None], mean_abs)[0] == 0
+    both = eye_lpips(shut[None], open_[None], lm[None], mean_abs)[0]
+    assert both > 2
+    one = open_.copy()
+    one[:, 64:] = shut[:, 64:]  # the face's left eye (image right) shut
+    assert eye_lpips(one[None], open_[None], lm[None], mean_abs)[0] == pytest.approx(both / 2, rel=0.05)
+    boxes = eye_boxes(lm)
+    assert boxes.shape == (2, 3) and np.allclose(boxes[:, 2], 2.0 * np.linalg.norm(lm[[36, 42]] - lm[[39, 45]], axis=1))

@@ -17,9 +17,10 @@ from animate_cli.models.blocks import SelfAttention, adain
 from animate_cli.models.discriminator import Discriminator, MouthCritic
 from animate_cli.models.embedder import Embedder
 from animate_cli.models.generator import FSTHGenerator, WarpGenerator, build_generator, extend_with_painter
-from animate_cli.models.painter import mouth_colours, mouth_theta, paint_usage, paste_crop, polygon_mask
+from animate_cli.models.painter import (eye_crops, eye_paint_usage, eye_stretch, eye_thetas, mouth_theta, paint_usage,
+                                       paste_crop, polygon_mask, tinted_colours)
 from animate_cli.models.stats import count_params_and_gflops
-from animate_cli.train.episodes import reference_warp, to_model_tensor
+from animate_cli.train.episodes import mirror, reference_warp, to_model_tensor
 from animate_cli.train.photo_episodes import PhotoEpisodeSettings, make_shot
 from synthetic_faces import face, face_landmarks
 
@@ -267,7 +268,7 @@ def test_a_painter_added_to_trained_weights_keeps_their_output_outside_the_mouth
     assert (after - before).abs().amax(dim=1, keepdim=True)[open_mouth].mean() > 0.05  # its first colours
     with pytest.raises(ValueError, match="landmarks"):
         painting(y, e_hat=e, warped=warped)
-    with pytest.raises(ValueError, match="must have a painter"):
+    with pytest.raises(ValueError, match="must have every painter"):
         extend_with_painter(plain, painting)
 
 
@@ -377,7 +378,7 @@ def test_painted_colours_have_the_lips_hue_or_none():
     lips = torch.zeros(2, 1, 16, 16)
     lips[:, :, 4:8] = 1
     tone, white = torch.rand(2, 1, 16, 16, generator=g) * 2, torch.rand(2, 1, 16, 16, generator=g)
-    c = (mouth_colours(image, lips, tone, white) + 1) / 2
+    c = (tinted_colours(image, lips, tone, white) + 1) / 2
     lip = (image[:, :, 4:5, 0:1] + 1) / 2  # (2,3,1,1)
     # c = tone·((1 − white)·lip + white): its channels' differences are tone·(1 − white) × the lips'
     unclipped = (c > 0) & (c < 1)
@@ -387,7 +388,7 @@ def test_painted_colours_have_the_lips_hue_or_none():
     assert keep.sum() > 100
     assert torch.allclose(ratio[keep], ratio2[keep], atol=1e-4)
     assert torch.allclose(ratio[keep], (tone * (1 - white))[keep], atol=1e-4)
-    assert torch.allclose(mouth_colours(image, lips, torch.ones_like(tone), torch.ones_like(white)), torch.ones(2, 3, 16, 16))
+    assert torch.allclose(tinted_colours(image, lips, torch.ones_like(tone), torch.ones_like(white)), torch.ones(2, 3, 16, 16))
 
 
 def test_the_mouth_critic_learns_to_tell_a_blurred_opening_from_a_sharp_one():
@@ -413,3 +414,91 @@ def test_the_mouth_critic_learns_to_tell_a_blurred_opening_from_a_sharp_one():
     with torch.no_grad():
         real, fake = scores()
     assert real.min() > fake.max()
+
+
+# ----------------------------------------------------------------------------------------------
+# The eye painter.
+
+EYES = PAINT.replace(eye_paint_size=16)
+
+
+def _eye_closing_episode(r=64):
+    """A drawn open-eyed face as the target, its eyes shut by the photo episodes' warp as the shot, that shot
+    warped back to the target's landmarks (what a shut-eyed portrait gives when the driver opens its eyes)."""
+    image, lm = face(r, mouth_gap=0.0, eye_gap=0.12)
+    shot, shot_lm = make_shot(image, lm, "eyes", np.random.default_rng(0),
+                              PhotoEpisodeSettings(closing_pose=0.0, sharpen=0.0))
+    x_s = to_model_tensor(shot[None])
+    lm_t, lm_s = torch.from_numpy(lm)[None], torch.from_numpy(shot_lm)[None]
+    warped = reference_warp(x_s[:, None], lm_s[:, None], lm_t)
+    return warped, landmark_tensor(lm[None], r), lm_t, lm_s
+
+
+def test_both_eyes_are_cropped_as_a_right_eye():
+    """eye_crops: the face's left eye comes mirrored, so it looks like the mirrored face's right eye."""
+    image, lm = face(64, eye_gap=0.12)
+    image[:, :32] = image[:, :32] // 2  # the two halves differ
+    flipped, flm = mirror(image[None], lm[None])
+    crops, _ = eye_crops(to_model_tensor(image[None]), torch.from_numpy(lm)[None], 16)
+    mirrored, _ = eye_crops(to_model_tensor(flipped), torch.from_numpy(flm), 16)
+    assert (crops[1] - mirrored[0]).abs().mean() < 0.03  # the same eye, the same way round
+    assert (crops[1] - crops[0]).abs().mean() > 0.1  # not just any eye: the darkened half is the other
+
+
+def test_eye_stretch_is_the_share_of_the_opening_the_shot_cannot_fill():
+    open_, shut = (torch.from_numpy(face_landmarks(64, eye_gap=g))[None] for g in (0.12, 0.0))
+    half = torch.from_numpy(face_landmarks(64, eye_gap=0.06))[None]
+    assert eye_stretch(open_, shut)[0].tolist() == pytest.approx([1.0, 1.0])
+    assert eye_stretch(open_, open_)[0].tolist() == pytest.approx([0.0, 0.0])
+    assert eye_stretch(open_, half)[0].tolist() == pytest.approx([0.5, 0.5], abs=0.02)
+    assert eye_stretch(shut, open_)[0].tolist() == pytest.approx([0.0, 0.0])  # a blink: nothing to paint
+
+
+def test_an_eye_painter_added_paints_only_the_eyes_a_shut_shot_cannot_open():
+    """extend_with_painter gives weights with a mouth painter an eye painter: outside the two eye boxes (and the
+    mouth painter's, which in a 64 px face reaches them and reads what is painted there) the output is the old
+    model's exactly; inside the target's eye openings a shut shot is painted (its share near
+    1), a shot as open as the target is left to the warp (share near 0); where both eyes are shut nothing is
+    measured; and the gradient of an eye term reaches the eye painter."""
+    torch.manual_seed(0)
+    old = build_generator(PAINT)
+    new = build_generator(EYES)
+    extend_with_painter(new, old)
+    _wake_warp_head(old)
+    extend_with_painter(new, old)
+    warped, y, lm_t, lm_s = _eye_closing_episode()
+    e = torch.rand(1, PAINT.embed_dim)
+    with torch.no_grad():
+        before = old(y, e_hat=e, warped=warped, landmarks=lm_t, ref_landmarks=lm_t)
+        after = new(y, e_hat=e, warped=warped, landmarks=lm_t, ref_landmarks=lm_t, eye_ref_landmarks=lm_s)
+    thetas = eye_thetas(lm_t.float(), 64)
+    ones = torch.ones(1, 1, 16, 16)
+    boxes = (paste_crop(ones, thetas[:1], 64) + paste_crop(ones, thetas[1:], 64)) > 0
+    assert boxes.float().mean() < 0.2
+    boxes |= paste_crop(torch.ones(1, 1, 32, 32), mouth_theta(lm_t.float(), 64), 64) > 0
+    assert torch.equal(after[(~boxes).expand_as(after)], before[(~boxes).expand_as(before)])
+    usage = {}
+    for name, ref in (("shut shot", lm_s), ("shot as open", lm_t)):
+        parts = {}
+        with torch.no_grad():
+            new(y, e_hat=e, warped=warped, landmarks=lm_t, ref_landmarks=lm_t, eye_ref_landmarks=ref, parts=parts)
+        usage[name] = eye_paint_usage(parts)
+    assert usage["shut shot"]["eye_paint_share"].item() > 0.6  # (the window fades it near the crop's edges)
+    assert usage["shot as open"]["eye_paint_share"].item() < 0.1
+    shut = torch.from_numpy(face_landmarks(64, eye_gap=0.0))[None]
+    parts = {}
+    with torch.no_grad():
+        new(y, e_hat=e, warped=warped, landmarks=shut, ref_landmarks=shut, parts=parts)
+    assert torch.isnan(eye_paint_usage(parts)["eye_paint_share"]).all()
+    x_t = to_model_tensor(face(64, mouth_gap=0.0, eye_gap=0.12)[0][None])
+    out = new(y, e_hat=e, warped=warped, landmarks=lm_t, ref_landmarks=lm_t, eye_ref_landmarks=lm_s)
+    F.l1_loss(eye_crops(out, lm_t.float(), 16)[0], eye_crops(x_t, lm_t.float(), 16)[0]).backward()
+    assert new.eye_painter.head.weight.grad.abs().sum() > 0
+
+
+def test_eye_paint_size_is_checked():
+    with pytest.raises(AnimateError, match="eye_paint_size"):
+        TINY.replace(eye_paint_size=10)
+    with pytest.raises(AnimateError, match="eye_paint_size"):
+        TINY.replace(generator="fsth", eye_paint_size=16)
+    assert preset("small", "fsth").eye_paint_size == 0 and preset("small").eye_paint_size > 0

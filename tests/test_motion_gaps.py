@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from animate_cli.face.measures import eye_openness, mouth_opening
-from animate_cli.motion import eyelid_scale, lip_gap, transfer_relative
+from animate_cli.motion import REOPENED, SHUT_PORTRAIT, eyelid_scale, lip_gap, transfer_relative
 from test_face_measures import shut_eye
 from test_motion import face
 
@@ -49,6 +49,26 @@ def test_shut_maps_to_shut_and_rest_to_the_portraits_own_eyes(height):
     assert op[9, 1] < 0.01 and op[9, 0] == pytest.approx(own[0], rel=1e-3)  # a wink shuts one
     for k, (u, l) in enumerate(((37, 41), (38, 40), (43, 47), (44, 46))):
         assert (out[:, l, 1] - out[:, u, 1] >= -1e-3).all()  # lids never cross
+
+
+def test_a_shut_portrait_reopens_only_when_asked_and_blinks_with_the_driver():
+    """A portrait with shut eyes stays shut whatever the driver does; with reopen_eyes (a model that paints eyes)
+    it opens to REOPENED at the driver's rest, shuts on its blinks, and lids never cross. An open portrait's
+    eyes are the same either way, and so is one that is only narrow (not shut)."""
+    shut = shut_eye(shut_eye(face(), 0, 0.0), 1, 0.0)
+    driver = driver_with(blink=(5, 6))
+    kept = eye_openness(transfer_relative(shut, driver))
+    assert kept.max() < 0.01
+    out = transfer_relative(shut, driver, reopen_eyes=True)
+    op = eye_openness(out)
+    np.testing.assert_allclose(op[[0, 1, 2, 9]], REOPENED, rtol=0.02)
+    assert op[5:7].max() < 0.01
+    for u, l in ((37, 41), (38, 40), (43, 47), (44, 46)):
+        assert (out[:, l, 1] - out[:, u, 1] >= -1e-3).all()
+    for portrait in (face(), eyes_of(face(), 2.5)):
+        assert eye_openness(portrait)[0].min() > SHUT_PORTRAIT
+        np.testing.assert_array_equal(transfer_relative(portrait, driver, reopen_eyes=True),
+                                      transfer_relative(portrait, driver))
 
 
 def test_blink_in_the_reference_frame_still_reads_as_a_blink():

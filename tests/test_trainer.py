@@ -254,6 +254,35 @@ def test_painter_only_trains_the_painter_and_nothing_else(cache, photos, tmp_pat
         TrainOptions(colour_weight=1.0)  # the colour term belongs to the painter's own training
 
 
+def test_painter_only_eyes_trains_the_eye_painter_and_nothing_else(cache, photos, tmp_path):
+    """--paint-part eyes: --init weights with a mouth painter gain an eye painter; only its weights move (the
+    mouth painter, E, G's trunk and D stay as --init gave them), on the eye term; the photo episodes are the
+    kinds --photo-kinds asks for (here only shut eyes)."""
+    base = Trainer(opts(cache, tmp_path / "base", seed=3, paint_size=16))
+    base.save()
+    tr = Trainer(opts(cache, tmp_path / "e", seed=5, init=str(tmp_path / "base" / "checkpoint"), paint_size=16,
+                      eye_paint_size=16, photos=str(photos), photo_share=1.0, max_steps=3, painter_only=True,
+                      paint_part="eyes", photo_kinds=(0.0, 0.0, 1.0), colour_weight=1.0))
+    assert tr.G.eye_painter is not None and tr.G.painter is not None
+    assert tr.data.photos.kind_p.tolist() == [0.0, 0.0, 1.0]
+    before = state_of(tr)
+    assert tr.train()["step"] == 3
+    after = state_of(tr)
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith("G.eye_painter.") for k in moved), sorted(moved)[:5]
+    rows = (tmp_path / "e" / "losses.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert all(r.split(",")[header.index("paint")] != "" for r in rows[1:])  # the eye painter's correction
+    with pytest.raises(AnimateError, match="eye painter"):
+        TrainOptions(painter_only=True, paint_part="eyes", eye_paint_size=0)
+    with pytest.raises(AnimateError, match="--paint-part"):
+        TrainOptions(painter_only=True, paint_part="nose")
+    with pytest.raises(AnimateError, match="--photo-kinds"):
+        TrainOptions(photo_kinds=(0.0, 0.0, 0.0))
+    with pytest.raises(AnimateError, match="--mouth-adv"):
+        TrainOptions(painter_only=True, paint_part="eyes", mouth_adv=0.2)
+
+
 def test_options_out_of_range_are_refused_by_name():
     for field, value, flag in (("photo_share", 1.5, "--photo-share"), ("photo_share", -0.5, "--photo-share"),("random_reference", 1.5, "--random-reference"),
                                ("random_reference", -0.1, "--random-reference"),

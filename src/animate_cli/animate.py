@@ -179,7 +179,7 @@ def animate(portrait_path: Path, driver_path: Path, output: Path, opts: AnimateO
 
     driver_lms, driver_irises = driver_landmarks(driver_path, detector, opts.driver_face, info, watch, progress)
     t = time.perf_counter()
-    targets, M = motion_targets(portrait_lms, driver_lms, opts, animator.resolution)
+    targets, M = motion_targets(portrait_lms, driver_lms, opts, animator.resolution, animator.paints_eyes)
     shifts = gaze_shifts(portrait, portrait_lms, driver_lms, driver_irises, targets, M)
     watch.add("motion", t)
 
@@ -262,12 +262,15 @@ def driver_landmarks(driver_path: Path, detector: LandmarkDetector, face_index: 
     return lms, irises
 
 
-def motion_targets(portrait_lms: np.ndarray, driver_lms: np.ndarray, opts: AnimateOptions, resolution: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """The driver's motion on the portrait, in the crop's pixels (N,68,2), and the portrait->crop transform."""
+def motion_targets(portrait_lms: np.ndarray, driver_lms: np.ndarray, opts: AnimateOptions, resolution: int,
+                   reopen_eyes: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The driver's motion on the portrait, in the crop's pixels (N,68,2), and the portrait->crop transform.
+    reopen_eyes (an animator with an eye painter): a shut portrait's eyes open with the driver's."""
     ref = find_best_frame(portrait_lms, driver_lms) if opts.find_best_frame else 0
-    transfer = transfer_absolute if opts.absolute else transfer_relative
-    targets_full = transfer(portrait_lms, driver_lms, ref_index=ref)
+    if opts.absolute:
+        targets_full = transfer_absolute(portrait_lms, driver_lms, ref_index=ref)
+    else:
+        targets_full = transfer_relative(portrait_lms, driver_lms, ref_index=ref, reopen_eyes=reopen_eyes)
     M = face_crop_transform(portrait_lms, resolution)
     targets = transform_points(targets_full.reshape(-1, 2), M).reshape(-1, 68, 2).astype(np.float32)
     return targets, M

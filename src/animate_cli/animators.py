@@ -26,7 +26,7 @@ from .face.draw import landmark_tensor
 from .config import FinetuneConfig
 from .finetune import finetune
 from .models.checkpoint import load_checkpoint, load_person, save_person
-from .models.painter import paint_usage
+from .models.painter import eye_paint_usage, paint_usage
 from .references import HeldChoice, ReferenceMotion, reference_motion
 from .shots import portrait_fingerprint, same_portrait
 from .warp import DEFAULT_REG, LocalField
@@ -137,6 +137,7 @@ class Animator:
     warp_reg: float = DEFAULT_REG  # the spline's regularisation (warp.tps_grid); a model may set its own
     can_save_person = False  # whether save_person() has a fine-tuned person to write
     loaded_person = False  # its shots came from a saved person (--person), not from this run's pictures
+    paints_eyes = False  # an eye painter paints what a shut portrait's lids hid: the pipeline then opens them
 
     def __init__(self, resolution: int = DEFAULT_RESOLUTION, device: str | torch.device = DEFAULT_DEVICE):
         self.resolution = resolution
@@ -275,32 +276,40 @@ class NeuralAnimator(Animator):
 
     @property
     def paints(self) -> bool:
-        """Whether the model has a mouth painter (render_with_paint_usage then reports what it painted)."""
-        return bool(self.cfg.paint_size)
+        """Whether the model has a painter (render_with_paint_usage then reports what it painted)."""
+        return bool(self.cfg.paint_size or self.cfg.eye_paint_size)
+
+    @property
+    def paints_eyes(self) -> bool:
+        return bool(self.cfg.eye_paint_size)
 
     def render_with_paint_usage(self, target_landmarks: np.ndarray) -> tuple[np.ndarray, dict]:
-        """render's frames and, per frame, what the mouth painter did on the target's open mouth
-        (models.painter.paint_usage: paint_share, paint_size; NaN where the mouth is closed)."""
+        """render's frames and, per frame, what the painters did: the mouth painter on the target's open mouth
+        (models.painter.paint_usage: paint_share, paint_size; NaN where the mouth is closed), the eye painter on
+        its eye openings (eye_paint_usage: eye_paint_share, eye_paint_size; NaN where both are shut)."""
         if not self.paints:
-            raise AnimateError(f"{self.name} has no mouth painter")
+            raise AnimateError(f"{self.name} has no painter")
         parts: dict = {}
         out, _ = self._generate(target_landmarks, parts=parts)
-        return to_uint8(out), {k: v.float().cpu().numpy() for k, v in paint_usage(parts).items()}
+        usage = {**(paint_usage(parts) if self.cfg.paint_size else {}),
+                 **(eye_paint_usage(parts) if self.cfg.eye_paint_size else {})}
+        return to_uint8(out), {k: v.float().cpu().numpy() for k, v in usage.items()}
 
     @torch.no_grad()
     def _generate(self, target_landmarks: np.ndarray, field: LocalField | None = None, parts: dict | None = None
                   ) -> tuple[torch.Tensor, ReferenceMotion | None]:
         """The generator's frames (B,3,R,R) in [-1,1], and the warped references it was given (warp generator).
-        A mouth painter also gets the targets' landmarks and those of the shot each one warps; `parts`: see
-        WarpGenerator.forward."""
+        Painters also get the targets' landmarks and those of the shots each one warps (the mouth's and the
+        face's); `parts`: see WarpGenerator.forward."""
         assert self.person_model is not None, "prepare() first"
         targets = np.asarray(target_landmarks, np.float32)
         y = landmark_tensor(targets, self.resolution).to(self.device)
         motion = self.reference_motion(targets, field) if self.cfg.generator == "warp" else None
         paint = {}
-        if motion is not None and self.cfg.paint_size:
+        if motion is not None and (self.cfg.paint_size or self.cfg.eye_paint_size):
             paint = dict(landmarks=torch.from_numpy(targets), parts=parts,
-                         ref_landmarks=torch.from_numpy(self.shot_landmarks[motion.mouth_chosen.cpu().numpy()]))
+                         ref_landmarks=torch.from_numpy(self.shot_landmarks[motion.mouth_chosen.cpu().numpy()]),
+                         eye_ref_landmarks=torch.from_numpy(self.shot_landmarks[motion.chosen.cpu().numpy()]))
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.half else nullcontext()
         with autocast:
             out = self.person_model.render(y, warped=None if motion is None else motion.reference, **paint)

@@ -279,8 +279,8 @@ def models(presets: List[Preset] = typer.Option(list(MB.presets), "--preset", he
                 y = torch.randn(b, 3, R, R, device=dev)
                 warped = torch.randn(b, 3, R, R, device=dev) if generator == "warp" else None
                 psi = G.project(torch.randn(1, cfg.embed_dim, device=dev))
-                lm = torch.rand(b, 68, 2, device=dev) * R  # a mouth painter costs the same wherever the mouth is
-                paint = dict(landmarks=lm, ref_landmarks=lm) if cfg.paint_size else {}
+                lm = torch.rand(b, 68, 2, device=dev) * R  # a painter costs the same wherever the mouth is
+                paint = dict(landmarks=lm, ref_landmarks=lm) if cfg.paint_size or cfg.eye_paint_size else {}
                 sec = time_call(lambda: G(y, psi=psi, warped=warped, **paint), repeat)
                 row[f"generator_fps_batch{b}"] = b / sec
         for shots in (1, 8):

@@ -55,6 +55,9 @@ class ModelConfig:
     # the warp generator's mouth painter (models/painter.py, MouthPainter): the side of the mouth crop it
     # paints; 0 = none (every model before it; their outputs stay exactly as they were)
     paint_size: int = 0
+    # the eye painter (models/painter.py): the side of each eye's crop it paints where a shut eye is driven open;
+    # 0 = none (every model before it)
+    eye_paint_size: int = 0
     # with several shots, each frame's mouth from the shot that shows most of its opening, then the nearest lip
     # shape (references.choose_mouth_shots): the person's own teeth where a shot shows them. An inference rule,
     # not a weight: off for every model before it, on in the bundled weights
@@ -88,12 +91,12 @@ class ModelConfig:
             raise AnimateError(f"mouth_shots must be true or false, got {self.mouth_shots!r}")
         if self.mouth_shots and self.generator != "warp":
             raise AnimateError("only the warp generator takes mouths from shots (mouth_shots)")
-        if self.paint_size:
-            if self.generator != "warp":
-                raise AnimateError("only the warp generator has a mouth painter (paint_size)")
-            if not 16 <= self.paint_size <= self.resolution or self.paint_size % 4:
-                raise AnimateError(f"paint_size must be 0 or a multiple of 4 from 16 to the resolution, "
-                                   f"got {self.paint_size}")
+        for name in ("paint_size", "eye_paint_size"):
+            size = getattr(self, name)
+            if size and self.generator != "warp":
+                raise AnimateError(f"only the warp generator has painters ({name})")
+            if size and (not 16 <= size <= self.resolution or size % 4):
+                raise AnimateError(f"{name} must be 0 or a multiple of 4 from 16 to the resolution, got {size}")
         if self.format_version != FORMAT_VERSION:
             raise AnimateError(
                 f"model format version {self.format_version} is not supported by this animate-cli "
@@ -157,13 +160,13 @@ PRESETS: dict[str, ModelConfig] = {
     # The paper's sizes: E ~15M, G ~38M, D ~20M parameters at 256².
     "paper": ModelConfig(preset="paper", resolution=256, base_channels=64, max_channels=512, embed_dim=512,
                          g_down=4, g_res_blocks=5, attention=True,
-                         attn_embed_res=32, attn_down_res=32, attn_up_res=64, paint_size=96),
+                         attn_embed_res=32, attn_down_res=32, attn_up_res=64, paint_size=96, eye_paint_size=64),
     # Narrow and shallow so that meta-learning and fine-tuning run on a 2-core CPU: space-to-depth stem
     # (trunk at 128²), bottleneck at 8², attention at 32² only (64² attention alone cost ~25 ms); the mouth
-    # painted at 64² (a 256² face's mouth box is about 100 px).
+    # painted at 64² (a 256² face's mouth box is about 100 px), each eye at 48² (its box about 46 px).
     "small": ModelConfig(preset="small", resolution=256, base_channels=16, max_channels=128, embed_dim=128,
                          g_down=4, g_res_blocks=3, shuffle_stem=True, attention=True,
-                         attn_embed_res=32, attn_down_res=32, attn_up_res=32, paint_size=64),
+                         attn_embed_res=32, attn_down_res=32, attn_up_res=32, paint_size=64, eye_paint_size=48),
     # For tests only.
     "tiny": ModelConfig(preset="tiny", resolution=64, base_channels=8, max_channels=32, embed_dim=32,
                         g_down=3, g_res_blocks=1, attention=True,
@@ -176,7 +179,9 @@ def preset(name: str, generator: str = "warp") -> ModelConfig:
     if name not in PRESETS:
         raise AnimateError(f"unknown model preset {name!r} (choose from {', '.join(PRESETS)})")
     cfg = PRESETS[name]
-    return cfg.replace(generator=generator, paint_size=cfg.paint_size if generator == "warp" else 0)
+    warp = generator == "warp"
+    return cfg.replace(generator=generator, paint_size=cfg.paint_size if warp else 0,
+                       eye_paint_size=cfg.eye_paint_size if warp else 0)
 
 
 @dataclass(frozen=True)
@@ -196,8 +201,8 @@ class FinetuneConfig:
     mouth_weight: float = 1.0  # the mouth term (losses.mouth_loss); 0 = the paper's losses only
     # strength of the landmark jitter that makes each shot's synthetic reference (finetune.round_trip_reference)
     jitter: float = 0.04
-    # the mouth painter stays as meta-learned: a shot fitted from a warp of itself shows no opening wider than
-    # its own, so fine-tuning can only teach it to paint less (val, K=1 mouth LPIPS: 0.0888 frozen, 0.0918 not)
+    # the painters stay as meta-learned: a shot fitted from a warp of itself shows no opening wider than its own,
+    # so fine-tuning can only teach them to paint less (val, K=1 mouth LPIPS: 0.0888 frozen, 0.0918 not)
     train_painter: bool = False
 
     def __post_init__(self) -> None:

@@ -98,8 +98,8 @@ def finetune(cfg: ModelConfig, E: nn.Module, G: nn.Module, D: Optional[nn.Module
     lms = None if shot_landmarks is None else np.asarray(shot_landmarks, np.float32)
     if cfg.generator == "warp" and steps > 0 and warped is None and lms is None:
         raise AnimateError("the warp generator needs the shots' landmarks to fine-tune")
-    if cfg.paint_size and steps > 0 and lms is None:
-        raise AnimateError("the mouth painter needs the shots' landmarks to fine-tune")
+    if (cfg.paint_size or cfg.eye_paint_size) and steps > 0 and lms is None:
+        raise AnimateError("the painters need the shots' landmarks to fine-tune")
     fixed_warp = None if cfg.generator != "warp" or warped is None else warped.to(device).float()
 
     e_hat, psi0, w0 = person_init(E, G, D, x, y)
@@ -112,10 +112,11 @@ def finetune(cfg: ModelConfig, E: nn.Module, G: nn.Module, D: Optional[nn.Module
 
     psi = nn.Parameter(psi0.clone())
     g.train()
-    frozen = ("P.",) if settings.train_painter else ("P.", "painter.")  # P unused: ψ' replaces P·ê
+    frozen = ("P.",) if settings.train_painter else ("P.", "painter.", "eye_painter.")  # P unused: ψ' replaces P·ê
     _set_grad([p for n, p in g.named_parameters() if n.startswith(frozen)], False)
-    if getattr(g, "painter", None) is not None and not settings.train_painter:
-        g.painter.eval()  # nor may spectral norm's power iteration move its weights
+    for painter in (getattr(g, "painter", None), getattr(g, "eye_painter", None)):
+        if painter is not None and not settings.train_painter:
+            painter.eval()  # nor may spectral norm's power iteration move its weights
     g_params = [p for n, p in g.named_parameters() if not n.startswith(frozen)] + [psi]
     opt_g = torch.optim.Adam(g_params, lr=settings.lr_g, betas=(0.0, 0.999))
     d = w = opt_d = None

@@ -11,10 +11,12 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from .models.painter import eye_crops
 from .models.perceptual import content_loss
 
 MOUTH = slice(48, 68)  # iBUG-68 indices of the outer and inner lips
 MOUTH_CROP = 64  # side of the mouth term's zoomed crop
+EYE_CROP = 64  # side of the eye term's crop of each eye (painter.eye_crops: 2 × the eye's width across)
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,21 @@ def mouth_colour_loss(x_hat, x, landmarks, cell: int = 4):
     """L1 between the mouth zooms averaged over cell × cell blocks: the colour of each part of the mouth, not its
     texture. The perceptual term leaves hue free (painted teeth came out green and blue under it alone)."""
     a, b = mouth_crop(x_hat, landmarks), mouth_crop(x, landmarks)
+    return F.l1_loss(F.avg_pool2d(a, cell), F.avg_pool2d(b, cell))
+
+
+def eye_loss(x_hat, x, landmarks):
+    """L_CNT + L1 on crops of both eyes (painter.eye_crops), what the eye painter is trained on: at the whole
+    image's scale an eye is a fraction of a percent of the pixels."""
+    lm = landmarks.float().reshape(-1, 68, 2)
+    a, b = eye_crops(x_hat, lm, EYE_CROP)[0], eye_crops(x, lm, EYE_CROP)[0]
+    return content_loss(a, b) + F.l1_loss(a, b)
+
+
+def eye_colour_loss(x_hat, x, landmarks, cell: int = 4):
+    """mouth_colour_loss for the eyes: L1 between the eye crops averaged over cell × cell blocks."""
+    lm = landmarks.float().reshape(-1, 68, 2)
+    a, b = eye_crops(x_hat, lm, EYE_CROP)[0], eye_crops(x, lm, EYE_CROP)[0]
     return F.l1_loss(F.avg_pool2d(a, cell), F.avg_pool2d(b, cell))
 
 

@@ -34,6 +34,11 @@ OUTER_LIP_OF: dict[int, int] = {61: 50, 62: 51, 63: 52, 67: 58, 66: 57, 65: 56} 
 SHUT_SHARE = 0.2       # a driver eye this open, relative to its resting openness, reads as shut
 WIDEST = 1.3           # a portrait eye opens at most this much wider than it is in the portrait
 UPPER_LID_SHARE = 0.8  # a blink is mostly the upper lid coming down
+# A portrait's eye this open or less (lid gap / eye width; open eyes read 0.25-0.35) is shut. Its own gap would
+# keep it shut whatever the driver does; with an eye painter to paint what the lids hid (reopen_eyes), it opens
+# to REOPENED at the driver's rest instead, a typical open eye, and follows the driver from there
+SHUT_PORTRAIT = 0.12
+REOPENED = 0.25
 UPPER_LIP_SHARE = 0.3  # an opening mouth is mostly the jaw and lower lip going down
 
 
@@ -78,13 +83,29 @@ def _gaps(pts: np.ndarray, pairs, normal: np.ndarray) -> np.ndarray:
     return np.array([float((pts[lo] - pts[up]) @ normal) for up, lo in pairs])
 
 
-def set_eyes_and_lips(moved: np.ndarray, portrait: np.ndarray, lid_scale: np.ndarray, lip_gaps: np.ndarray) -> None:
-    """Give `moved` (68,2, in place) the portrait's eyelid gaps times lid_scale (2,) per eye and the
-    inner-lip gaps lip_gaps (3,) in the portrait's inter-ocular units."""
+def rest_lid_gaps(portrait: np.ndarray, reopen_eyes: bool = False) -> np.ndarray:
+    """(2,2) px: each lid pair's gap in the portrait, what the driver's resting eye gives; with reopen_eyes, a shut
+    eye's (openness <= SHUT_PORTRAIT) is REOPENED × its width instead."""
+    out = np.empty((2, 2))
+    openness = eye_openness(portrait[None])[0]
     for k, pairs in enumerate(LID_PAIRS):
-        n_p, n_m = _across(portrait, *EYE_CORNERS[k]), _across(moved, *EYE_CORNERS[k])
-        for (up, lo), gap in zip(pairs, _gaps(portrait, pairs, n_p)):
-            _set_gap(moved, up, lo, n_m, max(gap, 0.0) * lid_scale[k], UPPER_LID_SHARE)
+        a, b = EYE_CORNERS[k]
+        out[k] = np.maximum(_gaps(portrait, pairs, _across(portrait, a, b)), 0.0)
+        if reopen_eyes and openness[k] <= SHUT_PORTRAIT:
+            out[k] = REOPENED * float(np.linalg.norm(portrait[b] - portrait[a]))
+    return out
+
+
+def set_eyes_and_lips(moved: np.ndarray, portrait: np.ndarray, lid_scale: np.ndarray, lip_gaps: np.ndarray,
+                      lid_rest: np.ndarray | None = None) -> None:
+    """Give `moved` (68,2, in place) the eyelid gaps lid_rest (2,2 px per lid pair; default the portrait's own,
+    rest_lid_gaps) times lid_scale (2,) per eye and the inner-lip gaps lip_gaps (3,) in the portrait's
+    inter-ocular units."""
+    rest = rest_lid_gaps(portrait) if lid_rest is None else lid_rest
+    for k, pairs in enumerate(LID_PAIRS):
+        n_m = _across(moved, *EYE_CORNERS[k])
+        for (up, lo), gap in zip(pairs, rest[k]):
+            _set_gap(moved, up, lo, n_m, gap * lid_scale[k], UPPER_LID_SHARE)
     n_m = _across(moved, 60, 64)
     io = float(interocular(portrait)[0])
     for (up, lo), gap in zip(INNER_LIPS, lip_gaps):
@@ -137,7 +158,7 @@ def _invert(s, R, t):
     return 1.0 / s, R.T, -(R.T @ t) / s
 
 
-def transfer_relative(portrait, driver, ref_index: int = 0) -> np.ndarray:
+def transfer_relative(portrait, driver, ref_index: int = 0, reopen_eyes: bool = False) -> np.ndarray:
     """Portrait landmarks that move as the driver moves relative to its frame `ref_index`.
 
     Per frame: T = similarity ref->frame (head motion), e = T⁻¹(frame) − ref (expression in the
@@ -149,7 +170,8 @@ def transfer_relative(portrait, driver, ref_index: int = 0) -> np.ndarray:
     would leave a wide-eyed portrait's eye half open and push a narrow one's lids through each other.
     So each eye's gap is the portrait's own times eyelid_scale(driver openness / its median openness
     over the clip: a blink in the reference frame still reads as a blink), and each inner-lip gap is
-    lip_gap() of the driver's (closed stays closed).
+    lip_gap() of the driver's (closed stays closed). A shut portrait eye stays shut, unless `reopen_eyes` (a
+    model with an eye painter): then it opens as a typical eye would (rest_lid_gaps).
     """
     P = _points(portrait, "portrait")
     L = _points(driver, "driver", ndim=3)
@@ -162,12 +184,13 @@ def transfer_relative(portrait, driver, ref_index: int = 0) -> np.ndarray:
     lid_scale = np.where(rest > 0.05, eyelid_scale(openness, rest), 1.0)  # no eyes to read: leave them
     d_lips = _lip_gaps(L)
     lips = lip_gap(d_lips, d_lips[ref], _lip_gaps(P[None])[0])
+    lid_rest = rest_lid_gaps(P, reopen_eyes)
     out = np.empty_like(L)
     for i, Lt in enumerate(L):
         sT, RT, tT = procrustes(L[ref], Lt)
         e = apply_similarity(Lt, *_invert(sT, RT, tT)) - L[ref]
         moved = P + sA * e @ RA.T
-        set_eyes_and_lips(moved, P, lid_scale[i], lips[i])
+        set_eyes_and_lips(moved, P, lid_scale[i], lips[i], lid_rest)
         # A∘T∘A⁻¹ in closed form (2-D rotations commute): scale sT, rotation RT.
         t = tA + sA * RA @ tT - sT * RT @ tA
         out[i] = apply_similarity(moved, sT, RT, t)

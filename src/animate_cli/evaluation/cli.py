@@ -27,6 +27,9 @@ def evaluate_command(
     mouth_targets: int = typer.Option(D.mouth_targets, "--mouth-targets",
                                       help="Also the mouth metric on up to this many open-mouth frames per clip "
                                            "(settings \"open K=k\"; 0: none)."),
+    eye_targets: int = typer.Option(D.eye_targets, "--eye-targets",
+                                    help="Also the eye metric on up to this many open-eyed frames per clip, its "
+                                         "most shut-eyed frame as the one shot (setting \"reopen K=1\"; 0: none)."),
     finetune_steps: Optional[int] = typer.Option(D.finetune_steps, "--finetune-steps",
                                                  help="Fine-tuning steps (default: as animate does, 0 on a CPU and 40 on a GPU)."),
     out: Path = typer.Option(D.out, "--out", help="The JSON report."),
@@ -63,7 +66,7 @@ def evaluate_command(
     if clips is None:
         raise AnimateError("give a folder of clips to evaluate (or --compare A.json B.json)")
     opts = EvaluateOptions(models=tuple(model), shots=tuple(shots), targets=targets, mouth_targets=mouth_targets,
-                           finetune_steps=finetune_steps,
+                           eye_targets=eye_targets, finetune_steps=finetune_steps,
                            out=str(out), device=device, self_reenactment=self_reenactment, cross=cross,
                            max_clips=max_clips, max_frames=max_frames,
                            fid=fid, seed=seed, progress=progress, follow=follow, follow_frames=follow_frames,

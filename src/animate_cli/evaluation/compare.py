@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ..errors import AnimateError
 
-HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "lpips": False, "mouth_lpips": False, "csim": True,
+HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "lpips": False, "mouth_lpips": False, "eye_lpips": False, "csim": True,
                     "id_dist": False, "landmark_error": False,
                     # the follow setting (follow.py), one value per pair
                     "eyes": True, "eyes_seen": True, "gaze_h": True, "gaze_v": True, "mouth": True,
@@ -128,14 +128,15 @@ def print_comparison(rows: list[dict], name_a: str, name_b: str) -> None:
 
 def print_table(report: dict) -> None:
     """One row per model and setting: the paper's columns plus ours."""
-    cols = ["ssim", "psnr", "lpips", "mouth_lpips", "mouth_lpips_frames", "paint_share", "paint_size", "csim",
-            "id_dist", "landmark_error", "fid", "face_detected", "frames"]
+    cols = ["ssim", "psnr", "lpips", "mouth_lpips", "mouth_lpips_frames", "paint_share", "paint_size", "eye_lpips",
+            "eye_paint_share", "eye_paint_size", "csim", "id_dist", "landmark_error", "fid", "face_detected", "frames"]
     t = Table(title=f"evaluation on {report['clips_dir']} ({len(report['clips'])} clips)")
     t.add_column("model")
     t.add_column("setting")
     for c in cols:
         t.add_column({"landmark_error": "lmk", "face_detected": "det", "frames": "n", "mouth_lpips": "mouth",
-                      "mouth_lpips_frames": "n open", "paint_share": "painted", "paint_size": "|Δp|"}.get(c, c),
+                      "mouth_lpips_frames": "n open", "paint_share": "painted", "paint_size": "|Δp|", "eye_lpips": "eyes",
+                      "eye_paint_share": "eyes painted", "eye_paint_size": "eyes |Δp|"}.get(c, c),
                      justify="right")
     for model, entry in report["models"].items():
         rows = list(entry["self"].items()) + ([("cross-id", entry["cross"])] if "cross" in entry else [])

@@ -9,7 +9,9 @@ the frame shows. A metric defined on some frames only is NaN on the others: its 
 report counts the frames it covers (`<metric>_frames`). With `mouth_targets` N, the setting "open K=k" measures
 the mouth metric on up to N open-mouth frames per clip, later than every shot: a talking clip opens its mouth
 on about one frame in eight, so 32 spread targets give 21 open mouths on the five val clips, too few to tell
-a 4% change from noise.
+a 4% change from noise. With `eye_targets` N, the setting "reopen K=1" gives each clip's most shut-eyed frame (a
+blink) as the one shot and measures the eye metric (LPIPS on a crop of each eye) on up to N frames whose eyes are
+open: what a portrait with shut eyes shows when the driver opens them (the lids' skin stretched, or painted eyes).
 Cross-identity: clip i's first frame driven by clip i+1 (relative motion transfer); metrics: CSIM to
 the portrait (does the person stay the same?) and landmark error to the transferred landmarks.
 Follow (follow.py): the cross-identity pairs and every still image in the folder driven by every clip, through
@@ -33,7 +35,7 @@ from ..errors import AnimateError
 from ..face.crop import CropSmoother, face_crop_transform, transform_points, warp_to_crop
 from ..animate import AnimateOptions
 from ..face.landmarks import make_detector, mesh_available
-from ..face.regions import mouth_lpips, mouth_open
+from ..face.regions import eye_gaps, eye_lpips, mouth_lpips, mouth_open
 from ..face.track import fill_missing, track_landmarks
 from ..motion import transfer_relative
 from ..video import is_video, read_frames
@@ -42,8 +44,13 @@ from .metrics import FaceIdentity, Inception, frechet_distance, landmark_error, 
 
 FID_MIN_FRAMES = 64  # below this many frames per side the FID estimate is noise: reported as null
 # defined on some frames only (open-mouth targets): the report always counts them. paint_share / paint_size:
-# what a mouth painter did there (models.painter.paint_usage), for models that have one
-PARTIAL_METRICS = ("mouth_lpips", "paint_share", "paint_size", "eyes", "eyes_seen", "gaze_h", "gaze_v")
+# what a mouth painter did there (models.painter.paint_usage), for models that have one; likewise the eye painter
+PARTIAL_METRICS = ("mouth_lpips", "paint_share", "paint_size", "eye_paint_share", "eye_paint_size", "eyes",
+                   "eyes_seen", "gaze_h", "gaze_v")
+# "reopen K=1": a clip's shot is its most shut-eyed frame when its eyes are open less than SHUT_EYES × the clip's
+# median (a blink); the targets have both eyes at least as open as the median, BLINK_APART frames from the shot
+SHUT_EYES = 0.5
+BLINK_APART = 10
 
 
 @dataclass
@@ -53,6 +60,7 @@ class EvaluateOptions:
     shots: tuple = (1, 8)  # K of the self-reenactment settings
     targets: int = 32  # target frames per clip
     mouth_targets: int = 0  # open-mouth targets per clip for the "open K=k" settings (0: none)
+    eye_targets: int = 0  # open-eyed targets per clip for the "reopen K=1" setting, a blink as the shot (0: none)
     finetune_steps: int | None = None  # None: each model's own default
     out: str | None = "eval.json"  # the JSON report (None: not written)
     device: str = "cpu"
@@ -75,6 +83,8 @@ class EvaluateOptions:
             raise AnimateError(f"--shots must be 1 or more (got {', '.join(map(str, self.shots))})")
         if self.mouth_targets < 0:
             raise AnimateError(f"--mouth-targets must be 0 or more (got {self.mouth_targets})")
+        if self.eye_targets < 0:
+            raise AnimateError(f"--eye-targets must be 0 or more (got {self.eye_targets})")
         for flag, value in (("--targets", self.targets), ("--max-clips", self.max_clips),
                             ("--max-frames", self.max_frames), ("--follow-frames", self.follow_frames)):
             if value is not None and value < 1:
@@ -108,6 +118,10 @@ class EvalClip:
     target_landmarks: np.ndarray  # (T,68,2)
     open_targets: np.ndarray | None = None  # (M,R,R,3): open-mouth frames later than every shot (mouth_targets)
     open_target_landmarks: np.ndarray | None = None  # (M,68,2)
+    shut_shot: np.ndarray | None = None  # (1,R,R,3): the clip's most shut-eyed frame (eye_targets), if a blink
+    shut_shot_landmarks: np.ndarray | None = None  # (1,68,2)
+    open_eye_targets: np.ndarray | None = None  # (E,R,R,3): frames with open eyes, away from that blink
+    open_eye_target_landmarks: np.ndarray | None = None  # (E,68,2)
 
 
 def frame_plan(n_frames: int, n_shots: int, n_targets: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,10 +143,27 @@ def open_mouth_plan(open_mouth: np.ndarray, after: int, n: int) -> np.ndarray:
     return candidates[np.unique(np.round(np.linspace(0, len(candidates) - 1, min(n, len(candidates)))).astype(int))]
 
 
+def eye_reopen_plan(gaps: np.ndarray, n: int) -> tuple[int | None, np.ndarray]:
+    """(the shot, the targets) of the reopen setting from each frame's eye gaps (N,2): the most shut-eyed frame
+    if its eyes are open less than SHUT_EYES × the clip's median (else None: no blink, no setting), and up to n
+    frames with both eyes at least as open as the median, BLINK_APART frames or more from it, spread evenly."""
+    openness = np.asarray(gaps, np.float64).mean(-1)
+    median = float(np.median(openness))
+    shot = int(np.argmin(openness))
+    if n <= 0 or not openness[shot] < SHUT_EYES * median:
+        return None, np.zeros(0, int)
+    frames = np.arange(len(openness))
+    candidates = frames[(np.asarray(gaps).min(-1) >= median) & (np.abs(frames - shot) >= BLINK_APART)]
+    if len(candidates) == 0:
+        return None, np.zeros(0, int)
+    return shot, candidates[np.unique(np.round(np.linspace(0, len(candidates) - 1, min(n, len(candidates)))).astype(int))]
+
+
 def load_eval_clip(path: Path, resolution: int, detector, n_shots: int, n_targets: int,
-                   max_frames: int | None = None, n_open: int = 0) -> EvalClip:
+                   max_frames: int | None = None, n_open: int = 0, n_eyes: int = 0) -> EvalClip:
     """Track landmarks over the clip (pass 1), then crop only the frames the protocol uses (pass 2); with n_open,
-    also up to that many open-mouth frames later than every shot (open_mouth_plan)."""
+    also up to that many open-mouth frames later than every shot (open_mouth_plan); with n_eyes, a blink and up
+    to that many open-eyed frames (eye_reopen_plan)."""
     seq = list(track_landmarks(read_frames(path, max_frames=max_frames), detector, smooth=False))
     if len(seq) < n_shots + 1:
         raise AnimateError(f"only {len(seq)} frames")
@@ -141,7 +172,9 @@ def load_eval_clip(path: Path, resolution: int, detector, n_shots: int, n_target
     transforms = [smoother(face_crop_transform(l, resolution)) for l in lms]
     shot_idx, target_idx = frame_plan(len(lms), n_shots, n_targets)
     open_idx = open_mouth_plan(mouth_open(lms), int(shot_idx.max()), n_open)
-    wanted = {int(i) for i in np.concatenate([shot_idx, target_idx, open_idx])}
+    shut, eye_idx = eye_reopen_plan(eye_gaps(np.asarray(lms)), n_eyes)
+    shut_idx = np.array([] if shut is None else [shut], int)
+    wanted = {int(i) for i in np.concatenate([shot_idx, target_idx, open_idx, shut_idx, eye_idx])}
     crops = {}
     for i, frame in enumerate(read_frames(path, max_frames=max_frames)):
         if i in wanted:
@@ -152,8 +185,9 @@ def load_eval_clip(path: Path, resolution: int, detector, n_shots: int, n_target
     def images(idx):
         return np.array([crops[i] for i in idx], np.uint8).reshape(-1, resolution, resolution, 3)
 
+    blink = (images(shut_idx), pts(shut_idx), images(eye_idx), pts(eye_idx)) if shut is not None else (None,) * 4
     return EvalClip(path.name, images(shot_idx), pts(shot_idx), images(target_idx), pts(target_idx),
-                    images(open_idx), pts(open_idx))
+                    images(open_idx), pts(open_idx), *blink)
 
 
 def find_clips(folder: Path) -> list[Path]:
@@ -213,8 +247,9 @@ def _render_painting(animator, landmarks: np.ndarray, batch: int = 8) -> tuple[n
         frames.append(out)
         for key, values in used.items():
             usage.setdefault(key, []).append(values)
-    is_open = mouth_open(landmarks)
-    return np.concatenate(frames), {k: np.where(is_open, np.concatenate(v), np.nan) for k, v in usage.items()}
+    is_open = mouth_open(landmarks)  # the eye painter's usage is NaN by itself where the eyes are shut
+    return np.concatenate(frames), {k: np.concatenate(v) if k.startswith("eye_") else
+                                    np.where(is_open, np.concatenate(v), np.nan) for k, v in usage.items()}
 
 
 class _Lazy:
@@ -297,7 +332,8 @@ def evaluate(clips_dir, opts: EvaluateOptions | None = None, **kwargs) -> dict:
             ok, skipped = [], {}
             for p in paths:
                 try:
-                    ok.append(load_eval_clip(p, resolution, det, max(shots), n_targets, max_frames, opts.mouth_targets))
+                    ok.append(load_eval_clip(p, resolution, det, max(shots), n_targets, max_frames, opts.mouth_targets,
+                                             opts.eye_targets))
                 except AnimateError as e:
                     skipped[p.name] = str(e)
             clip_cache[resolution] = (ok, skipped)
@@ -343,6 +379,18 @@ def evaluate(clips_dir, opts: EvaluateOptions | None = None, **kwargs) -> dict:
                 if opts.mouth_targets:
                     per[f"open K={k}"] = _summary(s_open, None)
                     say(f"{model} open mouths K={k}: {_means(per[f'open K={k}'])}")
+            if opts.eye_targets and opts.self_reenactment:
+                s = _Scores()
+                for c in clips:
+                    if c.shut_shot is None:
+                        continue
+                    animator = prepared(model, c.shut_shot, c.shut_shot_landmarks)
+                    out, paint = _render_painting(animator, c.open_eye_target_landmarks)
+                    s.add(c.name, eye_lpips=eye_lpips(out, c.open_eye_targets, c.open_eye_target_landmarks,
+                                                      lambda a, b: lpips(a, b, device)),
+                          **{k: v for k, v in paint.items() if k.startswith("eye_")})
+                per["reopen K=1"] = _summary(s, None)
+                say(f"{model} eyes reopened K=1: {_means(per['reopen K=1'])}")
             # the steps it fine-tuned (the report's `finetune_steps` is what was asked: None = each device's default)
             entry = {"self": per, "resolution": resolution, "skipped_clips": skipped,
                      "finetune_steps": first.finetune_steps}

@@ -18,6 +18,9 @@ from ..errors import AnimateError
 OPEN_MOUTH_GAP = 0.12  # inner-lip gap / inter-ocular distance above which teeth or the mouth's inside show
 MOUTH_BOX_SCALE = 1.6  # side of the mouth crop / mouth width (corner to corner)
 MOUTH_METRIC_SIZE = 96  # side the mouth crops are resampled to before LPIPS (about their size in a 256² crop)
+EYE_BOX_SCALE = 2.0  # side of an eye's crop / the eye's width (corner to corner): the eye, its lids and some skin
+EYE_METRIC_SIZE = 64  # side the eye crops are resampled to before LPIPS (a 256² face's eye box is about 46 px)
+EYE_CORNERS = ((36, 39), (42, 45))  # the face's right eye (image left), then left
 
 # iBUG-68 pairs facing each other across an opening, upper point first
 INNER_LIPS = ((61, 67), (62, 66), (63, 65))
@@ -75,6 +78,30 @@ def mouth_box(landmarks, scale: float = MOUTH_BOX_SCALE) -> np.ndarray:
     side = scale * np.linalg.norm(lm[..., LIP_CORNERS[0], :] - lm[..., LIP_CORNERS[1], :], axis=-1)
     side = np.maximum(side, 1.0)
     return np.concatenate([centre - side[..., None] / 2, side[..., None]], -1)
+
+
+def eye_boxes(landmarks, scale: float = EYE_BOX_SCALE) -> np.ndarray:
+    """Square boxes (..., 2, 3) = (x0, y0, side) per eye: centred on the eye's six points, side `scale` × its width."""
+    lm = _points(landmarks)
+    out = []
+    for k, (a, b) in enumerate(EYE_CORNERS):
+        pts = lm[..., 36 + 6 * k:42 + 6 * k, :]
+        centre = (pts.min(-2) + pts.max(-2)) / 2
+        side = np.maximum(scale * np.linalg.norm(lm[..., a, :] - lm[..., b, :], axis=-1), 1.0)
+        out.append(np.concatenate([centre - side[..., None] / 2, side[..., None]], -1))
+    return np.stack(out, -2)
+
+
+def eye_lpips(pred: np.ndarray, target: np.ndarray, landmarks, lpips_fn: Callable,
+              size: int = EYE_METRIC_SIZE) -> np.ndarray:
+    """LPIPS on the eyes (the eye metric): both (B,H,W,3) uint8 batches cropped to each eye's box (`eye_boxes`) of
+    the *target's* landmarks, LPIPS per eye, the two eyes averaged -> (B,)."""
+    pred, target = np.asarray(pred), np.asarray(target)
+    if pred.shape != target.shape:
+        raise AnimateError(f"prediction and target differ in shape: {pred.shape} vs {target.shape}")
+    boxes = eye_boxes(landmarks).reshape(-1, 2, 3)
+    crops = lambda images: np.stack([crop_box(im, b, size) for im, bb in zip(images, boxes) for b in bb])  # noqa: E731
+    return np.asarray(lpips_fn(crops(pred), crops(target))).reshape(-1, 2).mean(-1)
 
 
 def crop_box(image: np.ndarray, box, size: int) -> np.ndarray:

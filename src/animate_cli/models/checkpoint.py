@@ -223,18 +223,20 @@ class PersonModel:
 
     @torch.no_grad()
     def render(self, y: torch.Tensor, warped: Optional[torch.Tensor] = None, landmarks=None,
-               ref_landmarks=None, parts: Optional[dict] = None) -> torch.Tensor:
+               ref_landmarks=None, parts: Optional[dict] = None, eye_ref_landmarks=None) -> torch.Tensor:
         """Landmark images y (B,3,R,R) [+ the warped references (B,3,R,R)] -> frames (B,3,R,R) in [-1,1].
-        A mouth painter also needs the targets' `landmarks` and the warped shots' `ref_landmarks` (B,68,2);
-        `parts`: see WarpGenerator.forward."""
+        Painters also need the targets' `landmarks` and the warped shots' `ref_landmarks` (B,68,2; the eyes'
+        shots `eye_ref_landmarks` where they differ); `parts`: see WarpGenerator.forward."""
         dev = self.psi.device
         if self.cfg.generator == "warp" and warped is None:
             raise AnimateError("the warp generator needs the warped reference to render")
-        if self.cfg.paint_size and (landmarks is None or ref_landmarks is None):
-            raise AnimateError("the mouth painter needs the target and reference landmarks to render")
+        painters = self.cfg.paint_size or self.cfg.eye_paint_size
+        if painters and (landmarks is None or ref_landmarks is None):
+            raise AnimateError("the painters need the target and reference landmarks to render")
         if self.cfg.generator != "warp":
             return self.generator(y.to(dev), psi=self.psi).float()
-        extra = {} if not self.cfg.paint_size else dict(landmarks=landmarks, ref_landmarks=ref_landmarks, parts=parts)
+        extra = {} if not painters else dict(landmarks=landmarks, ref_landmarks=ref_landmarks, parts=parts,
+                                             eye_ref_landmarks=eye_ref_landmarks)
         return self.generator(y.to(dev), psi=self.psi, warped=warped.to(dev), **extra).float()
 
 

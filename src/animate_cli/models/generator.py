@@ -1,5 +1,5 @@
 """Generators: the paper's G(y, ê) (FSTHGenerator) and the warp-guided one (WarpGenerator), with its
-optional mouth painter (painter.py, cfg.paint_size > 0).
+optional mouth and eye painters (painter.py, cfg.paint_size > 0, cfg.eye_paint_size > 0).
 
 Both share one trunk: residual down blocks with instance norm (attention at cfg.attn_down_res),
 AdaIN residual blocks at the bottleneck, AdaIN residual up blocks (attention at cfg.attn_up_res).
@@ -15,8 +15,9 @@ from torch import nn
 from ..config import ModelConfig
 from ..face.regions import FACE_OUTLINE
 from .blocks import AdaINParams, ResBlock, ResBlockDown, ResBlockUp, SelfAttention, sn_conv, sn_linear
-from .painter import (INNER_LIP_POINTS, OUTER_LIP_POINTS, PAINT_PRIOR, MouthPainter, face_only, mouth_colours,
-                      mouth_crop, mouth_stretch, outline_mask, paint_window, paste_crop)
+from .painter import (INNER_LIP_POINTS, OUTER_LIP_POINTS, PAINT_PRIOR, Painter, eye_crops, eye_opening_masks,
+                      eye_stretch, face_only, mouth_crop, mouth_stretch, outline_mask, paint_window, paste_crop,
+                      tinted_colours, to_crop_pixels, polygon_mask)
 
 
 class Generator(nn.Module):
@@ -116,13 +117,18 @@ class WarpGenerator(Generator):
     1; the mask starved the painted branch of gradient and it never learnt anything useful.) The trunk
     has no skip connections (the paper's design).
 
-    With the painter, x̂ = X + paste(s·(P − X)), X = warped + Δ, s = window·face·(1 − m): the MouthPainter paints
+    With the painter, x̂ = X + paste(s·(P − X)), X = warped + Δ, s = window·face·(1 − m): the mouth Painter paints
     the mouth box at its own resolution (see there), from the crop of X (the face only), masks of the target's
-    lips and the trunk's features. P is a colour of the lips' hue or none (mouth_colours); m is its blend mask,
+    lips and the trunk's features. P is a colour of the lips' hue or none (tinted_colours); m is its blend mask,
     starting low only inside the target's open mouth, as far as it opens wider than the warped shot's
     (mouth_stretch): the gradient the painter gets comes from the open mouths the warp cannot make (photo
     episodes that close a mouth and ask for it open). A fresh painter's zero output convolution paints the lips'
     colour half-whitened there (and 5% of it around): it does not start from exactly the trunk's output.
+
+    The eye painter (cfg.eye_paint_size) does the same for each eye (the left one mirrored), before the mouth:
+    in, the eye's crop of X, the masks of the target's eye opening and of the part of it the warped shot's lids
+    cannot fill (eye_stretch: a shut eye driven open), and the trunk's features; out, colours of the skin's hue
+    or none (the white, the iris and pupil) where the opening is uncovered.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -133,13 +139,16 @@ class WarpGenerator(Generator):
         # in, at the crop: X, the target's lips as masks (inner, outer, the uncovered mouth) and the trunk's last
         # activations (which carry y and ê). Masks, not the landmark image: the painter copied its part colours
         # (purple inner lips, yellow nose) into the mouth early in training
-        self.painter = MouthPainter(3 + 3 + self.head.in_channels, cfg.base_channels) if cfg.paint_size else None
+        self.painter = Painter(3 + 3 + self.head.in_channels, cfg.base_channels) if cfg.paint_size else None
+        # in, at each eye: X, the target's eye opening and its uncovered part as masks, the trunk's activations
+        self.eye_painter = Painter(3 + 2 + self.head.in_channels, cfg.base_channels) if cfg.eye_paint_size else None
 
     def forward(self, y, e_hat=None, psi=None, warped=None, landmarks=None, ref_landmarks=None,
-                parts: dict | None = None) -> torch.Tensor:
-        """y (B,3,R,R), warped reference (B,3,R,R) -> x̂ (B,3,R,R), about [-1,1]. The painter also needs the
-        target's `landmarks` and the warped shot's `ref_landmarks` (B,68,2 px at R); `parts`, a dict, is
-        filled with what it did (paint_usage reads it)."""
+                parts: dict | None = None, eye_ref_landmarks=None) -> torch.Tensor:
+        """y (B,3,R,R), warped reference (B,3,R,R) -> x̂ (B,3,R,R), about [-1,1]. The painters also need the
+        target's `landmarks` and the warped shot's `ref_landmarks` (B,68,2 px at R; the eyes' shot
+        `eye_ref_landmarks` where the mouth comes from another shot, else the same); `parts`, a dict, is filled
+        with what they did (paint_usage, eye_paint_usage read it)."""
         if warped is None:
             raise ValueError("the warp generator needs the warped reference (`warped=`)")
         if warped.shape[1] != 3:
@@ -147,11 +156,39 @@ class WarpGenerator(Generator):
                              f"got {warped.shape[1]} channels")
         h = self._features(torch.cat([y, warped], dim=1), e_hat, psi)
         out = warped + self._head(h)
-        if self.painter is None:
+        if self.painter is None and self.eye_painter is None:
             return out
         if landmarks is None or ref_landmarks is None:
-            raise ValueError("the mouth painter needs the target's and the warped shot's landmarks")
+            raise ValueError("the painters need the target's and the warped shot's landmarks")
+        if self.eye_painter is not None:
+            out = self._paint_eyes(out, F.relu(h), landmarks,
+                                   ref_landmarks if eye_ref_landmarks is None else eye_ref_landmarks, parts)
+        if self.painter is None:
+            return out
         return self._paint(out, F.relu(h), landmarks, ref_landmarks, parts)
+
+    def _paint_eyes(self, out, features, landmarks, ref_landmarks, parts):
+        size, res, n = self.cfg.eye_paint_size, out.shape[-1], len(out)
+        lm = torch.as_tensor(landmarks, device=out.device).float().reshape(-1, 68, 2)
+        ref = torch.as_tensor(ref_landmarks, device=out.device).float().reshape(-1, 68, 2)
+        seen, theta = eye_crops(out, lm, size)
+        with torch.no_grad():
+            inner = eye_opening_masks(lm, theta, size, res)
+            stretch = eye_stretch(lm, ref)
+            uncovered = inner * torch.cat([stretch[:, 0], stretch[:, 1]]).view(-1, 1, 1, 1)
+            outline = torch.cat([lm, lm])[:, list(FACE_OUTLINE)]
+            face = polygon_mask(to_crop_pixels(outline, theta, size, res), size)
+        image = face_only(seen, face)
+        trunk = eye_crops(features, lm, size, res)[0]
+        raw = self.eye_painter(torch.cat([image, inner, uncovered, trunk * face], dim=1))
+        tone, white, logit = raw[:, :1], raw[:, 1:2], raw[:, 2:]
+        colour = tinted_colours(image, (face - inner).clamp(0, 1), 2 * torch.sigmoid(tone), torch.sigmoid(white))
+        m = torch.sigmoid(logit + PAINT_PRIOR * (1 - 2 * uncovered))
+        share = paint_window(size, out.device) * face * (1 - m)
+        painted = share * (colour - seen)
+        if parts is not None:
+            parts.update(eye_share=share.detach(), eye_painted=painted.detach(), eye_inner=inner)
+        return out + (paste_crop(painted[:n], theta[:n], res) + paste_crop(painted[n:], theta[n:], res)).to(out.dtype)
 
     def _paint(self, out, features, landmarks, ref_landmarks, parts):
         size, res = self.cfg.paint_size, out.shape[-1]
@@ -167,7 +204,7 @@ class WarpGenerator(Generator):
         trunk = mouth_crop(features, lm, size, res)[0]  # the features at the crop (another size than the frame)
         raw = self.painter(torch.cat([image, inner, outer, uncovered, trunk * face], dim=1))
         tone, white, logit = raw[:, :1], raw[:, 1:2], raw[:, 2:]
-        colour = mouth_colours(image, (outer - inner).clamp(0, 1), 2 * torch.sigmoid(tone), torch.sigmoid(white))
+        colour = tinted_colours(image, (outer - inner).clamp(0, 1), 2 * torch.sigmoid(tone), torch.sigmoid(white))
         m = torch.sigmoid(logit + PAINT_PRIOR * (1 - 2 * uncovered))
         share = paint_window(size, out.device) * face * (1 - m)
         painted = share * (colour - seen)
@@ -176,15 +213,19 @@ class WarpGenerator(Generator):
         return out + paste_crop(painted, theta, res).to(out.dtype)
 
 
+PAINTERS = ("painter", "eye_painter")  # the WarpGenerator's painters: the mouth's, the eyes'
+
+
 def extend_with_painter(new: WarpGenerator, old: WarpGenerator) -> None:
-    """Load a warp generator without a painter into one with a painter (the same config otherwise): every
-    weight but the painter's is copied, and the painter keeps its fresh start: `new` returns what `old` does
-    outside the mouth box, and blends its first colours into it (WarpGenerator)."""
-    if new.painter is None or getattr(old, "painter", None) is not None:
-        raise ValueError("extend_with_painter: `new` must have a painter and `old` none")
+    """Load a warp generator into one with more painters (the same config otherwise): every weight of `old` is
+    copied, and the painters it lacks keep their fresh start: `new` returns what `old` does outside their
+    boxes, and blends their first colours into them (WarpGenerator)."""
+    added = [p for p in PAINTERS if getattr(new, p, None) is not None and getattr(old, p, None) is None]
+    if not added or any(getattr(old, p, None) is not None and getattr(new, p, None) is None for p in PAINTERS):
+        raise ValueError("extend_with_painter: `new` must have every painter of `old` and more")
     missing, unexpected = new.load_state_dict(old.state_dict(), strict=False)
-    if unexpected or any(not k.startswith("painter.") for k in missing):
-        raise ValueError(f"the generators differ beyond the painter: {(unexpected + missing)[:3]}")
+    if unexpected or any(not k.startswith(tuple(f"{p}." for p in added)) for k in missing):
+        raise ValueError(f"the generators differ beyond the painters: {(unexpected + missing)[:3]}")
 
 
 def build_generator(cfg: ModelConfig) -> Generator:

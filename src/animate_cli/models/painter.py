@@ -1,6 +1,7 @@
-"""The warp generator's mouth painter: a small U-Net at the mouth's own resolution, and its geometry (the crop
-around the lips, the masks of the lips and the face in it, the colours it may paint, the paste back), batched in
-torch from landmarks in pixels of the R×R frame. The WarpGenerator (generator.py) decides where its paint goes.
+"""The warp generator's painters: a small U-Net at a part's own resolution, one for the mouth and one for the
+eyes, and their geometry (the crop around the lips or each eye, the masks of the opening and the face in it, the
+colours they may paint, the paste back), batched in torch from landmarks in pixels of the R×R frame. The
+WarpGenerator (generator.py) decides where their paint goes.
 """
 from __future__ import annotations
 
@@ -18,14 +19,20 @@ PAINT_PRIOR = 3.0
 PAINT_FEATHER = 0.2  # the painter's window fades out over this share of the crop's half-side at each edge
 MOUTH_HEIGHT_SCALE = 1.3  # the painter's box is also at least this × the lips' height (a wide-open mouth)
 INNER_LIP_POINTS, OUTER_LIP_POINTS = slice(60, 68), slice(48, 60)
+# The eyes: each eye's six points (the face's right eye, image left, first) and corners; the eye painter's crop is
+# EYE_BOX_SCALE × the eye's width across, the face's left eye mirrored so that both look alike to one network
+EYE_POINTS = (slice(36, 42), slice(42, 48))
+EYE_CORNER_POINTS = ((36, 39), (42, 45))
+EYE_LID_PAIRS = (((37, 41), (38, 40)), ((43, 47), (44, 46)))  # upper, lower (face.regions.EYELIDS)
+EYE_BOX_SCALE = 2.0
 
 
-class MouthPainter(nn.Module):
-    """A small U-Net at the mouth's own resolution (cfg.paint_size²: the mouth box of a 256² face is about
-    100 px): the trunk reaches its output only through an 8² bottleneck, too coarse for teeth and the lips'
-    inner edge; this sees the crop directly and keeps its detail through skip connections. Output: tone and
-    whiteness of the painted colour (mouth_colours) and the blend mask's logit, from a zero-initialised
-    convolution."""
+class Painter(nn.Module):
+    """A small U-Net at a part's own resolution (cfg.paint_size² for the mouth, whose box in a 256² face is
+    about 100 px; cfg.eye_paint_size² for each eye): the trunk reaches its output only through an 8²
+    bottleneck, too coarse for teeth, an iris or the lids' edges; this sees the crop directly and keeps its
+    detail through skip connections. Output: tone and whiteness of the painted colour (tinted_colours) and the
+    blend mask's logit, from a zero-initialised convolution."""
 
     def __init__(self, in_ch: int, ch: int):
         super().__init__()
@@ -138,13 +145,71 @@ def face_only(image: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
     return image * face + mean * (1 - face)
 
 
-def mouth_colours(image: torch.Tensor, lips: torch.Tensor, tone: torch.Tensor, white: torch.Tensor) -> torch.Tensor:
-    """The painter's colours, [-1, 1]: per pixel, its lips' mean colour mixed with white (`white`, 0..1) and
-    scaled in brightness (`tone`, 0..2). A mouth's inside (teeth, tongue, the dark cavity) has the lips' hue
-    or none; a painter free to choose any colour painted grey-blue and green mouths on faces unlike its
-    training photos."""
-    lip = ((image + 1) / 2 * lips).sum(dim=(2, 3), keepdim=True) / lips.sum(dim=(2, 3), keepdim=True).clamp_min(1e-6)
-    return (tone * ((1 - white) * lip + white)).clamp(0, 1) * 2 - 1
+def tinted_colours(image: torch.Tensor, source: torch.Tensor, tone: torch.Tensor, white: torch.Tensor) -> torch.Tensor:
+    """A painter's colours, [-1, 1]: per pixel, the mean colour of the image under the mask `source` mixed with
+    white (`white`, 0..1) and scaled in brightness (`tone`, 0..2). The mouth's source is its lips: a mouth's
+    inside (teeth, tongue, the dark cavity) has the lips' hue or none; a painter free to choose any colour painted
+    grey-blue and green mouths on faces unlike its training photos. The eyes' is the skin round them: the white
+    of the eye, a dark iris and pupil."""
+    mean = ((image + 1) / 2 * source).sum(dim=(2, 3), keepdim=True) / source.sum(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+    return (tone * ((1 - white) * mean + white)).clamp(0, 1) * 2 - 1
+
+
+# ----------------------------------------------------------------------------------------------
+# The eyes' geometry.
+
+
+def eye_theta(landmarks: torch.Tensor, resolution: int, eye: int) -> torch.Tensor:
+    """(B,68,2) px -> (B,2,3) affine from eye `eye`'s painter crop to the frame (as mouth_theta): a square centred
+    on the eye's points, EYE_BOX_SCALE × its width (corner to corner). The face's left eye (eye 1) is mirrored,
+    so that both eyes are painted by one network as a right eye."""
+    pts = landmarks[:, EYE_POINTS[eye]]
+    centre = (pts.amin(dim=1) + pts.amax(dim=1)) / 2
+    a, b = EYE_CORNER_POINTS[eye]
+    side = (EYE_BOX_SCALE * (landmarks[:, a] - landmarks[:, b]).norm(dim=-1)).clamp_min(resolution / 32)
+    theta = landmarks.new_zeros(len(landmarks), 2, 3)
+    theta[:, 0, 0] = side / resolution * (1 if eye == 0 else -1)
+    theta[:, 1, 1] = side / resolution
+    theta[:, :, 2] = (2 * centre + 1) / resolution - 1
+    return theta
+
+
+def eye_thetas(landmarks: torch.Tensor, resolution: int) -> torch.Tensor:
+    """(B,68,2) -> (2B,2,3): both eyes' crops, every frame's right eye first, then every left eye."""
+    return torch.cat([eye_theta(landmarks, resolution, 0), eye_theta(landmarks, resolution, 1)])
+
+
+def eye_crops(images: torch.Tensor, landmarks: torch.Tensor, size: int,
+              resolution: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,C,H,W) images, (B,68,2) px -> (2B,C,size,size) crops of both eyes (eye_thetas' order; the left eyes
+    mirrored) and their thetas."""
+    theta = eye_thetas(landmarks, resolution or images.shape[-1])
+    grid = F.affine_grid(theta, (len(theta), 1, size, size), align_corners=False)
+    both = torch.cat([images, images]).float()
+    return F.grid_sample(both, grid, mode="bilinear", padding_mode="border", align_corners=False), theta
+
+
+def eye_opening_masks(landmarks: torch.Tensor, theta: torch.Tensor, size: int, resolution: int) -> torch.Tensor:
+    """(2B,1,size,size): the inside of each eye's outline (its six points) in its crop (eye_thetas' order)."""
+    outline = torch.cat([landmarks[:, EYE_POINTS[0]], landmarks[:, EYE_POINTS[1]]])
+    return polygon_mask(to_crop_pixels(outline, theta, size, resolution), size)
+
+
+def eye_openings(landmarks: torch.Tensor) -> torch.Tensor:
+    """(B,68,2) -> (B,2): each eye's lid gap (mean of its two lid pairs) / its width (face.measures.eye_openness)."""
+    out = []
+    for (a, b), pairs in zip(EYE_CORNER_POINTS, EYE_LID_PAIRS):
+        gap = torch.stack([(landmarks[:, u] - landmarks[:, l]).norm(dim=-1) for u, l in pairs]).mean(dim=0)
+        out.append(gap / (landmarks[:, a] - landmarks[:, b]).norm(dim=-1).clamp_min(1e-6))
+    return torch.stack(out, dim=1)
+
+
+def eye_stretch(landmarks: torch.Tensor, ref_landmarks: torch.Tensor) -> torch.Tensor:
+    """(B,2) in [0,1]: how much of each eye's opening in the target the warped shot cannot fill (mouth_stretch's
+    measure for the eyes): 1 for a shut eye driven open, 0 when the shot's eye is as open. The spline stretches
+    the shut lids' skin and lashes over the opening."""
+    target = eye_openings(landmarks)
+    return (1 - eye_openings(ref_landmarks) / target.clamp_min(1e-6)).clamp(0, 1) * (target > 1e-3)
 
 
 def paint_window(size: int, device=None) -> torch.Tensor:
@@ -163,6 +228,19 @@ def paste_crop(crop: torch.Tensor, theta: torch.Tensor, resolution: int) -> torc
     inv[:, :, 2] = -theta[:, :, 2] / scale
     grid = F.affine_grid(inv, (len(crop), crop.shape[1], resolution, resolution), align_corners=False)
     return F.grid_sample(crop, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def eye_paint_usage(parts: dict) -> dict[str, torch.Tensor]:
+    """paint_usage for the eyes (the `eye_` entries of `parts`, both eyes of a frame together): `eye_paint_share`
+    and `eye_paint_size` over the target's eye openings, per frame; NaN where both eyes are shut."""
+    inside = (parts["eye_inner"] > 0.5).float()
+    half = len(inside) // 2
+    pair = lambda t: t[:half] + t[half:]  # noqa: E731  a frame's two eyes
+    n = pair(inside.sum(dim=(1, 2, 3)))
+    nan = torch.full_like(n, float("nan"))
+    mean = lambda t: torch.where(n > 0, pair((t * inside).sum(dim=(1, 2, 3))) / n.clamp_min(1), nan)  # noqa: E731
+    return {"eye_paint_share": mean(parts["eye_share"]),
+            "eye_paint_size": mean(parts["eye_painted"].abs().mean(dim=1, keepdim=True))}
 
 
 def paint_usage(parts: dict) -> dict[str, torch.Tensor]:

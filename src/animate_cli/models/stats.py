@@ -52,9 +52,9 @@ def count_params_and_gflops(cfg: ModelConfig) -> dict:
     r = cfg.resolution
     x = torch.zeros(1, 3, r, r)
     psi = torch.zeros(1, g.n_adain)
-    # a mouth painter's cost does not depend on where the mouth is: any landmarks will do
+    # a painter's cost does not depend on where the mouth or the eyes are: any landmarks will do
     lm = torch.rand(1, 68, 2, generator=torch.Generator().manual_seed(0)) * r
-    paint = dict(landmarks=lm, ref_landmarks=lm) if cfg.paint_size else {}
+    paint = dict(landmarks=lm, ref_landmarks=lm) if cfg.paint_size or cfg.eye_paint_size else {}
 
     def n(m):
         return sum(p.numel() for p in m.parameters())

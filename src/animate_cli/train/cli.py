@@ -55,11 +55,17 @@ def train_command(
     paint_size: Optional[int] = typer.Option(T.paint_size, "--paint-size",
                                              help="Side of the warp generator's mouth painter crop (default: the "
                                                   "preset's; 0 = no painter)."),
+    eye_paint_size: Optional[int] = typer.Option(T.eye_paint_size, "--eye-paint-size",
+                                                 help="Side of the warp generator's eye painter crop (default: the "
+                                                      "preset's; 0 = no eye painter)."),
+    photo_kinds: str = typer.Option(",".join(f"{w:g}" for w in T.photo_kinds), "--photo-kinds",
+                                    help="Shares of the photo episodes' kinds: another view, the mouth shut, the "
+                                         "eyes shut (three numbers, e.g. 0.2,0,0.8)."),
     k_shots: int = typer.Option(T.k_shots, "--k-shots", help="Shots per episode."),
     batch_size: int = typer.Option(T.batch_size, "--batch-size", help="Episodes per process per step."),
     lr_g: float = typer.Option(T.lr_g, "--lr-g", help="Learning rate of E and G."),
     lr_d: float = typer.Option(T.lr_d, "--lr-d", help="Learning rate of D."),
-    lr_paint: float = typer.Option(T.lr_paint, "--lr-paint", help="Learning rate of the mouth painter."),
+    lr_paint: float = typer.Option(T.lr_paint, "--lr-paint", help="Learning rate of the painters."),
     d_steps: int = typer.Option(T.d_steps, "--d-steps", help="D updates per E/G update."),
     perceptual_size: int = typer.Option(T.perceptual_size or 0, "--perceptual-size",
                                         help="Input size of L_CNT's networks (0 = full resolution)."),
@@ -81,10 +87,12 @@ def train_command(
     random_reference: float = typer.Option(T.random_reference, "--random-reference",
                                            help="Share of episodes warping a random shot instead of the nearest."),
     painter_only: bool = typer.Option(T.painter_only, "--painter-only",
-                                      help="Train the mouth painter alone on the mouth term (E, G's trunk and D "
-                                           "frozen; from --init weights)."),
+                                      help="Train one painter alone on its part's term (E, G's trunk, the other "
+                                           "painter and D frozen; from --init weights)."),
+    paint_part: str = typer.Option(T.paint_part, "--paint-part",
+                                   help="With --painter-only: the mouth painter (mouth) or the eye painter (eyes)."),
     colour_weight: float = typer.Option(T.colour_weight, "--colour-weight",
-                                        help="With --painter-only: weight of the mouth's colour term."),
+                                        help="With --painter-only: weight of the painted part's colour term."),
     mouth_adv: float = typer.Option(T.mouth_adv, "--mouth-adv",
                                     help="With --painter-only: weight of a mouth critic's adversarial term (0 = off)."),
     threads: Optional[int] = typer.Option(T.threads, "--threads", help="CPU threads per process."),
@@ -100,9 +108,15 @@ def train_command(
         return
     if cache is None:
         raise typer.BadParameter("needed for training (or give --export DIR)", param_hint="'--cache'")
+    try:
+        kinds = tuple(float(w) for w in photo_kinds.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"three numbers separated by commas, got {photo_kinds!r}",
+                                 param_hint="'--photo-kinds'") from None
     opts = TrainOptions(cache=str(cache), photos=None if photos is None else str(photos), photo_share=photo_share,
                         run=str(run_dir), preset=preset.value, generator=generator.value,
-                        resolution=resolution, paint_size=paint_size, k_shots=k_shots, batch_size=batch_size,
+                        resolution=resolution, paint_size=paint_size, eye_paint_size=eye_paint_size,
+                        photo_kinds=kinds, paint_part=paint_part, k_shots=k_shots, batch_size=batch_size,
                         lr_g=lr_g, lr_d=lr_d, lr_paint=lr_paint,
                         d_steps=d_steps, perceptual_size=perceptual_size or None, max_steps=max_steps,
                         max_minutes=max_minutes, checkpoint_every=checkpoint_every, log_every=log_every,

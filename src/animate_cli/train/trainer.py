@@ -28,15 +28,17 @@ from ..errors import AnimateError
 from ..models.checkpoint import load_checkpoint
 from ..models.discriminator import Discriminator, MouthCritic
 from ..models.embedder import Embedder
-from ..models.generator import build_generator, extend_with_painter
-from ..models.painter import mouth_view, paint_usage
+from ..models.generator import PAINTERS, build_generator, extend_with_painter
+from ..models.painter import eye_paint_usage, mouth_view, paint_usage
 from . import distributed, rundir
 from .episodes import EpisodeDataset, reference_warp_and_landmarks
-from .photo_episodes import MixedEpisodeDataset, PhotoEpisodeDataset
+from .photo_episodes import MixedEpisodeDataset, PhotoEpisodeDataset, PhotoEpisodeSettings
 
 SHARED = FinetuneConfig()  # meta-learning and fine-tuning share learning rates, L_CNT size and the mouth term
-# paint: the mouth painter's mean |correction| on the open mouths of the step's targets (paint_usage).
+# paint: the trained painter's mean |correction| on the open mouths (or eyes) of the step's targets (paint_usage).
 # With --painter-only the adv and D columns are the mouth critic's (--mouth-adv)
+# --paint-part: the generator's painter each trains (with --painter-only)
+PAINT_PARTS = {"mouth": "painter", "eyes": "eye_painter"}
 LOSS_COLUMNS = ("loss_g", "cnt", "adv", "fm", "mch", "pix", "mouth", "paint", "loss_d", "d_real", "d_fake")
 
 
@@ -53,6 +55,10 @@ class TrainOptions:
     preset: str = "small"  # config.PRESETS
     generator: str = "warp"  # config.GENERATORS
     paint_size: int | None = None  # the mouth painter's crop side (None: the preset's; 0: no painter)
+    eye_paint_size: int | None = None  # the eye painter's crop side (None: the preset's; 0: no painter)
+    # shares of the photo episodes' kinds (PhotoEpisodeSettings): another view, a mouth shut, the eyes shut
+    photo_kinds: tuple = (PhotoEpisodeSettings.view_weight, PhotoEpisodeSettings.mouth_weight,
+                          PhotoEpisodeSettings.eyes_weight)
     resolution: int | None = None  # default: the preset's
     k_shots: int = 8
     batch_size: int = 2  # episodes per process per step
@@ -82,6 +88,8 @@ class TrainOptions:
     # train the mouth painter alone (from --init weights): E, G's trunk and D frozen, the loss the mouth term
     # alone. No D update and no backward through E and the trunk: several times the episodes per CPU second
     painter_only: bool = False
+    # with painter_only: which painter: "mouth" (on the mouth term) or "eyes" (on the eye term, losses.eye_loss)
+    paint_part: str = "mouth"
     # with painter_only: weight of the mouth's colour term (losses.mouth_colour_loss) next to the mouth term
     colour_weight: float = 0.0
     # with painter_only: weight of the adversarial term of a mouth critic that judges open mouths (MouthCritic,
@@ -103,9 +111,21 @@ class TrainOptions:
                                f"(got {self.colour_weight})")
         if self.mouth_adv < 0 or (self.mouth_adv and not self.painter_only):
             raise AnimateError(f"--mouth-adv must be 0 or more, and is used with --painter-only (got {self.mouth_adv})")
-        if self.painter_only and (self.mouth_weight <= 0 or self.generator != "warp" or self.paint_size == 0):
+        if self.paint_part not in PAINT_PARTS:
+            raise AnimateError(f"--paint-part must be one of {', '.join(PAINT_PARTS)} (got {self.paint_part!r})")
+        if self.paint_part == "eyes" and (self.mouth_adv or not self.painter_only):
+            raise AnimateError("--paint-part eyes trains the eye painter with --painter-only, without --mouth-adv")
+        if self.painter_only and self.paint_part == "mouth" and (
+                self.mouth_weight <= 0 or self.generator != "warp" or self.paint_size == 0):
             raise AnimateError("--painter-only trains the warp generator's mouth painter on the mouth term: it needs "
                                "--generator warp, a painter (--paint-size > 0) and --mouth-weight > 0")
+        if self.painter_only and self.paint_part == "eyes" and (self.generator != "warp" or self.eye_paint_size == 0):
+            raise AnimateError("--paint-part eyes trains the warp generator's eye painter: it needs --generator warp "
+                               "and an eye painter (--eye-paint-size > 0)")
+        kinds = self.photo_kinds
+        if len(kinds) != 3 or any(not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0 for w in kinds) \
+                or sum(kinds) <= 0:
+            raise AnimateError(f"--photo-kinds needs three shares of 0 or more, not all 0 (got {kinds})")
         for flag, value in (("--k-shots", self.k_shots), ("--batch-size", self.batch_size),
                             ("--d-steps", self.d_steps), ("--log-every", self.log_every),
                             ("--threads", self.threads)):
@@ -132,6 +152,8 @@ class Trainer:
             cfg = cfg.replace(resolution=opts.resolution)
         if opts.paint_size is not None:
             cfg = cfg.replace(paint_size=opts.paint_size)
+        if opts.eye_paint_size is not None:
+            cfg = cfg.replace(eye_paint_size=opts.eye_paint_size)
         videos = EpisodeDataset(opts.cache, k_shots=opts.k_shots, resolution=cfg.resolution, split="train",
                                 val_per_identity=opts.val_per_identity,
                                 episodes_per_epoch=opts.episodes_per_epoch, seed=opts.seed, augment=opts.augment)
@@ -140,8 +162,11 @@ class Trainer:
         self.n_video_columns = videos.n_videos  # D's first columns; photo people's follow (MixedEpisodeDataset)
         self.data = videos
         if opts.photos:
+            view, mouth, eyes = opts.photo_kinds
             photos = PhotoEpisodeDataset(opts.photos, k_shots=opts.k_shots, resolution=cfg.resolution,
-                                         seed=opts.seed, augment=opts.augment)
+                                         seed=opts.seed, augment=opts.augment,
+                                         settings=PhotoEpisodeSettings(view_weight=view, mouth_weight=mouth,
+                                                                       eyes_weight=eyes))
             self.data = MixedEpisodeDataset(videos, photos, photo_share=opts.photo_share, seed=opts.seed,
                                             episodes_per_epoch=opts.episodes_per_epoch)
         self.cfg = cfg
@@ -149,23 +174,27 @@ class Trainer:
         if opts.init:
             self._load_init(opts.init, E, G, D)
         betas = (0.0, 0.999)
-        # the mouth painter has a learning rate of its own: it starts fresh where the rest may be trained weights
-        painter = getattr(G, "painter", None)
-        painting = {id(p) for p in painter.parameters()} if painter is not None else set()
+        # the painters have a learning rate of their own: they start fresh where the rest may be trained weights.
+        # With --painter-only, only the one --paint-part names learns
+        painters = [m for m in (getattr(G, n, None) for n in PAINTERS) if m is not None]
+        if opts.painter_only:
+            painters = [getattr(G, PAINT_PARTS[opts.paint_part], None)]
+            if painters[0] is None:
+                raise AnimateError(f"--painter-only: this model has no {opts.paint_part} painter")
+        painting = {id(p) for m in painters for p in m.parameters()}
         rest = [*E.parameters(), *(p for p in G.parameters() if id(p) not in painting)]
         groups = [] if opts.painter_only else [{"params": rest, "lr": opts.lr_g, "base_lr": opts.lr_g}]
         if opts.painter_only:  # frozen: no gradient, and eval mode (spectral norm's power iteration stands still)
-            if painter is None:
-                raise AnimateError("--painter-only: this model has no mouth painter (--paint-size 0)")
             for p in rest:
                 p.requires_grad_(False)
             E.eval()
             G.eval()
-            painter.train()
+            painters[0].train()
         # wrapped once frozen: DDP waits for a gradient of every parameter that wants one when it is built
         self.E, self.G, self.D = (distributed.wrap(m.to(self.device), self.device) for m in (E, G, D))
-        if painter is not None:
-            groups.append({"params": list(painter.parameters()), "lr": opts.lr_paint, "base_lr": opts.lr_paint})
+        if painters:
+            groups.append({"params": [p for m in painters for p in m.parameters()], "lr": opts.lr_paint,
+                           "base_lr": opts.lr_paint})
         self.opt_g = torch.optim.Adam(groups, betas=betas)
         self.opt_d = torch.optim.Adam([{"params": list(self.D.parameters()), "lr": opts.lr_d, "base_lr": opts.lr_d}],
                                       betas=betas)
@@ -187,17 +216,20 @@ class Trainer:
         with photos), those, and the photo people's columns start fresh; otherwise all start fresh."""
         cfg, e, g, d = load_checkpoint(Path(folder), device="cpu", with_discriminator=True)
         # the learned shot selection, the warp setting and mouth shots are no network weights: the run keeps
-        # them, so its export still has them. Weights without a mouth painter extend to a run with one
+        # them, so its export still has them. Weights without a painter extend to a run with one
         # (extend_with_painter)
         adds_painter = cfg.paint_size == 0 and self.cfg.paint_size > 0
+        adds_eye_painter = cfg.eye_paint_size == 0 and self.cfg.eye_paint_size > 0
         same = dict(selection=self.cfg.selection, warp_reg=self.cfg.warp_reg, mouth_shots=self.cfg.mouth_shots,
-                    paint_size=self.cfg.paint_size if adds_painter else cfg.paint_size)
+                    paint_size=self.cfg.paint_size if adds_painter else cfg.paint_size,
+                    eye_paint_size=self.cfg.eye_paint_size if adds_eye_painter else cfg.eye_paint_size)
         if cfg.replace(**same) != self.cfg:
             raise AnimateError(f"--init {folder} has a different model config ({cfg.preset}, {cfg.generator}, "
-                               f"{cfg.resolution}px, paint_size {cfg.paint_size})")
+                               f"{cfg.resolution}px, paint_size {cfg.paint_size}, eye_paint_size "
+                               f"{cfg.eye_paint_size})")
         self.cfg = self.cfg.replace(selection=cfg.selection, warp_reg=cfg.warp_reg, mouth_shots=cfg.mouth_shots)
         E.load_state_dict(e.state_dict())
-        if adds_painter:
+        if adds_painter or adds_eye_painter:
             extend_with_painter(G, g)
         else:
             G.load_state_dict(g.state_dict())
@@ -313,8 +345,8 @@ class Trainer:
         return self._end_step(out, ok, b, x_hat, warped)
 
     def _painter_step(self, b: dict) -> dict:
-        """TrainOptions.painter_only: the painter's update on the mouth term; E and G's trunk run without a
-        graph, D not at all."""
+        """TrainOptions.painter_only: the painter's update on its part's term (the mouth's or the eyes'); E and G's
+        trunk run without a graph, D not at all."""
         B, K = b["x_shots"].shape[:2]
         warped, ref_lm = self._episode_warp(b)
         with self._autocast():
@@ -322,10 +354,15 @@ class Trainer:
                 e_hat = self.E(b["x_shots"].flatten(0, 1), b["y_shots"].flatten(0, 1)).view(B, K, -1).mean(dim=1)
             parts: dict = {}
             x_hat = self.G(b["y_t"], e_hat, warped=warped, landmarks=b["lm_t"], ref_landmarks=ref_lm, parts=parts)
-        mouth = losses.mouth_loss(x_hat.float(), b["x_t"], b["lm_t"])
-        colour = losses.mouth_colour_loss(x_hat.float(), b["x_t"], b["lm_t"])
-        loss = self.opts.mouth_weight * (mouth + self.opts.colour_weight * colour)
-        out = {"mouth": mouth.item(), **_painted(parts)}
+        if self.opts.paint_part == "eyes":
+            term = losses.eye_loss(x_hat.float(), b["x_t"], b["lm_t"])
+            colour = losses.eye_colour_loss(x_hat.float(), b["x_t"], b["lm_t"])
+            loss = term + self.opts.colour_weight * colour
+        else:
+            term = losses.mouth_loss(x_hat.float(), b["x_t"], b["lm_t"])
+            colour = losses.mouth_colour_loss(x_hat.float(), b["x_t"], b["lm_t"])
+            loss = self.opts.mouth_weight * (term + self.opts.colour_weight * colour)
+        out = {"mouth": term.item(), **_painted(parts, self.opts.paint_part)}
         fake_view = None
         if self.critic is not None:
             fake_view = mouth_view(x_hat, b["lm_t"], distributed.unwrap(self.G).cfg.paint_size)
@@ -548,12 +585,17 @@ class Trainer:
         return summary
 
 
-def _painted(parts: dict) -> dict:
-    """The loss log's `paint`: the painter's mean correction on the open mouths of the step's targets (none
-    without a painter or an open mouth)."""
-    if "painted" not in parts:
+def _painted(parts: dict, part: str = "mouth") -> dict:
+    """The loss log's `paint`: the mouth (or eye) painter's mean correction on the open mouths (eyes) of the
+    step's targets (none without that painter or an opening)."""
+    if part == "eyes":
+        if "eye_painted" not in parts:
+            return {}
+        painted = eye_paint_usage(parts)["eye_paint_size"]
+    elif "painted" not in parts:
         return {}
-    painted = paint_usage(parts)["paint_size"]
+    else:
+        painted = paint_usage(parts)["paint_size"]
     finite = torch.isfinite(painted)
     return {"paint": painted[finite].mean().item()} if finite.any() else {}
 
