@@ -1,9 +1,9 @@
 """The README's blink-and-glance strip: examples/portrait.png driven by fixtures/carphone.mp4 (the default
-model), four frames (the first, a blink, a glance left, a glance right); top the driver, bottom the result,
-each an eye band (brows to nose tip) that follows its face. Usage:
+model), four frames (the first, a blink, a glance left, a glance right); top the driver, below the result of
+each --model (default: the default model), each an eye band (brows to nose tip) that follows its face. Usage:
 
   PYTHONPATH=src python scripts/follow_strip.py ../shared/fixtures/carphone.mp4 examples/follow_strip.jpg \
-      --frames 0 42 92 110
+      --frames 0 42 92 110 [--portrait P] [--model warp --model default]
 """
 import argparse
 import tempfile
@@ -39,21 +39,24 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--portrait", type=Path, default=Path("examples/portrait.png"))
     ap.add_argument("--frames", type=int, nargs="+", default=[0, 42, 89, 116])
-    ap.add_argument("--model", default="default")
+    ap.add_argument("--model", action="append", help="a row per model (repeatable; default: default)")
     ap.add_argument("--landmarks", default="auto", help="the detector that drives")
     a = ap.parse_args()
     det = make_detector("dlib")
-    with tempfile.TemporaryDirectory() as tmp:
-        result = Path(tmp) / "result.mp4"
-        animate(a.portrait, a.driver, result, AnimateOptions(model=a.model, landmarks=a.landmarks, audio=False,
-                                                             overwrite=True))
-        results = list(read_frames(result))
     drivers = list(read_frames(a.driver))
     # each band follows its face (landmarks of that frame): the head turns, the irises move inside the eyes
-    d_pts, r_pts = video_landmarks(drivers, det)[0], video_landmarks(results, det)[0]  # tracked: the same face
-    top = np.concatenate([eye_band(drivers[i], d_pts[i]) for i in a.frames], 1)
-    bottom = np.concatenate([eye_band(results[i], r_pts[i]) for i in a.frames], 1)
-    strip = np.concatenate([top, np.full((4, top.shape[1], 3), 255, np.uint8), bottom], 0)
+    d_pts = video_landmarks(drivers, det)[0]  # tracked: the same face
+    rows = [np.concatenate([eye_band(drivers[i], d_pts[i]) for i in a.frames], 1)]
+    for model in a.model or ["default"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = Path(tmp) / "result.mp4"
+            animate(a.portrait, a.driver, result, AnimateOptions(model=model, landmarks=a.landmarks, audio=False,
+                                                                 overwrite=True))
+            results = list(read_frames(result))
+        r_pts = video_landmarks(results, det)[0]
+        rows.append(np.concatenate([eye_band(results[i], r_pts[i]) for i in a.frames], 1))
+    gap = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
+    strip = np.concatenate([r for row in rows for r in (row, gap)][:-1], 0)
     cv2.imwrite(str(a.out), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
     print(f"wrote {a.out} ({strip.shape[1]}x{strip.shape[0]})")
 
