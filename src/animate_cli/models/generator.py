@@ -178,14 +178,9 @@ class WarpGenerator(Generator):
             uncovered = inner * torch.cat([stretch[:, 0], stretch[:, 1]]).view(-1, 1, 1, 1)
             outline = torch.cat([lm, lm])[:, list(FACE_OUTLINE)]
             face = polygon_mask(to_crop_pixels(outline, theta, size, res), size)
-        image = face_only(seen, face)
         trunk = eye_crops(features, lm, size, res)[0]
-        raw = self.eye_painter(torch.cat([image, inner, uncovered, trunk * face], dim=1))
-        tone, white, logit = raw[:, :1], raw[:, 1:2], raw[:, 2:]
-        colour = tinted_colours(image, (face - inner).clamp(0, 1), 2 * torch.sigmoid(tone), torch.sigmoid(white))
-        m = torch.sigmoid(logit + PAINT_PRIOR * (1 - 2 * uncovered))
-        share = paint_window(size, out.device) * face * (1 - m)
-        painted = share * (colour - seen)
+        share, painted = _blend(self.eye_painter, seen, face, [inner, uncovered], trunk, (face - inner).clamp(0, 1),
+                                uncovered)
         if parts is not None:
             parts.update(eye_share=share.detach(), eye_painted=painted.detach(), eye_inner=inner)
         return out + (paste_crop(painted[:n], theta[:n], res) + paste_crop(painted[n:], theta[n:], res)).to(out.dtype)
@@ -200,17 +195,25 @@ class WarpGenerator(Generator):
             outer = outline_mask(lm, theta, size, res, OUTER_LIP_POINTS)
             uncovered = inner * mouth_stretch(lm, ref).view(-1, 1, 1, 1)
             face = outline_mask(lm, theta, size, res, list(FACE_OUTLINE))
-        image = face_only(seen, face)
         trunk = mouth_crop(features, lm, size, res)[0]  # the features at the crop (another size than the frame)
-        raw = self.painter(torch.cat([image, inner, outer, uncovered, trunk * face], dim=1))
-        tone, white, logit = raw[:, :1], raw[:, 1:2], raw[:, 2:]
-        colour = tinted_colours(image, (outer - inner).clamp(0, 1), 2 * torch.sigmoid(tone), torch.sigmoid(white))
-        m = torch.sigmoid(logit + PAINT_PRIOR * (1 - 2 * uncovered))
-        share = paint_window(size, out.device) * face * (1 - m)
-        painted = share * (colour - seen)
+        share, painted = _blend(self.painter, seen, face, [inner, outer, uncovered], trunk, (outer - inner).clamp(0, 1),
+                                uncovered)
         if parts is not None:
             parts.update(share=share.detach(), painted=painted.detach(), inner=inner, uncovered=uncovered)
         return out + paste_crop(painted, theta, res).to(out.dtype)
+
+
+def _blend(painter, seen, face, masks, trunk, source, uncovered):
+    """A painter at its crop: it sees the crop `seen` (the face only), the `masks` and the trunk's features, and
+    paints colours tinted from the crop under `source` (tinted_colours); returns its share of each pixel
+    (window · face · (1 − m), m starting low only where `uncovered`) and the correction it adds there."""
+    image = face_only(seen, face)
+    raw = painter(torch.cat([image, *masks, trunk * face], dim=1))
+    tone, white, logit = raw[:, :1], raw[:, 1:2], raw[:, 2:]
+    colour = tinted_colours(image, source, 2 * torch.sigmoid(tone), torch.sigmoid(white))
+    m = torch.sigmoid(logit + PAINT_PRIOR * (1 - 2 * uncovered))
+    share = paint_window(seen.shape[-1], seen.device) * face * (1 - m)
+    return share, share * (colour - seen)
 
 
 PAINTERS = ("painter", "eye_painter")  # the WarpGenerator's painters: the mouth's, the eyes'
