@@ -128,7 +128,7 @@ class WarpGenerator(Generator):
     The eye painter (cfg.eye_paint_size) does the same for each eye (the left one mirrored), before the mouth:
     in, the eye's crop of X, the masks of the target's eye opening and of the part of it the warped shot's lids
     cannot fill (eye_stretch: a shut eye driven open), and the trunk's features; out, colours of the skin's hue
-    or none (the white, the iris and pupil) where the opening is uncovered.
+    or none (the white, the iris and pupil) where the opening is uncovered, only as far as it is (EYE_GATE).
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -174,13 +174,14 @@ class WarpGenerator(Generator):
         seen, theta = eye_crops(out, lm, size)
         with torch.no_grad():
             inner = eye_opening_masks(lm, theta, size, res)
-            stretch = eye_stretch(lm, ref)
-            uncovered = inner * torch.cat([stretch[:, 0], stretch[:, 1]]).view(-1, 1, 1, 1)
+            per_eye = eye_stretch(lm, ref)
+            stretch = torch.cat([per_eye[:, 0], per_eye[:, 1]]).view(-1, 1, 1, 1)
+            uncovered = inner * stretch
             outline = torch.cat([lm, lm])[:, list(FACE_OUTLINE)]
             face = polygon_mask(to_crop_pixels(outline, theta, size, res), size)
         trunk = eye_crops(features, lm, size, res)[0]
         share, painted = _blend(self.eye_painter, seen, face, [inner, uncovered], trunk, (face - inner).clamp(0, 1),
-                                uncovered)
+                                uncovered, gate=(stretch / EYE_GATE).clamp(max=1))
         if parts is not None:
             parts.update(eye_share=share.detach(), eye_painted=painted.detach(), eye_inner=inner)
         return out + (paste_crop(painted[:n], theta[:n], res) + paste_crop(painted[n:], theta[n:], res)).to(out.dtype)
@@ -203,20 +204,26 @@ class WarpGenerator(Generator):
         return out + paste_crop(painted, theta, res).to(out.dtype)
 
 
-def _blend(painter, seen, face, masks, trunk, source, uncovered):
+def _blend(painter, seen, face, masks, trunk, source, uncovered, gate=None):
     """A painter at its crop: it sees the crop `seen` (the face only), the `masks` and the trunk's features, and
     paints colours tinted from the crop under `source` (tinted_colours); returns its share of each pixel
-    (window · face · (1 − m), m starting low only where `uncovered`) and the correction it adds there."""
+    (window · face · (1 − m) [· gate], m starting low only where `uncovered`) and the correction it adds there."""
     image = face_only(seen, face)
     raw = painter(torch.cat([image, *masks, trunk * face], dim=1))
     tone, white, logit = raw[:, :1], raw[:, 1:2], raw[:, 2:]
     colour = tinted_colours(image, source, 2 * torch.sigmoid(tone), torch.sigmoid(white))
     m = torch.sigmoid(logit + PAINT_PRIOR * (1 - 2 * uncovered))
     share = paint_window(seen.shape[-1], seen.device) * face * (1 - m)
+    if gate is not None:
+        share = share * gate
     return share, share * (colour - seen)
 
 
-PAINTERS = ("painter", "eye_painter")  # the WarpGenerator's painters: the mouth's, the eyes'
+PAINTERS = ("painter", "eye_painter")
+# The eye painter's share is scaled by its eye's stretch / EYE_GATE (at most 1): it paints only where the shot's
+# lids cannot fill the opening, fully from a quarter of it on, and an eye as open as the shot's keeps the trunk's
+# output exactly. Ungated it took a tenth of every open eye on val and cost 0.0012 whole-face LPIPS (0 of 5 clips)
+EYE_GATE = 0.25  # the WarpGenerator's painters: the mouth's, the eyes'
 
 
 def extend_with_painter(new: WarpGenerator, old: WarpGenerator) -> None:
