@@ -233,8 +233,9 @@ def test_default_weights_keep_their_trunk_and_paint_only_the_mouth():
         pytest.skip("weights/default not in this checkout")
     cfg, E, G, _ = load_checkpoint(folder)
     assert cfg.paint_size > 0 and G.painter is not None
-    trunk = build_generator(cfg.replace(paint_size=0)).eval()
-    trunk.load_state_dict({k: v for k, v in G.state_dict().items() if not k.startswith("painter.")})
+    assert cfg.eye_paint_size > 0 and G.eye_painter is not None
+    trunk = build_generator(cfg.replace(paint_size=0, eye_paint_size=0)).eval()
+    trunk.load_state_dict({k: v for k, v in G.state_dict().items() if not k.startswith(("painter.", "eye_painter."))})
     g = torch.Generator().manual_seed(0)
     x, y, w = (torch.rand(2, 3, 256, 256, generator=g) * 2 - 1 for _ in range(3))
     with torch.no_grad():
@@ -491,6 +492,15 @@ def test_an_eye_painter_added_paints_only_the_eyes_a_shut_shot_cannot_open():
     with torch.no_grad():
         same_eyes = new(y, e_hat=e, warped=warped, landmarks=lm_t, ref_landmarks=lm_t)
     assert torch.equal(same_eyes, before)
+    # without `parts` only the frames whose eyes open past the gate are painted: the same frames, for less
+    lm_b, ref_b = torch.cat([lm_t, lm_t]), torch.cat([lm_s, lm_t])  # a shut shot, then one as open
+    with torch.no_grad():
+        both = new(y.expand(2, -1, -1, -1), e_hat=e.expand(2, -1), warped=warped.expand(2, -1, -1, -1),
+                   landmarks=lm_b, ref_landmarks=lm_b, eye_ref_landmarks=ref_b)
+        asked = new(y.expand(2, -1, -1, -1), e_hat=e.expand(2, -1), warped=warped.expand(2, -1, -1, -1),
+                    landmarks=lm_b, ref_landmarks=lm_b, eye_ref_landmarks=ref_b, parts={})
+    assert torch.allclose(both, asked, atol=1e-6) and torch.allclose(both[1], before[0], atol=1e-6)
+    assert (both[0] - before[0]).abs().max() > 0.05  # the shut shot's frame is painted
     shut = torch.from_numpy(face_landmarks(64, eye_gap=0.0))[None]
     parts = {}
     with torch.no_grad():
