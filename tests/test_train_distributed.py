@@ -29,7 +29,7 @@ import json, sys
 from animate_cli.train.trainer import TrainOptions, train
 s = train(TrainOptions(cache=sys.argv[1], photos=sys.argv[2], init=sys.argv[3], run=sys.argv[4], preset="tiny",
                        resolution=32, paint_size=16, k_shots=2, batch_size=1, photo_share=1.0, painter_only=True,
-                       paint_adv=0.5, perceptual_size=None, val_per_identity=0, max_steps=8, sample_every=100,
+                       mouth_adv=0.5, perceptual_size=None, val_per_identity=0, max_steps=8, sample_every=100,
                        log_every=1, progress=False))
 if s["rank"] == 0:
     print(json.dumps(s))

@@ -255,14 +255,6 @@ def paint_usage(parts: dict) -> dict[str, torch.Tensor]:
     return {"paint_share": mean(parts["share"]), "paint_size": mean(parts["painted"].abs().mean(dim=1, keepdim=True))}
 
 
-def eye_view(images: torch.Tensor, landmarks: torch.Tensor, size: int) -> torch.Tensor:
-    """(B,3,R,R) images, (B,68,2) px -> (2B,4,size,size): mouth_view for the eyes, each eye's crop (eye_crops'
-    order, the left eyes mirrored) and the landmarks' eye opening in it: what the eye painter's critic judges."""
-    lm = landmarks.float().reshape(-1, 68, 2)
-    crop, theta = eye_crops(images, lm, size)
-    return torch.cat([crop, eye_opening_masks(lm, theta, size, images.shape[-1])], dim=1)
-
-
 def mouth_view(images: torch.Tensor, landmarks: torch.Tensor, size: int) -> torch.Tensor:
     """(B,3,R,R) images, (B,68,2) px -> (B,4,size,size): the painter's crop of each image (mouth_theta) and the
     landmarks' open-mouth mask in it: what the mouth critic (discriminator.MouthCritic) judges."""

@@ -93,9 +93,8 @@ def train_command(
                                    help="With --painter-only: the mouth painter (mouth) or the eye painter (eyes)."),
     colour_weight: float = typer.Option(T.colour_weight, "--colour-weight",
                                         help="With --painter-only: weight of the painted part's colour term."),
-    paint_adv: float = typer.Option(T.paint_adv, "--paint-adv", "--mouth-adv",
-                                    help="With --painter-only: weight of the adversarial term of a critic of the "
-                                         "painted part (0 = off)."),
+    mouth_adv: float = typer.Option(T.mouth_adv, "--mouth-adv",
+                                    help="With --painter-only: weight of a mouth critic's adversarial term (0 = off)."),
     threads: Optional[int] = typer.Option(T.threads, "--threads", help="CPU threads per process."),
     init: Optional[Path] = typer.Option(T.init, "--init", help="Start from this weights folder."),
     progress: bool = typer.Option(T.progress, "--progress/--no-progress", help="Loss table on stderr."),
@@ -126,7 +125,7 @@ def train_command(
                         init=None if init is None else str(init), threads=threads, augment=augment,
                         mouth_weight=mouth_weight, random_reference=random_reference, progress=progress,
                         painter_only=painter_only, colour_weight=colour_weight,
-                        paint_adv=paint_adv)
+                        mouth_adv=mouth_adv)
     summary = train(opts)
     if summary["rank"] == 0:
         print(json.dumps(summary))

@@ -29,14 +29,14 @@ from ..models.checkpoint import load_checkpoint
 from ..models.discriminator import Discriminator, MouthCritic
 from ..models.embedder import Embedder
 from ..models.generator import PAINTERS, build_generator, extend_with_painter
-from ..models.painter import eye_paint_usage, eye_view, mouth_view, paint_usage
+from ..models.painter import eye_paint_usage, mouth_view, paint_usage
 from . import distributed, rundir
 from .episodes import EpisodeDataset, reference_warp_and_landmarks
 from .photo_episodes import MixedEpisodeDataset, PhotoEpisodeDataset, PhotoEpisodeSettings
 
 SHARED = FinetuneConfig()  # meta-learning and fine-tuning share learning rates, L_CNT size and the mouth term
 # paint: the trained painter's mean |correction| on the open mouths (or eyes) of the step's targets (paint_usage).
-# With --painter-only the adv and D columns are the painted part's critic's (--paint-adv)
+# With --painter-only the adv and D columns are the mouth critic's (--mouth-adv)
 # --paint-part: the generator's painter each trains (with --painter-only)
 PAINT_PARTS = {"mouth": "painter", "eyes": "eye_painter"}
 LOSS_COLUMNS = ("loss_g", "cnt", "adv", "fm", "mch", "pix", "mouth", "paint", "loss_d", "d_real", "d_fake")
@@ -92,11 +92,10 @@ class TrainOptions:
     paint_part: str = "mouth"
     # with painter_only: weight of the mouth's colour term (losses.mouth_colour_loss) next to the mouth term
     colour_weight: float = 0.0
-    # with painter_only: weight of the adversarial term of a critic that judges the painted part's openings (a
-    # MouthCritic of open mouths, or of open eyes with paint_part "eyes"; trained beside the painter at lr_d,
-    # d_steps updates per step); 0 = none. The mouth (eye) term alone is met best by a blur: the mean of the
-    # teeth and cavities an opening might hold (of the irises and whites an eye might show)
-    paint_adv: float = 0.0
+    # with painter_only: weight of the adversarial term of a mouth critic that judges open mouths (MouthCritic,
+    # trained beside the painter at lr_d, d_steps updates per step); 0 = none. The mouth term alone is met best
+    # by a blur: the mean of the teeth and cavities an opening might hold
+    mouth_adv: float = 0.0
     nan_patience: int = 3  # consecutive bad steps before restoring the last checkpoint and halving lr
     progress: bool = True
 
@@ -110,12 +109,12 @@ class TrainOptions:
         if self.colour_weight < 0 or (self.colour_weight and not self.painter_only):
             raise AnimateError(f"--colour-weight must be 0 or more, and is used with --painter-only "
                                f"(got {self.colour_weight})")
-        if self.paint_adv < 0 or (self.paint_adv and not self.painter_only):
-            raise AnimateError(f"--paint-adv must be 0 or more, and is used with --painter-only (got {self.paint_adv})")
+        if self.mouth_adv < 0 or (self.mouth_adv and not self.painter_only):
+            raise AnimateError(f"--mouth-adv must be 0 or more, and is used with --painter-only (got {self.mouth_adv})")
         if self.paint_part not in PAINT_PARTS:
             raise AnimateError(f"--paint-part must be one of {', '.join(PAINT_PARTS)} (got {self.paint_part!r})")
-        if self.paint_part == "eyes" and not self.painter_only:
-            raise AnimateError("--paint-part eyes trains the eye painter: it needs --painter-only")
+        if self.paint_part == "eyes" and (self.mouth_adv or not self.painter_only):
+            raise AnimateError("--paint-part eyes trains the eye painter with --painter-only, without --mouth-adv")
         if self.painter_only and self.paint_part == "mouth" and (
                 self.mouth_weight <= 0 or self.generator != "warp" or self.paint_size == 0):
             raise AnimateError("--painter-only trains the warp generator's mouth painter on the mouth term: it needs "
@@ -200,7 +199,7 @@ class Trainer:
         self.opt_d = torch.optim.Adam([{"params": list(self.D.parameters()), "lr": opts.lr_d, "base_lr": opts.lr_d}],
                                       betas=betas)
         self.critic, self.opt_critic = None, None
-        if opts.paint_adv:
+        if opts.mouth_adv:
             self.critic = distributed.wrap(MouthCritic().to(self.device), self.device)
             self.opt_critic = torch.optim.Adam([{"params": list(self.critic.parameters()), "lr": opts.lr_d,
                                                  "base_lr": opts.lr_d}], betas=betas)
@@ -366,13 +365,13 @@ class Trainer:
         out = {"mouth": term.item(), **_painted(parts, self.opts.paint_part)}
         fake_view = None
         if self.critic is not None:
-            fake_view = self._painted_view(x_hat, b["lm_t"])
+            fake_view = mouth_view(x_hat, b["lm_t"], distributed.unwrap(self.G).cfg.paint_size)
             # the critic as it is, not its DDP wrapper: only the painter learns here (its gradient is averaged
             # by G's wrapper), and a process without an open mouth to judge then waits on no other
             fake, judged = self._critic_scores(fake_view, distributed.unwrap(self.critic))
             if judged.any():
                 adv = losses.g_adv_loss(fake[judged])
-                loss = loss + self.opts.paint_adv * adv
+                loss = loss + self.opts.mouth_adv * adv
                 out["adv"] = adv.item()
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
@@ -385,17 +384,10 @@ class Trainer:
             ok = self._critic_step(fake_view.detach(), b, out)
         return self._end_step(out, ok, b, x_hat, warped)
 
-    def _painted_view(self, images, landmarks):
-        """What the critic judges: the painted part's crops and opening masks (mouth_view, or eye_view)."""
-        cfg = distributed.unwrap(self.G).cfg
-        if self.opts.paint_part == "eyes":
-            return eye_view(images, landmarks, cfg.eye_paint_size)
-        return mouth_view(images, landmarks, cfg.paint_size)
-
     def _critic_step(self, fake_view, b: dict, out: dict) -> bool:
-        """`d_steps` hinge updates of the critic: the targets' mouths (eyes) against the painter's (`fake_view`,
-        the painter step's _painted_view of its output, detached)."""
-        real_view = self._painted_view(b["x_t"], b["lm_t"])
+        """`d_steps` hinge updates of the mouth critic: the targets' mouths against the painter's (`fake_view`,
+        the painter step's mouth_view of its output, detached)."""
+        real_view = mouth_view(b["x_t"], b["lm_t"], fake_view.shape[-1])
         views = torch.cat([real_view, fake_view])
         B = len(fake_view)
         for _ in range(self.opts.d_steps):
