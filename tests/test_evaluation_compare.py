@@ -96,3 +96,16 @@ def test_bad_usage_exits_2_with_one_line(tmp_path, capsys):
         assert cli.main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and "animate-evaluate --help" in err and "\n" not in err, err
+
+
+def test_the_table_shows_the_columns_the_report_has(capsys):
+    """print_table: a column no setting has a value in (the eye metric without --eye-targets, a painter's usage
+    for the warp) is left out, so the others keep their width; the ones measured are shown."""
+    from animate_cli.evaluation.compare import print_table
+    report = {"clips_dir": "val", "clips": ["a.mp4"], "models": {"warp": {"self": {
+        "K=1": {"ssim": 0.7, "lpips": 0.2, "mouth_lpips": None, "frames": 3},
+        "reopen K=1": {"eye_lpips": 0.25, "frames": 2}}}}}
+    print_table(report)
+    out = capsys.readouterr().out
+    assert "eyes" in out and "ssim" in out and "lpips" in out
+    assert "painted" not in out and "mouth" not in out and "csim" not in out

@@ -127,9 +127,13 @@ def print_comparison(rows: list[dict], name_a: str, name_b: str) -> None:
 
 
 def print_table(report: dict) -> None:
-    """One row per model and setting: the paper's columns plus ours."""
-    cols = ["ssim", "psnr", "lpips", "mouth_lpips", "mouth_lpips_frames", "paint_share", "paint_size", "eye_lpips",
-            "eye_paint_share", "eye_paint_size", "csim", "id_dist", "landmark_error", "fid", "face_detected", "frames"]
+    """One row per model and setting: the paper's columns plus ours, those the report has a value in."""
+    rows = [(model, setting, m) for model, entry in report["models"].items()
+            for setting, m in list(entry["self"].items()) + ([("cross-id", entry["cross"])] if "cross" in entry else [])]
+    cols = [c for c in ("ssim", "psnr", "lpips", "mouth_lpips", "mouth_lpips_frames", "paint_share", "paint_size",
+                        "eye_lpips", "eye_paint_share", "eye_paint_size", "csim", "id_dist", "landmark_error", "fid",
+                        "face_detected", "frames")
+            if any(m.get(c) is not None for _, _, m in rows)]
     t = Table(title=f"evaluation on {report['clips_dir']} ({len(report['clips'])} clips)")
     t.add_column("model")
     t.add_column("setting")
@@ -138,10 +142,8 @@ def print_table(report: dict) -> None:
                       "mouth_lpips_frames": "n open", "paint_share": "painted", "paint_size": "|Δp|", "eye_lpips": "eyes",
                       "eye_paint_share": "eyes painted", "eye_paint_size": "eyes |Δp|"}.get(c, c),
                      justify="right")
-    for model, entry in report["models"].items():
-        rows = list(entry["self"].items()) + ([("cross-id", entry["cross"])] if "cross" in entry else [])
-        for setting, m in rows:
-            t.add_row(model, setting, *["-" if m.get(c) is None else f"{m[c]:.3g}" for c in cols])
+    for model, setting, m in rows:
+        t.add_row(model, setting, *["-" if m.get(c) is None else f"{m[c]:.3g}" for c in cols])
     Console(width=max(120, Console().width)).print(t)
     follow = {model: e["follow"] for model, e in report["models"].items() if e.get("follow", {}).get("pairs")}
     if follow:
