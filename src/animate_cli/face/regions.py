@@ -14,17 +14,18 @@ import cv2
 import numpy as np
 
 from ..errors import AnimateError
+from .measures import EYE_CORNERS
 
 OPEN_MOUTH_GAP = 0.12  # inner-lip gap / inter-ocular distance above which teeth or the mouth's inside show
 MOUTH_BOX_SCALE = 1.6  # side of the mouth crop / mouth width (corner to corner)
 MOUTH_METRIC_SIZE = 96  # side the mouth crops are resampled to before LPIPS (about their size in a 256² crop)
 EYE_BOX_SCALE = 2.0  # side of an eye's crop / the eye's width (corner to corner): the eye, its lids and some skin
 EYE_METRIC_SIZE = 64  # side the eye crops are resampled to before LPIPS (a 256² face's eye box is about 46 px)
-EYE_CORNERS = ((36, 39), (42, 45))  # the face's right eye (image left), then left
 
 # iBUG-68 pairs facing each other across an opening, upper point first
 INNER_LIPS = ((61, 67), (62, 66), (63, 65))
 EYELIDS = (((37, 41), (38, 40)), ((43, 47), (44, 46)))  # the face's right eye (image left), then left
+EYE_POINTS = (slice(36, 42), slice(42, 48))  # each eye's outline, in the same order (corners: measures.EYE_CORNERS)
 LIP_CORNERS = (48, 54)
 MOUTH_POINTS = slice(48, 68)
 # the face's outline: the jaw from ear to ear (0-16), back along the brows (26-17); inside it is face, outside
@@ -84,8 +85,8 @@ def eye_boxes(landmarks, scale: float = EYE_BOX_SCALE) -> np.ndarray:
     """Square boxes (..., 2, 3) = (x0, y0, side) per eye: centred on the eye's six points, side `scale` × its width."""
     lm = _points(landmarks)
     out = []
-    for k, (a, b) in enumerate(EYE_CORNERS):
-        pts = lm[..., 36 + 6 * k:42 + 6 * k, :]
+    for (a, b), points in zip(EYE_CORNERS, EYE_POINTS):
+        pts = lm[..., points, :]
         centre = (pts.min(-2) + pts.max(-2)) / 2
         side = np.maximum(scale * np.linalg.norm(lm[..., a, :] - lm[..., b, :], axis=-1), 1.0)
         out.append(np.concatenate([centre - side[..., None] / 2, side[..., None]], -1))

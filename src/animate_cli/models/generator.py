@@ -170,23 +170,24 @@ class WarpGenerator(Generator):
     def _paint_eyes(self, out, features, landmarks, ref_landmarks, parts):
         lm = torch.as_tensor(landmarks, device=out.device).float().reshape(-1, 68, 2)
         ref = torch.as_tensor(ref_landmarks, device=out.device).float().reshape(-1, 68, 2)
-        if parts is not None:  # what it did is asked for every frame
-            return self._eyes_painted(out, features, lm, ref, parts)
-        # only the frames where an eye's gate opens: the others keep the trunk's output exactly, at no cost
         with torch.no_grad():
-            rows = (eye_stretch(lm, ref) > EYE_GATE[0]).any(dim=1).nonzero()[:, 0]
+            per_eye = eye_stretch(lm, ref)
+        if parts is not None:  # what it did is asked for every frame
+            return self._eyes_painted(out, features, lm, per_eye, parts)
+        # only the frames where an eye's gate opens: the others keep the trunk's output exactly, at no cost
+        rows = (per_eye > EYE_GATE[0]).any(dim=1).nonzero()[:, 0]
         if len(rows) == len(out):
-            return self._eyes_painted(out, features, lm, ref, None)
+            return self._eyes_painted(out, features, lm, per_eye, None)
         if len(rows) == 0:
             return out
-        return out.index_put((rows,), self._eyes_painted(out[rows], features[rows], lm[rows], ref[rows], None))
+        return out.index_put((rows,), self._eyes_painted(out[rows], features[rows], lm[rows], per_eye[rows], None))
 
-    def _eyes_painted(self, out, features, lm, ref, parts):
+    def _eyes_painted(self, out, features, lm, per_eye, parts):
+        """The eye painter on these frames; per_eye: each eye's stretch (B,2)."""
         size, res, n = self.cfg.eye_paint_size, out.shape[-1], len(out)
         seen, theta = eye_crops(out, lm, size)
         with torch.no_grad():
             inner = eye_opening_masks(lm, theta, size, res)
-            per_eye = eye_stretch(lm, ref)
             stretch = torch.cat([per_eye[:, 0], per_eye[:, 1]]).view(-1, 1, 1, 1)
             uncovered = inner * stretch
             outline = torch.cat([lm, lm])[:, list(FACE_OUTLINE)]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..face.regions import INNER_LIPS, LIP_CORNERS, MOUTH_BOX_SCALE
+from ..face.regions import EYE_BOX_SCALE, EYE_CORNERS, EYE_POINTS, EYELIDS, INNER_LIPS, LIP_CORNERS, MOUTH_BOX_SCALE
 from .blocks import sn_conv
 
 # The painter's blend mask m (1 = the warp generator's output, 0 = painted) starts at sigmoid(±PAINT_PRIOR):
@@ -19,12 +19,8 @@ PAINT_PRIOR = 3.0
 PAINT_FEATHER = 0.2  # the painter's window fades out over this share of the crop's half-side at each edge
 MOUTH_HEIGHT_SCALE = 1.3  # the painter's box is also at least this × the lips' height (a wide-open mouth)
 INNER_LIP_POINTS, OUTER_LIP_POINTS = slice(60, 68), slice(48, 60)
-# The eyes: each eye's six points (the face's right eye, image left, first) and corners; the eye painter's crop is
-# EYE_BOX_SCALE × the eye's width across, the face's left eye mirrored so that both look alike to one network
-EYE_POINTS = (slice(36, 42), slice(42, 48))
-EYE_CORNER_POINTS = ((36, 39), (42, 45))
-EYE_LID_PAIRS = (((37, 41), (38, 40)), ((43, 47), (44, 46)))  # upper, lower (face.regions.EYELIDS)
-EYE_BOX_SCALE = 2.0
+# The eye painter's crop is the eye metric's box (face.regions.eye_boxes: EYE_BOX_SCALE × the eye's width across),
+# the face's left eye mirrored so that both look alike to one network
 
 
 class Painter(nn.Module):
@@ -165,7 +161,7 @@ def eye_theta(landmarks: torch.Tensor, resolution: int, eye: int) -> torch.Tenso
     so that both eyes are painted by one network as a right eye."""
     pts = landmarks[:, EYE_POINTS[eye]]
     centre = (pts.amin(dim=1) + pts.amax(dim=1)) / 2
-    a, b = EYE_CORNER_POINTS[eye]
+    a, b = EYE_CORNERS[eye]
     side = (EYE_BOX_SCALE * (landmarks[:, a] - landmarks[:, b]).norm(dim=-1)).clamp_min(resolution / 32)
     theta = landmarks.new_zeros(len(landmarks), 2, 3)
     theta[:, 0, 0] = side / resolution * (1 if eye == 0 else -1)
@@ -198,7 +194,7 @@ def eye_opening_masks(landmarks: torch.Tensor, theta: torch.Tensor, size: int, r
 def eye_openings(landmarks: torch.Tensor) -> torch.Tensor:
     """(B,68,2) -> (B,2): each eye's lid gap (mean of its two lid pairs) / its width (face.measures.eye_openness)."""
     out = []
-    for (a, b), pairs in zip(EYE_CORNER_POINTS, EYE_LID_PAIRS):
+    for (a, b), pairs in zip(EYE_CORNERS, EYELIDS):
         gap = torch.stack([(landmarks[:, u] - landmarks[:, l]).norm(dim=-1) for u, l in pairs]).mean(dim=0)
         out.append(gap / (landmarks[:, a] - landmarks[:, b]).norm(dim=-1).clamp_min(1e-6))
     return torch.stack(out, dim=1)
