@@ -40,6 +40,7 @@ def setup_distributed(device: str) -> torch.device:
 def shutdown() -> None:
     """Leave the process group (if any) so torchrun sees a clean exit."""
     if is_distributed():
+        dist.barrier()
         dist.destroy_process_group()
 
 
