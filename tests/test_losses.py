@@ -121,3 +121,26 @@ def test_mouth_colour_term_sees_hue_not_fine_texture(monkeypatch):
     patterned = x + 0.3 * checker
     assert losses.mouth_colour_loss(patterned, x, lips).item() < 1e-6
     assert torch.nn.functional.l1_loss(patterned, x).item() > 0.25
+
+
+@pytest.mark.skipif(stlpips_weights_path() is None, reason="stlpips weights not installed")
+def test_lpips_weight_adds_the_metric_on_the_crop_and_its_gradient():
+    """--lpips-weight: the painted part's term gains exactly w × LPIPS of the crops (the evaluation's distance),
+    and the gradient reaches the output; 0 leaves the term as it was."""
+    from animate_cli.losses import eye_loss, mouth_crop, mouth_loss
+    from animate_cli.models.perceptual import lpips, lpips_loss
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    lips = _lips().expand(2, -1, -1)
+    blurred = torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+    plain, weighted = mouth_loss(blurred, x, lips), mouth_loss(blurred, x, lips, lpips_weight=2.0)
+    lp = lpips(mouth_crop(blurred, lips), mouth_crop(x, lips)).mean()
+    assert lp > 0.05 and weighted.item() == pytest.approx(plain.item() + 2.0 * lp.item(), rel=1e-4)
+    assert mouth_loss(blurred, x, lips, lpips_weight=0.0).item() == plain.item()
+    out = blurred.clone().requires_grad_(True)
+    lpips_loss(out, x).backward()
+    assert out.grad.abs().sum() > 0  # differentiable, unlike the metric's no_grad call
+    face = _lips().expand(2, -1, -1).clone()  # any 68 points will do for the eyes' crops: shift the lips up
+    face[:, 36:48] = face[:, 48:60] - torch.tensor([0.0, 20.0])
+    assert eye_loss(blurred, x, face, lpips_weight=1.0) > eye_loss(blurred, x, face)

@@ -234,7 +234,7 @@ def test_painter_only_trains_the_painter_and_nothing_else(cache, photos, tmp_pat
     base.save()
     tr = Trainer(opts(cache, tmp_path / "p", seed=5, init=str(tmp_path / "base" / "checkpoint"), paint_size=16,
                       photos=str(photos), photo_share=1.0, max_steps=3, painter_only=True,
-                      colour_weight=1.0))
+                      colour_weight=1.0, lpips_weight=1.0))
     before = state_of(tr)
     assert tr.train()["step"] == 3
     after = state_of(tr)
@@ -252,6 +252,10 @@ def test_painter_only_trains_the_painter_and_nothing_else(cache, photos, tmp_pat
         TrainOptions(painter_only=True, paint_size=0)
     with pytest.raises(AnimateError, match="--colour-weight"):
         TrainOptions(colour_weight=1.0)  # the colour term belongs to the painter's own training
+    with pytest.raises(AnimateError, match="--lpips-weight"):
+        TrainOptions(lpips_weight=1.0)  # so does the LPIPS term
+    with pytest.raises(AnimateError, match="--lpips-weight"):
+        TrainOptions(painter_only=True, lpips_weight=-1.0)
 
 
 def test_painter_only_eyes_trains_the_eye_painter_and_nothing_else(cache, photos, tmp_path):

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .models.painter import eye_crops
-from .models.perceptual import content_loss
+from .models.perceptual import content_loss, lpips_loss
 
 MOUTH = slice(48, 68)  # iBUG-68 indices of the outer and inner lips
 MOUTH_CROP = 64  # side of the mouth term's zoomed crop
@@ -57,12 +57,14 @@ def mouth_crop(images: torch.Tensor, landmarks: torch.Tensor, size: int = MOUTH_
     return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def mouth_loss(x_hat, x, landmarks, vgg19=None, vggface=None):
+def mouth_loss(x_hat, x, landmarks, vgg19=None, vggface=None, lpips_weight: float = 0.0):
     """L_CNT + L1 on a zoom of the mouth (not in the paper). The mouth is where the warp fails most
     (an opening mouth smears the closed lips; teeth and the dark inside must be painted) and, at the
-    whole-image scale, a few percent of the pixels: without this term G barely learns to paint it."""
+    whole-image scale, a few percent of the pixels: without this term G barely learns to paint it.
+    `lpips_weight` adds LPIPS on the zoom (perceptual.lpips_loss)."""
     a, b = mouth_crop(x_hat, landmarks), mouth_crop(x, landmarks)
-    return content_loss(a, b, vgg19=vgg19, vggface=vggface) + F.l1_loss(a, b)
+    term = content_loss(a, b, vgg19=vgg19, vggface=vggface) + F.l1_loss(a, b)
+    return term + lpips_weight * lpips_loss(a, b) if lpips_weight else term
 
 
 def mouth_colour_loss(x_hat, x, landmarks, cell: int = 4):
@@ -72,12 +74,13 @@ def mouth_colour_loss(x_hat, x, landmarks, cell: int = 4):
     return F.l1_loss(F.avg_pool2d(a, cell), F.avg_pool2d(b, cell))
 
 
-def eye_loss(x_hat, x, landmarks):
+def eye_loss(x_hat, x, landmarks, lpips_weight: float = 0.0):
     """L_CNT + L1 on crops of both eyes (painter.eye_crops), what the eye painter is trained on: at the whole
-    image's scale an eye is a fraction of a percent of the pixels."""
+    image's scale an eye is a fraction of a percent of the pixels. `lpips_weight` as in mouth_loss."""
     lm = landmarks.float().reshape(-1, 68, 2)
     a, b = eye_crops(x_hat, lm, EYE_CROP)[0], eye_crops(x, lm, EYE_CROP)[0]
-    return content_loss(a, b) + F.l1_loss(a, b)
+    term = content_loss(a, b) + F.l1_loss(a, b)
+    return term + lpips_weight * lpips_loss(a, b) if lpips_weight else term
 
 
 def eye_colour_loss(x_hat, x, landmarks, cell: int = 4):

@@ -246,10 +246,20 @@ class LPIPS(nn.Module):
         return d
 
 
+def _lpips_net(device) -> LPIPS:
+    key = ("lpips", str(device))
+    if key not in _CACHE:
+        _CACHE[key] = LPIPS().to(device)
+    return _CACHE[key]
+
+
 def lpips(x, y):
     """LPIPS between batches x and y in [-1,1] -> (B,), with a cached network on x's device."""
-    key = ("lpips", str(x.device))
-    if key not in _CACHE:
-        _CACHE[key] = LPIPS().to(x.device)
     with torch.no_grad():
-        return _CACHE[key](x.float(), y.float())
+        return _lpips_net(x.device)(x.float(), y.float())
+
+
+def lpips_loss(x_hat, x):
+    """Mean LPIPS of x̂ against x, differentiable in x̂: a training term that, unlike L_CNT's raw activations,
+    weighs each channel's direction (edges, texture) rather than its size, so a blur costs what it looks like."""
+    return _lpips_net(x_hat.device)(x_hat.float(), x.float()).mean()

@@ -96,6 +96,8 @@ class TrainOptions:
     # trained beside the painter at lr_d, d_steps updates per step); 0 = none. The mouth term alone is met best
     # by a blur: the mean of the teeth and cavities an opening might hold
     mouth_adv: float = 0.0
+    # with painter_only: weight of LPIPS on the painted part's crop, added to its term (losses.mouth_loss)
+    lpips_weight: float = 0.0
     nan_patience: int = 3  # consecutive bad steps before restoring the last checkpoint and halving lr
     progress: bool = True
 
@@ -111,6 +113,9 @@ class TrainOptions:
                                f"(got {self.colour_weight})")
         if self.mouth_adv < 0 or (self.mouth_adv and not self.painter_only):
             raise AnimateError(f"--mouth-adv must be 0 or more, and is used with --painter-only (got {self.mouth_adv})")
+        if self.lpips_weight < 0 or (self.lpips_weight and not self.painter_only):
+            raise AnimateError(f"--lpips-weight must be 0 or more, and is used with --painter-only "
+                               f"(got {self.lpips_weight})")
         if self.paint_part not in PAINT_PARTS:
             raise AnimateError(f"--paint-part must be one of {', '.join(PAINT_PARTS)} (got {self.paint_part!r})")
         if self.paint_part == "eyes" and (self.mouth_adv or not self.painter_only):
@@ -355,11 +360,11 @@ class Trainer:
             parts: dict = {}
             x_hat = self.G(b["y_t"], e_hat, warped=warped, landmarks=b["lm_t"], ref_landmarks=ref_lm, parts=parts)
         if self.opts.paint_part == "eyes":
-            term = losses.eye_loss(x_hat.float(), b["x_t"], b["lm_t"])
+            term = losses.eye_loss(x_hat.float(), b["x_t"], b["lm_t"], lpips_weight=self.opts.lpips_weight)
             colour = losses.eye_colour_loss(x_hat.float(), b["x_t"], b["lm_t"])
             loss = term + self.opts.colour_weight * colour
         else:
-            term = losses.mouth_loss(x_hat.float(), b["x_t"], b["lm_t"])
+            term = losses.mouth_loss(x_hat.float(), b["x_t"], b["lm_t"], lpips_weight=self.opts.lpips_weight)
             colour = losses.mouth_colour_loss(x_hat.float(), b["x_t"], b["lm_t"])
             loss = self.opts.mouth_weight * (term + self.opts.colour_weight * colour)
         out = {"mouth": term.item(), **_painted(parts, self.opts.paint_part)}
