@@ -96,7 +96,7 @@ class TrainOptions:
     # trained beside the painter at lr_d, d_steps updates per step); 0 = none. The mouth term alone is met best
     # by a blur: the mean of the teeth and cavities an opening might hold
     mouth_adv: float = 0.0
-    # with painter_only: weight of LPIPS on the painted part's crop, added to its term (losses.mouth_loss)
+    # with painter_only: weight of LPIPS on the painted part's crop, added to its term (losses.mouth_loss, eye_loss)
     lpips_weight: float = 0.0
     nan_patience: int = 3  # consecutive bad steps before restoring the last checkpoint and halving lr
     progress: bool = True
