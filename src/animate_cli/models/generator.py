@@ -232,13 +232,13 @@ def _blend(painter, seen, face, masks, trunk, source, uncovered, gate=None):
     return share, share * (colour - seen)
 
 
-PAINTERS = ("painter", "eye_painter")
+PAINTERS = ("painter", "eye_painter")  # the WarpGenerator's painters: the mouth's, the eyes'
 # The eye painter paints only where the shot's lids hide much of the target's opening (a shut eye driven open):
 # its share is scaled from 0 at a stretch of EYE_GATE[0] to 1 at EYE_GATE[1]. An eye a little wider than the
 # shot's (a talking clip's eyes, against its first frame: stretch under 0.26 on 95% of val's targets) keeps the
 # trunk's output exactly; a blink driven open reads 0.52 or more. Ungated, the painter took a tenth of every open
 # eye and cost 0.0012 whole-face LPIPS on val (0 of 5 clips); gated from 0 to 0.25, still 0.0005 (1 of 5)
-EYE_GATE = (0.35, 0.5)  # the WarpGenerator's painters: the mouth's, the eyes'
+EYE_GATE = (0.35, 0.5)  # stretch at which the eye painter's share starts, and where it is whole
 
 
 def extend_with_painter(new: WarpGenerator, old: WarpGenerator) -> None:
