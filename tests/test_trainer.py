@@ -326,34 +326,3 @@ def test_the_mouth_critic_trains_beside_the_painter_and_resumes(cache, photos, t
     assert tr.G.painter.head.weight.grad.abs().sum() > 0
     with pytest.raises(AnimateError, match="--mouth-adv"):
         TrainOptions(mouth_adv=0.1)  # the critic belongs to the painter's own training
-
-
-def test_painter_ema_checkpoints_the_average_and_resumes_the_live_painter(cache, photos, tmp_path):
-    """--painter-ema D: the checkpoint (and so the export) holds the moving average of the painter's weights,
-    (1 − D) of the way to each update's result; the live weights train on from the training state, so a resumed
-    run continues exactly as one run straight through."""
-    base = Trainer(opts(cache, tmp_path / "base", seed=3))
-    base.save()
-    run = dict(seed=5, init=str(tmp_path / "base" / "checkpoint"), paint_size=16, photos=str(photos),
-               photo_share=1.0, painter_only=True, lr_paint=1e-2)
-    tr = Trainer(opts(cache, tmp_path / "p", max_steps=1, painter_ema=0.75, **run))
-    start = {k: v.clone() for k, v in tr.G.painter.state_dict().items()}
-    assert tr.train()["step"] == 1
-    live = {k: v.clone() for k, v in tr.G.painter.state_dict().items()}
-    key = "head.weight"
-    assert not torch.equal(live[key], start[key])
-    _, _, saved, _ = load_checkpoint(tmp_path / "p" / "checkpoint")
-    assert torch.allclose(saved.painter.state_dict()[key], 0.75 * start[key] + 0.25 * live[key], atol=1e-7)
-    exported = load_checkpoint(export(tmp_path / "p", tmp_path / "export"))[2]
-    assert torch.equal(exported.painter.state_dict()[key], saved.painter.state_dict()[key])
-    # two steps in one go == one step, resume, one more (the live weights, not the average, go on training)
-    straight = Trainer(opts(cache, tmp_path / "s", max_steps=2, painter_ema=0.75, **run))
-    straight.train()
-    resumed = Trainer(opts(cache, tmp_path / "p", max_steps=2, painter_ema=0.75, **run))
-    assert resumed.train()["step"] == 2
-    assert same(resumed.G.painter.state_dict(), straight.G.painter.state_dict())
-    assert same(resumed.ema, straight.ema)
-    with pytest.raises(AnimateError, match="--painter-ema"):
-        TrainOptions(painter_ema=0.9)  # the average belongs to the painter's own training
-    with pytest.raises(AnimateError, match="--painter-ema"):
-        TrainOptions(painter_only=True, painter_ema=1.0)

@@ -97,9 +97,6 @@ def train_command(
                                     help="With --painter-only: weight of a mouth critic's adversarial term (0 = off)."),
     lpips_weight: float = typer.Option(T.lpips_weight, "--lpips-weight",
                                        help="With --painter-only: weight of LPIPS on the painted part's crop."),
-    painter_ema: float = typer.Option(T.painter_ema, "--painter-ema",
-                                      help="With --painter-only: decay of a moving average of the painter's "
-                                           "weights, which the checkpoints and the export hold (0 = none)."),
     threads: Optional[int] = typer.Option(T.threads, "--threads", help="CPU threads per process."),
     init: Optional[Path] = typer.Option(T.init, "--init", help="Start from this weights folder."),
     progress: bool = typer.Option(T.progress, "--progress/--no-progress", help="Loss table on stderr."),
@@ -130,8 +127,7 @@ def train_command(
                         init=None if init is None else str(init), threads=threads, augment=augment,
                         mouth_weight=mouth_weight, random_reference=random_reference, progress=progress,
                         painter_only=painter_only, colour_weight=colour_weight,
-                        mouth_adv=mouth_adv, lpips_weight=lpips_weight,
-                        painter_ema=painter_ema)
+                        mouth_adv=mouth_adv, lpips_weight=lpips_weight)
     summary = train(opts)
     if summary["rank"] == 0:
         print(json.dumps(summary))

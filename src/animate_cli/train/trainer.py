@@ -98,10 +98,6 @@ class TrainOptions:
     mouth_adv: float = 0.0
     # with painter_only: weight of LPIPS on the painted part's crop, added to its term (losses.mouth_loss, eye_loss)
     lpips_weight: float = 0.0
-    # with painter_only: decay of an exponential moving average of the painter's weights (0 = none; e.g. 0.998).
-    # Against a critic the painter's weights wander from step to step; the checkpoint, and so the export, holds
-    # the average, the live weights go on training (kept in the training state)
-    painter_ema: float = 0.0
     nan_patience: int = 3  # consecutive bad steps before restoring the last checkpoint and halving lr
     progress: bool = True
 
@@ -120,9 +116,6 @@ class TrainOptions:
         if self.lpips_weight < 0 or (self.lpips_weight and not self.painter_only):
             raise AnimateError(f"--lpips-weight must be 0 or more, and is used with --painter-only "
                                f"(got {self.lpips_weight})")
-        if not 0.0 <= self.painter_ema < 1.0 or (self.painter_ema and not self.painter_only):
-            raise AnimateError(f"--painter-ema must be at least 0 and below 1, and is used with --painter-only "
-                               f"(got {self.painter_ema})")
         if self.paint_part not in PAINT_PARTS:
             raise AnimateError(f"--paint-part must be one of {', '.join(PAINT_PARTS)} (got {self.paint_part!r})")
         if self.paint_part == "eyes" and (self.mouth_adv or not self.painter_only):
@@ -210,11 +203,6 @@ class Trainer:
         self.opt_g = torch.optim.Adam(groups, betas=betas)
         self.opt_d = torch.optim.Adam([{"params": list(self.D.parameters()), "lr": opts.lr_d, "base_lr": opts.lr_d}],
                                       betas=betas)
-        # TrainOptions.painter_ema: the average of the trained painter's weights (its float state; the spectral
-        # norms' power-iteration vectors are copied, not averaged)
-        self.painter = painters[0] if opts.painter_only else None
-        self.ema = ({k: v.detach().clone() for k, v in self.painter.state_dict().items()}
-                    if opts.painter_ema else None)
         self.critic, self.opt_critic = None, None
         if opts.mouth_adv:
             self.critic = distributed.wrap(MouthCritic().to(self.device), self.device)
@@ -263,18 +251,10 @@ class Trainer:
         """Checkpoint the run (rank 0 writes; every process waits for it)."""
         if self.rank == 0:
             E, G, D = (distributed.unwrap(m) for m in (self.E, self.G, self.D))
-            extra = {}
-            if self.ema is not None:  # the checkpoint's G gets the average; the live painter goes in the state
-                extra["painter_live"] = {k: v.detach().clone() for k, v in self.painter.state_dict().items()}
-                self.painter.load_state_dict(self.ema)
-            try:
-                rundir.save_run_checkpoint(self.run, self.cfg, E, G, D, {
-                    "step": self.step_no, "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                    "rng": rundir.rng_state(), "skipped": self.skipped, "lr_scale": self.lr_scale,
-                    "n_videos": self.data.n_videos, **self._critic_state(), **extra})
-            finally:
-                if extra:
-                    self.painter.load_state_dict(extra["painter_live"])
+            rundir.save_run_checkpoint(self.run, self.cfg, E, G, D, {
+                "step": self.step_no, "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "rng": rundir.rng_state(), "skipped": self.skipped, "lr_scale": self.lr_scale,
+                "n_videos": self.data.n_videos, **self._critic_state()})
         distributed.barrier()
 
     def load(self, restore_rng: bool = True) -> bool:
@@ -291,10 +271,6 @@ class Trainer:
         distributed.unwrap(self.E).load_state_dict(e.state_dict())
         distributed.unwrap(self.G).load_state_dict(g.state_dict())
         distributed.unwrap(self.D).load_state_dict(d.state_dict())
-        if self.ema is not None:  # the checkpoint's painter is the average (or, from a run without one, the start)
-            self.ema = {k: v.detach().clone() for k, v in self.painter.state_dict().items()}
-            if "painter_live" in state:
-                self.painter.load_state_dict(state["painter_live"])
         if len(state["opt_g"]["param_groups"]) != len(self.opt_g.param_groups):
             raise AnimateError(f"{folder} was trained {'without' if self.opts.painter_only else 'with'} "
                                f"--painter-only; use another --run-dir folder")
@@ -407,23 +383,11 @@ class Trainer:
         ok = self._finite(loss, [p for g in self.opt_g.param_groups for p in g["params"]])
         if ok:
             self.opt_g.step()
-            self._update_ema()
         self.opt_g.zero_grad(set_to_none=True)
         out["loss_g"] = loss.item()
         if ok and self.critic is not None:
             ok = self._critic_step(fake_view.detach(), b, out)
         return self._end_step(out, ok, b, x_hat, warped)
-
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        """TrainOptions.painter_ema: move the average towards the painter's weights after an update."""
-        if self.ema is None:
-            return
-        for k, v in self.painter.state_dict().items():
-            if v.is_floating_point() and not k.endswith(("_u", "_v")):
-                self.ema[k].lerp_(v, 1.0 - self.opts.painter_ema)
-            else:
-                self.ema[k].copy_(v)
 
     def _critic_step(self, fake_view, b: dict, out: dict) -> bool:
         """`d_steps` hinge updates of the mouth critic: the targets' mouths against the painter's (`fake_view`,
