@@ -3,6 +3,8 @@ this shows by how much on each. Usage:
 
   python scripts/per_clip.py SETTING METRIC REPORT.json:MODEL[:LABEL] [...]
 
+An empty MODEL (`REPORT.json::LABEL`) takes the report's only model.
+
 e.g. `python scripts/per_clip.py "reopen K=1" eye_lpips eval/eyes/val_reopen_warp.json:warp A.json:default:new`.
 """
 import json
@@ -15,7 +17,10 @@ def main(setting: str, metric: str, specs: list[str]) -> None:
     rows, names = [], None
     for spec in specs:
         path, model, *label = spec.split(":")
-        frames = json.load(open(path))["models"][model]["self"][setting]["per_frame"]
+        models = json.load(open(path))["models"]
+        if not model and len(models) == 1:
+            model = next(iter(models))
+        frames = models[model]["self"][setting]["per_frame"]
         clips, values = np.array(frames["clip"]), np.array(frames[metric], float)
         names = names or sorted(set(clips))
         rows.append((label[0] if label else model, [np.nanmean(values[clips == c]) for c in names], np.nanmean(values)))
