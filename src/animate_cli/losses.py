@@ -62,9 +62,7 @@ def mouth_loss(x_hat, x, landmarks, vgg19=None, vggface=None, lpips_weight: floa
     (an opening mouth smears the closed lips; teeth and the dark inside must be painted) and, at the
     whole-image scale, a few percent of the pixels: without this term G barely learns to paint it.
     `lpips_weight` adds LPIPS on the zoom (perceptual.lpips_loss)."""
-    a, b = mouth_crop(x_hat, landmarks), mouth_crop(x, landmarks)
-    term = content_loss(a, b, vgg19=vgg19, vggface=vggface) + F.l1_loss(a, b)
-    return term + lpips_weight * lpips_loss(a, b) if lpips_weight else term
+    return _crop_term(mouth_crop(x_hat, landmarks), mouth_crop(x, landmarks), lpips_weight, vgg19, vggface)
 
 
 def mouth_colour_loss(x_hat, x, landmarks, cell: int = 4):
@@ -78,8 +76,12 @@ def eye_loss(x_hat, x, landmarks, lpips_weight: float = 0.0):
     """L_CNT + L1 on crops of both eyes (painter.eye_crops), what the eye painter is trained on: at the whole
     image's scale an eye is a fraction of a percent of the pixels. `lpips_weight` as in mouth_loss."""
     lm = landmarks.float().reshape(-1, 68, 2)
-    a, b = eye_crops(x_hat, lm, EYE_CROP)[0], eye_crops(x, lm, EYE_CROP)[0]
-    term = content_loss(a, b) + F.l1_loss(a, b)
+    return _crop_term(eye_crops(x_hat, lm, EYE_CROP)[0], eye_crops(x, lm, EYE_CROP)[0], lpips_weight)
+
+
+def _crop_term(a, b, lpips_weight: float = 0.0, vgg19=None, vggface=None):
+    """A painted part's term on its crops a (output) and b (truth): L_CNT + L1, plus lpips_weight × LPIPS."""
+    term = content_loss(a, b, vgg19=vgg19, vggface=vggface) + F.l1_loss(a, b)
     return term + lpips_weight * lpips_loss(a, b) if lpips_weight else term
 
 
